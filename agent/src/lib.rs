@@ -1,0 +1,5 @@
+//! `mt-agent`: the replication agent baked into the master-target appliance.
+//!
+//! The library holds the logic; `main.rs` only parses arguments and prints.
+
+pub mod config;

@@ -1,0 +1,12 @@
+//! The `appliance` library: the appliance definition (one source of truth for every size, name and
+//! setting) and the pure writers that turn it and raw disk images into artifacts.
+//!
+//! This crate never runs a process: orchestration of external tools lives in `xtask`.
+
+pub mod definition;
+pub mod kickstart;
+pub mod layout;
+pub mod packages;
+pub mod units;
+
+pub use definition::Definition;

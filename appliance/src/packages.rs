@@ -1,0 +1,1 @@
+//! Package manifests (`packages/<base>.toml`): logical packages mapped to each base.
