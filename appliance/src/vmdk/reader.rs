@@ -62,8 +62,11 @@ pub struct VmdkReader<R: Read + Seek> {
     descriptor: Option<Descriptor>,
     gd_offset: u64,
     directory: Vec<u32>,
-    /// Per grain: the sector of its marker (or data), 0 for "reads as zeros".
-    grain_sectors: Vec<u32>,
+    /// Per grain table present in the file, per grain: the sector of its marker (or data),
+    /// 0 for "reads as zeros". Only tables the file holds take memory, so a header claiming a
+    /// huge capacity cannot make the reader allocate more than the file's size.
+    tables: Vec<Option<Box<[u32]>>>,
+    grains: u64,
     inflate: Decompress,
     compressed: Vec<u8>,
     cached: Option<u64>,
@@ -83,7 +86,8 @@ impl<R: Read + Seek> VmdkReader<R> {
             descriptor: None,
             gd_offset: 0,
             directory: Vec::new(),
-            grain_sectors: Vec::new(),
+            tables: Vec::new(),
+            grains: 0,
             inflate: Decompress::new(true),
             compressed: Vec::new(),
             cached: None,
@@ -124,11 +128,15 @@ impl<R: Read + Seek> VmdkReader<R> {
         self.header.grain_size * SECTOR
     }
     pub fn grain_count(&self) -> u64 {
-        self.grain_sectors.len() as u64
+        self.grains
     }
     /// Grains that hold data.
     pub fn allocated_grains(&self) -> u64 {
-        self.grain_sectors.iter().filter(|&&s| s != 0).count() as u64
+        self.tables
+            .iter()
+            .flatten()
+            .map(|t| t.iter().filter(|&&s| s != 0).count() as u64)
+            .sum()
     }
 
     fn read_exact_at(
@@ -282,6 +290,16 @@ impl<R: Read + Seek> VmdkReader<R> {
                 |m| matches!(m, Marker::GrainDirectory { sectors } if sectors >= gd_sectors),
             )?;
         }
+        if self.gd_offset == 0 || gd_at.saturating_add(gts * 4) > self.len {
+            return Err(VmdkError::corrupt(
+                "grain directory",
+                gd_at,
+                format!(
+                    "{gts} entries at sector {} do not fit in the {}-byte file",
+                    self.gd_offset, self.len
+                ),
+            ));
+        }
         let mut gd = vec![0u8; (gts * 4) as usize];
         self.read_exact_at(gd_at, &mut gd, "grain directory")?;
         self.directory = gd
@@ -293,7 +311,8 @@ impl<R: Read + Seek> VmdkReader<R> {
         let grains = h.grains();
         let file_sectors = self.len / SECTOR;
         let zeroed_gte = h.flags & FLAG_ZEROED_GTE != 0;
-        self.grain_sectors = vec![0; grains as usize];
+        self.grains = grains;
+        self.tables = vec![None; gts as usize];
         let mut gt = vec![0u8; (per_gt * 4) as usize];
         for (t, &gde) in self.directory.clone().iter().enumerate() {
             if gde == 0 {
@@ -310,6 +329,7 @@ impl<R: Read + Seek> VmdkReader<R> {
                 )?;
             }
             self.read_exact_at(gt_at, &mut gt, "grain table")?;
+            let mut entries = vec![0u32; per_gt as usize].into_boxed_slice();
             for (i, e) in gt.chunks_exact(4).enumerate() {
                 let grain = t as u64 * per_gt + i as u64;
                 let sector = u32::from_le_bytes(e.try_into().expect("4 bytes"));
@@ -328,8 +348,9 @@ impl<R: Read + Seek> VmdkReader<R> {
                         ),
                     ));
                 }
-                self.grain_sectors[grain as usize] = sector;
+                entries[i] = sector;
             }
+            self.tables[t] = Some(entries);
         }
         Ok(())
     }
@@ -356,10 +377,25 @@ impl<R: Read + Seek> VmdkReader<R> {
         Ok(())
     }
 
+    /// The sector grain `index` is stored at, 0 if it reads as zeros.
+    fn grain_sector(&self, index: u64) -> u32 {
+        let per_gt = u64::from(self.header.num_gtes_per_gt);
+        self.tables[(index / per_gt) as usize]
+            .as_ref()
+            .map_or(0, |t| t[(index % per_gt) as usize])
+    }
+
     /// Reads grain `index` into `out` (one grain long). Returns false, leaving `out` alone, for
     /// a grain that is not allocated (reads as zeros).
     pub fn read_grain(&mut self, index: u64, out: &mut Vec<u8>) -> Result<bool, VmdkError> {
-        let sector = self.grain_sectors[index as usize];
+        if index >= self.grains {
+            return Err(VmdkError::corrupt(
+                "virtual disk",
+                index.saturating_mul(self.grain_bytes()),
+                format!("grain {index} is beyond the last grain ({})", self.grains),
+            ));
+        }
+        let sector = self.grain_sector(index);
         if sector == 0 {
             return Ok(false);
         }
@@ -636,7 +672,8 @@ impl<R: Read + Seek> VmdkReader<R> {
             .filter(|&&d| d != 0)
             .map(|&d| u64::from(d))
             .collect();
-        let mut seen = vec![false; self.grain_sectors.len()];
+        // Sectors of the grain markers found; the walk only moves forward, so this stays sorted.
+        let mut seen: Vec<u32> = Vec::new();
         let mut in_order = true;
         let mut last_lba: Option<u64> = None;
         let mut s = h.overhead;
@@ -658,7 +695,7 @@ impl<R: Read + Seek> VmdkReader<R> {
                 Marker::Grain { lba, .. } => {
                     self.check_grain_lba(at, lba, None)?;
                     let index = lba / gs;
-                    let listed = u64::from(self.grain_sectors[index as usize]);
+                    let listed = u64::from(self.grain_sector(index));
                     if listed != s {
                         return Err(VmdkError::corrupt(
                             "grain marker",
@@ -672,7 +709,7 @@ impl<R: Read + Seek> VmdkReader<R> {
                         in_order = false;
                     }
                     last_lba = Some(lba);
-                    seen[index as usize] = true;
+                    seen.push(s as u32);
                     s += self.read_grain_at(s, Some(lba), grain)?;
                 }
                 Marker::EndOfStream => {
@@ -737,17 +774,22 @@ impl<R: Read + Seek> VmdkReader<R> {
                 }
             }
         }
-        if let Some(index) = (0..seen.len()).find(|&i| self.grain_sectors[i] != 0 && !seen[i]) {
-            let per_gt = u64::from(h.num_gtes_per_gt);
-            let table = u64::from(self.directory[(index as u64 / per_gt) as usize]);
-            return Err(VmdkError::corrupt(
-                "grain table",
-                table * SECTOR,
-                format!(
-                    "the entry for grain {index} points to sector {}, where the marker walk found no grain marker",
-                    self.grain_sectors[index]
-                ),
-            ));
+        let per_gt = u64::from(h.num_gtes_per_gt);
+        for (t, table) in self.tables.iter().enumerate() {
+            let Some(table) = table else { continue };
+            for (i, &sector) in table.iter().enumerate() {
+                if sector != 0 && seen.binary_search(&sector).is_err() {
+                    let index = t as u64 * per_gt + i as u64;
+                    let table_at = u64::from(self.directory[t]) * SECTOR;
+                    return Err(VmdkError::corrupt(
+                        "grain table",
+                        table_at,
+                        format!(
+                            "the entry for grain {index} points to sector {sector}, where the marker walk found no grain marker"
+                        ),
+                    ));
+                }
+            }
         }
         Ok((in_order, true))
     }

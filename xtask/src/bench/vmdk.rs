@@ -17,6 +17,10 @@ pub struct BenchVmdk {
     /// Apparent size of the generated raw image.
     #[arg(long, default_value = "4GiB")]
     size: ByteSize,
+    /// Share of the image left as holes (never written), in percent; the rest is split
+    /// 10:30:10:15 between written zeros, text, binary and random data.
+    #[arg(long, default_value_t = 35)]
+    holes: u64,
     /// Runs of each tool.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -59,6 +63,7 @@ impl VmdkConvert {
 impl BenchVmdk {
     pub fn run(self, sh: &xshell::Shell) -> Result<()> {
         ensure!(self.runs > 0, "--runs must be at least 1");
+        ensure!(self.holes <= 100, "--holes is a percentage (0 to 100)");
         let root = crate::util::workspace_root();
         let dir = self
             .dir
@@ -68,8 +73,8 @@ impl BenchVmdk {
         eprintln!("building the release xtask…");
         cmd!(sh, "cargo build --release --quiet -p xtask").run()?;
         let ours_exe = root.join("target/release/xtask");
-        let raw = dir.join(format!("mixed-{}.raw", self.size));
-        make_raw_image(&raw, self.size.bytes())?;
+        let raw = dir.join(format!("mixed-{}-holes{}.raw", self.size, self.holes));
+        make_raw_image(&raw, self.size.bytes(), self.holes)?;
         let allocated = allocated_bytes(&raw)?;
         let qemu_version = cmd!(sh, "qemu-img --version").read()?;
         let qemu_version = qemu_version.lines().next().unwrap_or("").to_string();
@@ -198,8 +203,9 @@ impl XorShift {
 }
 
 /// Writes (once; reused while its size matches) a raw image of `size` bytes with a realistic
-/// mix of regions: about 35 % holes, 10 % written zeros, 30 % text, 10 % binary, 15 % random.
-fn make_raw_image(path: &Utf8Path, size: u64) -> Result<()> {
+/// mix of regions: `holes` percent holes, the rest written zeros, text, binary and random data
+/// in the proportions 10:30:10:15.
+fn make_raw_image(path: &Utf8Path, size: u64, holes: u64) -> Result<()> {
     let stamp = path.with_extension("raw.done");
     if std::fs::metadata(path).is_ok_and(|m| m.len() == size) && stamp.exists() {
         eprintln!("reusing {path}");
@@ -213,12 +219,15 @@ fn make_raw_image(path: &Utf8Path, size: u64) -> Result<()> {
     let mut buf = Vec::new();
     let mut at = 0u64;
     while at < size {
-        let kind = match rng.below(100) {
-            0..=34 => Region::Hole,
-            35..=44 => Region::Zeros,
-            45..=74 => Region::Text,
-            75..=84 => Region::Binary,
-            _ => Region::Random,
+        let kind = if rng.below(100) < holes {
+            Region::Hole
+        } else {
+            match rng.below(65) {
+                0..=9 => Region::Zeros,
+                10..=39 => Region::Text,
+                40..=49 => Region::Binary,
+                _ => Region::Random,
+            }
         };
         // 64 KiB to 8 MiB, not grain-aligned, as files are not.
         let len = (64 * 1024 + rng.below(8 * MIB)).min(size - at);
