@@ -9,6 +9,7 @@ use appliance::definition::{Base, NetworkMode};
 use appliance::kickstart::{self, MAX_LINE_BYTES};
 use appliance::packages::PackageManifest;
 use appliance::Definition;
+use camino::Utf8Path;
 use common::*;
 use serde_json::Value;
 use std::process::Command;
@@ -336,4 +337,22 @@ fn the_default_definition_has_no_authorized_keys_section() {
     let (def, ks) = render(&shipped_text());
     assert!(def.system.ssh_authorized_keys.is_empty());
     assert!(!ks.contains("authorized_keys"));
+}
+
+/// What pykickstart's RHEL6 parser understood of the kickstart (see `ks_dump.py`).
+pub fn parse_with_pykickstart(ks: &str, scratch_dir: &Utf8Path) -> serde_json::Value {
+    let path = scratch_dir.join("ks.cfg");
+    std::fs::write(&path, ks).unwrap();
+    let script = scratch_dir.join("ks_dump.py");
+    std::fs::write(&script, include_str!("common/ks_dump.py")).unwrap();
+    let out = Command::new(pykickstart_python())
+        .args([script.as_str(), path.as_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pykickstart could not parse {path}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -165,21 +165,3 @@ pub fn ksvalidator_rhel6(ks: &str, scratch_dir: &Utf8Path) -> Result<(), String>
         ))
     }
 }
-
-/// What pykickstart's RHEL6 parser understood of the kickstart (see `ks_dump.py`).
-pub fn parse_with_pykickstart(ks: &str, scratch_dir: &Utf8Path) -> serde_json::Value {
-    let path = scratch_dir.join("ks.cfg");
-    std::fs::write(&path, ks).unwrap();
-    let script = scratch_dir.join("ks_dump.py");
-    std::fs::write(&script, include_str!("ks_dump.py")).unwrap();
-    let out = Command::new(pykickstart_python())
-        .args([script.as_str(), path.as_str()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pykickstart could not parse {path}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
