@@ -154,6 +154,9 @@ fn check_packages_and_post(def: &Definition, parsed: &Value) {
     assert_eq!(post.len(), 2, "a nochroot and a chroot %post");
     assert_eq!(post[0]["chroot"], false);
     assert_eq!(post[1]["chroot"], true);
+    for script in post {
+        bash_syntax_ok(script["script"].as_str().unwrap());
+    }
     let nochroot = post[0]["script"].as_str().unwrap();
     assert!(nochroot.contains(kickstart::EXTRAS_VOLUME_LABEL));
     let chroot = post[1]["script"].as_str().unwrap();
@@ -189,6 +192,19 @@ fn check_packages_and_post(def: &Definition, parsed: &Value) {
     assert_eq!(
         strings(&parsed["firewall"]["ports"]),
         [format!("{}:tcp", def.agent.port)]
+    );
+}
+
+/// Anaconda runs `%post` with `/bin/sh`, which is bash on el6.
+fn bash_syntax_ok(script: &str) {
+    let out = Command::new("bash")
+        .args(["-n", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "%post is not valid shell: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -254,6 +270,19 @@ fn changed_sizes_packages_and_options_reach_the_kickstart() {
         "reiserfs was dropped from the definition"
     );
     assert!(ks.contains("--size=3000 "));
+}
+
+#[test]
+fn a_definition_needing_no_external_file_still_renders_valid_post_scripts() {
+    let t = edit(
+        &shipped_text(),
+        "packages = [\"xfsprogs\", \"perl\", \"lsscsi\", \"rsync\", \"wget\", \"kexec-tools\", \"multipath\", \"reiserfs\"]",
+        "packages = [\"perl\", \"rsync\"]",
+    );
+    check_all(&t, "parse-no-external");
+    let (_, ks) = render(&t);
+    assert!(!ks.contains(".rpm;"), "no external file is required");
+    ksvalidator_rhel6(&ks, &scratch("ks-no-external")).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
