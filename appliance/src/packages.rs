@@ -52,22 +52,6 @@ impl Pin {
             "{text:?} is neither 64 lower-case hex digits (a SHA-256) nor \"unknown\""
         ))
     }
-
-    /// Checks a computed SHA-256 (hex) of the file against the pin. An unknown pin refuses every
-    /// file: a download that cannot be checked is not used.
-    pub fn verify(&self, file: &ExternalFile, actual_sha256: &str) -> Result<(), String> {
-        match self {
-            Pin::Unknown => Err(format!(
-                "{} is not pinned (sha256 = \"unknown\" in the manifest): verify a copy (rpm -K) and write its SHA-256 {actual_sha256} into the manifest before using it",
-                file.file
-            )),
-            Pin::Sha256(want) if want.eq_ignore_ascii_case(actual_sha256) => Ok(()),
-            Pin::Sha256(want) => Err(format!(
-                "{} has SHA-256 {actual_sha256} but the manifest pins {want}: the file is not the one that was verified",
-                file.file
-            )),
-        }
-    }
 }
 
 impl fmt::Display for Pin {
@@ -99,6 +83,24 @@ pub struct ExternalFile {
     pub provides: LogicalPackage,
     pub url: String,
     pub sha256: Pin,
+}
+
+impl ExternalFile {
+    /// Checks the SHA-256 (hex) computed over a fetched copy against the pin. An unknown pin
+    /// refuses every copy: a download that cannot be checked is not used.
+    pub fn verify_sha256(&self, actual: &str) -> Result<(), String> {
+        match &self.sha256 {
+            Pin::Unknown => Err(format!(
+                "{} is not pinned (sha256 = \"unknown\" in the package manifest): check a copy's signature (rpm -K), then write its SHA-256 {actual} into the manifest",
+                self.file
+            )),
+            Pin::Sha256(want) if want.eq_ignore_ascii_case(actual) => Ok(()),
+            Pin::Sha256(want) => Err(format!(
+                "{} from {} has SHA-256 {actual} but the package manifest pins {want}: it is not the file that was verified",
+                self.file, self.url
+            )),
+        }
+    }
 }
 
 /// A loaded and checked manifest for one base.
@@ -480,13 +482,15 @@ mod tests {
                 f.url
             );
             if f.sha256 == Pin::Unknown {
-                let err = f.sha256.verify(f, &"0".repeat(64)).unwrap_err();
+                let err = f.verify_sha256(&"0".repeat(64)).unwrap_err();
                 assert!(err.contains("not pinned"), "{err}");
             }
         }
-        let pinned = Pin::Sha256("ab".repeat(32));
-        assert!(pinned.verify(&files[0], &"ab".repeat(32)).is_ok());
-        assert!(pinned.verify(&files[0], &"cd".repeat(32)).is_err());
+        let mut pinned = files[0].clone();
+        pinned.sha256 = Pin::Sha256("ab".repeat(32));
+        assert!(pinned.verify_sha256(&"ab".repeat(32)).is_ok());
+        let err = pinned.verify_sha256(&"cd".repeat(32)).unwrap_err();
+        assert!(err.contains(&pinned.url), "{err}");
     }
 
     fn broken(edit: impl Fn(&str) -> String) -> String {
