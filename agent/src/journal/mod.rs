@@ -142,7 +142,7 @@ struct BlockRecord {
     disk: u32,
     offset: u64,
     len: u32,
-    /// Tag of the record: the LSN (undo) or batch sequence (rollback) it belongs to.
+    /// The commit sequence number of the batch that wrote the record.
     tag: u64,
     /// Where the old data starts in its file.
     data_at: u64,
@@ -563,7 +563,23 @@ impl GroupJournal {
     fn roll_back_unfinished_batch(&mut self, undo_file_len: u64) -> Result<()> {
         let undo_path = self.undo_path(self.state.open.id);
         let rb_path = self.dir.join(timeline::ROLLBACK_FILE);
-        let mut restore = scan_blocks(
+        let next_seq = self.state.commit_seq + 1;
+        // Only one batch is ever unfinished. Records of a later one mean the timeline lost
+        // committed records (damage, not a crash): refuse rather than roll back acknowledged data.
+        let behind = |path: &Utf8Path, b: &BlockRecord| {
+            JournalError::damaged(
+                &self.timeline_path(),
+                self.timeline_len,
+                &format!(
+                    "the timeline ends at commit {} but {path} holds a record of commit {} at byte {}: the timeline lost committed records",
+                    self.state.commit_seq,
+                    b.tag,
+                    b.data_at - BLOCK_HEAD_LEN as u64 - record::RECORD_HEADER_LEN,
+                ),
+            )
+        };
+        let mut restore = Vec::new();
+        for b in scan_blocks(
             self.undo.as_ref(),
             &undo_path,
             REC_UNDO,
@@ -571,15 +587,16 @@ impl GroupJournal {
             undo_file_len,
             true,
             false,
-        )?
-        .into_iter()
-        .map(|b| (b, false))
-        .collect::<Vec<_>>();
+        )? {
+            if b.tag != next_seq {
+                return Err(behind(&undo_path, &b));
+            }
+            restore.push((b, false));
+        }
         let rb_len = self
             .rollback
             .len()
             .map_err(|e| JournalError::io(&rb_path, "size", e))?;
-        let next_seq = self.state.commit_seq + 1;
         for b in scan_blocks(
             self.rollback.as_ref(),
             &rb_path,
@@ -589,6 +606,9 @@ impl GroupJournal {
             true,
             false,
         )? {
+            if b.tag > next_seq {
+                return Err(behind(&rb_path, &b));
+            }
             if b.tag != next_seq {
                 break;
             }
@@ -662,8 +682,24 @@ impl GroupJournal {
         live.insert(undo_file(self.state.open.id));
         let mut removed = false;
         for name in self.fs().list(&self.dir).unwrap_or_default() {
-            let orphan = (name.starts_with("undo-") && !live.contains(&name))
-                || name == timeline::TIMELINE_TMP;
+            let epoch = name
+                .strip_prefix("undo-")
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| u64::from_str_radix(n, 16).ok());
+            if let (Some(id), false) = (epoch, live.contains(&name)) {
+                // The one epoch a crash can leave unrecorded is the next one, still empty.
+                let p = self.dir.join(&name);
+                let next = self.state.next_epoch_id;
+                if id > next || id == next && self.fs().file_size(&p) > FILE_HEADER_LEN {
+                    return Err(JournalError::damaged(
+                        &self.timeline_path(),
+                        self.timeline_len,
+                        &format!("{p} is an epoch the timeline does not know (the next should be {next}): the timeline lost committed records"),
+                    ));
+                }
+            }
+            let orphan =
+                (epoch.is_some() && !live.contains(&name)) || name == timeline::TIMELINE_TMP;
             if orphan {
                 let p = self.dir.join(&name);
                 self.fs()
@@ -826,7 +862,7 @@ impl GroupJournal {
         let seq = self.state.commit_seq + 1;
         // Which blocks need their old content saved, and where.
         let mut in_batch: HashSet<(u32, u64)> = HashSet::new();
-        let mut undo_runs: Vec<(u32, u64, u64, Lsn)> = Vec::new(); // disk, first block, count, lsn
+        let mut undo_runs: Vec<(u32, u64, u64)> = Vec::new(); // disk, first block, count
         let mut rb_runs: Vec<(u32, u64, u64)> = Vec::new();
         for w in &self.pending {
             let first = w.offset / BLOCK_SIZE;
@@ -834,15 +870,17 @@ impl GroupJournal {
                 if !in_batch.insert((w.disk, b)) {
                     continue;
                 }
-                if self.saved.contains(&(w.disk, b)) {
+                // Without any point, no recovery can need the epoch's undo: the rollback log
+                // (reused every batch) is enough, which halves the writes of an initial copy.
+                if self.saved.contains(&(w.disk, b)) || self.state.points.is_empty() {
                     match rb_runs.last_mut() {
                         Some((d, s, n)) if *d == w.disk && *s + *n == b => *n += 1,
                         _ => rb_runs.push((w.disk, b, 1)),
                     }
                 } else {
                     match undo_runs.last_mut() {
-                        Some((d, s, n, _)) if *d == w.disk && *s + *n == b => *n += 1,
-                        _ => undo_runs.push((w.disk, b, 1, w.lsn)),
+                        Some((d, s, n)) if *d == w.disk && *s + *n == b => *n += 1,
+                        _ => undo_runs.push((w.disk, b, 1)),
                     }
                 }
             }
@@ -859,9 +897,9 @@ impl GroupJournal {
 
         let mut undo_buf = Vec::new();
         let mut old = Vec::new();
-        for &(disk, b, n, lsn) in &undo_runs {
+        for &(disk, b, n) in &undo_runs {
             self.read_target(disk, b, n, &mut old)?;
-            encode_block_record(&mut undo_buf, REC_UNDO, lsn.0, disk, b * BLOCK_SIZE, &old);
+            encode_block_record(&mut undo_buf, REC_UNDO, seq, disk, b * BLOCK_SIZE, &old);
         }
         let mut rb_buf = Vec::new();
         for &(disk, b, n) in &rb_runs {
@@ -918,7 +956,7 @@ impl GroupJournal {
         self.append_timeline(&rec)?;
         rec.apply(&mut self.state)
             .map_err(|e| JournalError::damaged(&self.timeline_path(), self.timeline_len, &e))?;
-        for &(disk, b, n, _) in &undo_runs {
+        for &(disk, b, n) in &undo_runs {
             for i in 0..n {
                 self.saved.insert((disk, b + i));
             }
@@ -1039,6 +1077,10 @@ impl GroupJournal {
             .map_err(|e| JournalError::damaged(&self.timeline_path(), self.timeline_len, &e))?;
         self.undo = new_undo;
         self.saved.clear();
+        if self.state.points.len() == 1 {
+            // The epoch before the first point leads nowhere: drop it now.
+            self.prune_inner()?;
+        }
         Ok(point)
     }
 
@@ -1095,9 +1137,7 @@ impl GroupJournal {
             .iter()
             .cloned()
             .partition(|p| p.source_time >= horizon || Some(p.lsn) == newest_app);
-        if gone.is_empty() {
-            return Ok(gone);
-        }
+        // An epoch ending at or before the oldest point only leads to points that are gone.
         let oldest_kept = keep.first().map_or(self.state.open.start, |p| p.lsn);
         let (live, dead): (Vec<_>, Vec<_>) = self
             .state
@@ -1105,6 +1145,9 @@ impl GroupJournal {
             .iter()
             .cloned()
             .partition(|e| e.end > oldest_kept);
+        if gone.is_empty() && dead.is_empty() {
+            return Ok(gone);
+        }
         self.state.points = keep;
         self.state.closed = live;
         self.compact()?;

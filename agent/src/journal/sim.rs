@@ -163,7 +163,7 @@ impl SimFs {
                     match rng.below(3) {
                         0 => lo,
                         1 => hi,
-                        _ => (a + rng.below(b - a + 1)) / SECTOR * SECTOR,
+                        _ => a + rng.below(b - a + 1),
                     }
                 };
                 data.resize(new_len as usize, 0);
