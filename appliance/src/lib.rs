@@ -6,7 +6,11 @@
 pub mod definition;
 pub mod kickstart;
 pub mod layout;
+pub mod manifest;
+pub mod ova;
+pub mod ovf;
 pub mod packages;
 pub mod units;
+pub mod verify;
 
 pub use definition::Definition;

@@ -4,6 +4,7 @@
 mod kickstart;
 mod test;
 mod util;
+mod verify_ova;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,7 @@ struct Cli {
 enum Verb {
     Kickstart(kickstart::Kickstart),
     Test(test::Test),
+    VerifyOva(verify_ova::VerifyOva),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +30,6 @@ fn main() -> anyhow::Result<()> {
     match cli.verb {
         Verb::Kickstart(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
+        Verb::VerifyOva(v) => v.run(&sh),
     }
 }
