@@ -997,19 +997,208 @@ fn check_vmdk_header(cx: &mut Ctx, e: &TarEntry, ovf_capacity: u64) -> bool {
             }
         }
     }
-    if e.size >= 512 {
-        let mut tail = [0u8; 512];
-        let mut r = MemberReader::new(cx.file, e);
-        let _ = io::Seek::seek(&mut r, io::SeekFrom::Start(e.size - 512));
-        if r.read_exact(&mut tail).is_ok() && tail.iter().any(|&b| b != 0) {
+    let grain_sectors = le64(&head, 20);
+    let over_head = le64(&head, 64);
+    let gd_at_end = le64(&head, 56) == u64::MAX;
+    walk_markers(cx, e, over_head, le64(&head, 12), grain_sectors, gd_at_end);
+    true
+}
+
+const SECTOR: u64 = 512;
+
+/// Walks the stream from the first grain marker (`overHead`) to the end-of-stream marker the
+/// way a streaming importer reads it: grain markers (LBA, compressed size), metadata markers
+/// (GT, GD, footer) and the all-zero EOS that must be the file's last sector. Reads only the
+/// 16 marker bytes of each structure. Works for any producer's layout (tables at the front or
+/// at the end).
+fn walk_markers(
+    cx: &mut Ctx,
+    e: &TarEntry,
+    over_head: u64,
+    capacity: u64,
+    grain: u64,
+    gd_at_end: bool,
+) {
+    let m = Some(e.name.as_str());
+    let at = |pos: u64| Some(e.data_offset + pos);
+    let mut pos = over_head * SECTOR;
+    if over_head == 0 || pos > e.size {
+        cx.add(
+            Severity::Error,
+            m,
+            "sparse extent header overHead",
+            at(64),
+            format!(
+                "overHead sector {over_head} is not where grains start inside the {}-byte file",
+                e.size
+            ),
+        );
+        return;
+    }
+    let mut last_lba = None;
+    loop {
+        if pos + SECTOR > e.size {
             cx.add(
                 Severity::Error,
                 m,
                 "end-of-stream marker",
-                field(e.size - 512),
-                "the last sector is not the all-zero end-of-stream marker: ESXi rejects stream disks without it (qemu-img writes none)",
+                at(pos),
+                format!(
+                    "the marker walk from sector {over_head} reaches the end of the file at byte {pos} without an end-of-stream marker: ESXi rejects such disks (qemu-img writes none)"
+                ),
             );
+            return;
+        }
+        let mut mk = [0u8; 16];
+        if let Err(err) = e_read_at(cx.file, e, pos, &mut mk) {
+            cx.add(
+                Severity::Error,
+                m,
+                "marker",
+                at(pos),
+                format!("cannot be read: {err}"),
+            );
+            return;
+        }
+        let val = le64(&mk, 0);
+        let size = le32(&mk, 8);
+        let kind = le32(&mk, 12);
+        if size != 0 {
+            let structure = format!("grain marker (LBA {val})");
+            if grain == 0 || !val.is_multiple_of(grain) || val >= capacity {
+                cx.add(
+                    Severity::Error,
+                    m,
+                    structure,
+                    at(pos),
+                    format!("LBA {val} is not a grain start inside the disk's {capacity} sectors (bad marker)"),
+                );
+                return;
+            }
+            if u64::from(size) > 2 * grain * SECTOR + SECTOR {
+                cx.add(
+                    Severity::Error,
+                    m,
+                    structure,
+                    at(pos),
+                    format!("compressed size {size} is larger than any {}-byte grain compresses to (bad marker)", grain * SECTOR),
+                );
+                return;
+            }
+            if last_lba.is_some_and(|l| val <= l) {
+                cx.add(
+                    Severity::Warning,
+                    m,
+                    structure.clone(),
+                    at(pos),
+                    "grains are not in ascending LBA order (some importers expect them sorted)",
+                );
+            }
+            last_lba = Some(val);
+            let next = pos + (12 + u64::from(size)).div_ceil(SECTOR) * SECTOR;
+            if next > e.size {
+                cx.add(
+                    Severity::Error,
+                    m,
+                    structure,
+                    at(pos),
+                    format!("the grain's {size} compressed bytes run past the end of the file ({} bytes): truncated", e.size),
+                );
+                return;
+            }
+            pos = next;
+            continue;
+        }
+        match kind {
+            0 => {
+                let after = pos + SECTOR;
+                if after == e.size {
+                    return;
+                }
+                let trailing_zero = match all_zero(cx.file, e, after) {
+                    Ok(z) => z,
+                    Err(err) => {
+                        cx.add(
+                            Severity::Error,
+                            m,
+                            "end-of-stream marker",
+                            at(pos),
+                            format!("the bytes after it cannot be read: {err}"),
+                        );
+                        return;
+                    }
+                };
+                let (severity, why) = if gd_at_end {
+                    (Severity::Error, "with the grain directory at the end, readers find the footer at end of file - 1536 bytes, so the end-of-stream marker must be the last sector")
+                } else if trailing_zero {
+                    (Severity::Note, "only zero padding follows (qemu-img does this); stream readers stop at the marker")
+                } else {
+                    (Severity::Error, "data follows the end of the stream")
+                };
+                cx.add(
+                    severity,
+                    m,
+                    "end-of-stream marker",
+                    at(pos),
+                    format!(
+                        "the stream ends here but the file goes on for {} bytes: {why}",
+                        e.size - after
+                    ),
+                );
+                return;
+            }
+            1..=3 => {
+                let name = [
+                    "",
+                    "grain table marker",
+                    "grain directory marker",
+                    "footer marker",
+                ][kind as usize];
+                let next = pos + (1 + val) * SECTOR;
+                if val == 0 || next > e.size {
+                    cx.add(
+                        Severity::Error,
+                        m,
+                        name,
+                        at(pos),
+                        format!("announces {val} sectors, which do not fit in the {}-byte file: truncated or a bad marker", e.size),
+                    );
+                    return;
+                }
+                pos = next;
+            }
+            other => {
+                cx.add(
+                    Severity::Error,
+                    m,
+                    "marker",
+                    at(pos),
+                    format!("unknown metadata marker type {other} (0 EOS, 1 GT, 2 GD, 3 footer): bad marker"),
+                );
+                return;
+            }
         }
     }
-    true
+}
+
+fn e_read_at(file: &File, e: &TarEntry, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+    let mut r = MemberReader::new(file, e);
+    io::Seek::seek(&mut r, io::SeekFrom::Start(pos))?;
+    r.read_exact(buf)
+}
+
+/// Whether the member is all zero from `from` to its end.
+fn all_zero(file: &File, e: &TarEntry, from: u64) -> io::Result<bool> {
+    let mut r = MemberReader::new(file, e);
+    io::Seek::seek(&mut r, io::SeekFrom::Start(from))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
 }
