@@ -12,5 +12,6 @@ pub mod ovf;
 pub mod packages;
 pub mod units;
 pub mod verify;
+pub mod vmdk;
 
 pub use definition::Definition;

@@ -1,6 +1,7 @@
 //! `cargo xtask <verb>`: the build pipeline's entry point. A short dispatcher: parse flags, then
 //! one module per verb. Orchestration only: the logic lives in the `appliance` library.
 
+mod bench;
 mod kickstart;
 mod test;
 mod util;
@@ -18,9 +19,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Verb {
+    Bench(bench::Bench),
     Kickstart(kickstart::Kickstart),
     Test(test::Test),
     VerifyOva(verify_ova::VerifyOva),
+    #[command(hide = true)]
+    VmdkConvert(bench::vmdk::VmdkConvert),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +35,7 @@ fn main() -> anyhow::Result<()> {
         Verb::Kickstart(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
         Verb::VerifyOva(v) => v.run(&sh),
+        Verb::Bench(v) => v.run(&sh),
+        Verb::VmdkConvert(v) => v.run(&sh),
     }
 }
