@@ -541,3 +541,209 @@ impl Seek for MemberReader<'_> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Packing the appliance
+
+/// What varies between two packs of the same disks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PackOptions {
+    /// Member mtime (`SOURCE_DATE_EPOCH`); 0 (1970-01-01) when unset, so that the OVA depends
+    /// only on its inputs.
+    pub source_date_epoch: Option<u64>,
+    /// Names the build in the ProductSection and AnnotationSection.
+    pub build_id: String,
+}
+
+/// What `pack` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvaSummary {
+    pub path: Utf8PathBuf,
+    pub size: u64,
+    pub sha256: String,
+    pub manifest_algorithm: crate::definition::DigestAlgorithm,
+    /// (member name, bytes) in tar order.
+    pub members: Vec<(String, u64)>,
+    pub disks: Vec<(crate::ovf::DiskRole, crate::vmdk::VmdkSummary)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("the {0} disk is given twice: give each of os and retention once")]
+    DuplicateDisk(crate::ovf::DiskRole),
+    #[error("no {0} disk given: the OVA needs a raw image for each of os and retention")]
+    MissingDisk(crate::ovf::DiskRole),
+    #[error("cannot read the raw {role} disk {path}: {source}")]
+    Raw {
+        role: crate::ovf::DiskRole,
+        path: Utf8PathBuf,
+        source: io::Error,
+    },
+    #[error("the raw {role} disk {path} is {size} bytes but the definition's {field} is {expected} bytes: build the image from this definition (or fix {field})")]
+    RawSize {
+        role: crate::ovf::DiskRole,
+        path: Utf8PathBuf,
+        size: u64,
+        field: &'static str,
+        expected: u64,
+    },
+    #[error("cannot create the work directory {path}: {source}")]
+    WorkDir {
+        path: Utf8PathBuf,
+        source: io::Error,
+    },
+    #[error("{role} disk: {source}")]
+    Vmdk {
+        role: crate::ovf::DiskRole,
+        source: crate::vmdk::VmdkError,
+    },
+    #[error(transparent)]
+    Ovf(#[from] crate::ovf::OvfWriteError),
+    #[error(transparent)]
+    Ova(#[from] OvaError),
+}
+
+/// Packs the appliance: each raw disk becomes a streamOptimized VMDK in a work directory next to
+/// `out`, the OVF gets their exact sizes, the manifest hashes the final bytes, and the tar is
+/// written under a temporary name and renamed to `out` only when complete. The work directory is
+/// removed whatever happens.
+pub fn pack(
+    def: &crate::Definition,
+    disks: &[(crate::ovf::DiskRole, &Utf8Path)],
+    out: &Utf8Path,
+    opts: &PackOptions,
+) -> Result<OvaSummary, PackError> {
+    use crate::ovf::DiskRole;
+    let mut raws = Vec::new();
+    for role in DiskRole::ALL {
+        let given: Vec<&Utf8Path> = disks
+            .iter()
+            .filter(|(r, _)| *r == role)
+            .map(|(_, p)| *p)
+            .collect();
+        let path = match given.as_slice() {
+            [p] => *p,
+            [] => return Err(PackError::MissingDisk(role)),
+            _ => return Err(PackError::DuplicateDisk(role)),
+        };
+        let size = std::fs::metadata(path)
+            .map_err(|source| PackError::Raw {
+                role,
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
+        if size != role.capacity(def) {
+            return Err(PackError::RawSize {
+                role,
+                path: path.to_owned(),
+                size,
+                field: match role {
+                    DiskRole::Os => "os_disk.size",
+                    DiskRole::Retention => "retention_disk.size",
+                },
+                expected: role.capacity(def),
+            });
+        }
+        raws.push((role, path));
+    }
+    let work = temp_path_for(out, "parts");
+    std::fs::create_dir_all(&work).map_err(|source| PackError::WorkDir {
+        path: work.clone(),
+        source,
+    })?;
+    let result = pack_in(def, &raws, &work, out, opts);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn pack_in(
+    def: &crate::Definition,
+    raws: &[(crate::ovf::DiskRole, &Utf8Path)],
+    work: &Utf8Path,
+    out: &Utf8Path,
+    opts: &PackOptions,
+) -> Result<OvaSummary, PackError> {
+    use crate::manifest::{digest_bytes, digest_reader, Manifest};
+    use crate::ovf::{render, BuildInfo, DiskFile};
+    use crate::vmdk::{write_stream_optimized, VmdkOptions};
+    let vmdk_opts = VmdkOptions::for_definition(def);
+    let mut files = Vec::new();
+    let mut summaries = Vec::new();
+    let mut vmdks = Vec::new();
+    for &(role, raw) in raws {
+        let vmdk = work.join(role.file_name(def));
+        let s = write_stream_optimized(raw, &vmdk, &vmdk_opts)
+            .map_err(|source| PackError::Vmdk { role, source })?;
+        files.push(DiskFile {
+            role,
+            file_size: s.file_size,
+            capacity: s.capacity,
+            populated_size: s.populated_size,
+        });
+        summaries.push((role, s));
+        vmdks.push((role.file_name(def), vmdk));
+    }
+    let ovf = render(
+        def,
+        &files,
+        &BuildInfo {
+            build_id: opts.build_id.clone(),
+        },
+    )?;
+    let ovf_name = format!("{}.ovf", def.appliance.name);
+    let mf_name = format!("{}.mf", def.appliance.name);
+    let alg = def.manifest_algorithm();
+    let mut manifest = Manifest::new(alg);
+    manifest.push(&ovf_name, digest_bytes(alg, ovf.as_bytes()));
+    for (name, path) in &vmdks {
+        let f = File::open(path).map_err(|source| OvaError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let (digest, _) = digest_reader(alg, f).map_err(|source| OvaError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        manifest.push(name, digest);
+    }
+    let mf = manifest.render();
+    let mut members = vec![
+        OvaMember {
+            name: ovf_name,
+            source: MemberSource::Bytes(ovf.as_bytes()),
+        },
+        OvaMember {
+            name: mf_name,
+            source: MemberSource::Bytes(mf.as_bytes()),
+        },
+    ];
+    for (name, path) in &vmdks {
+        members.push(OvaMember {
+            name: name.clone(),
+            source: MemberSource::File(path),
+        });
+    }
+    let member_sizes = members
+        .iter()
+        .map(|m| {
+            let size = match &m.source {
+                MemberSource::Bytes(b) => b.len() as u64,
+                MemberSource::File(_) => files
+                    .iter()
+                    .find(|f| f.role.file_name(def) == m.name)
+                    .map_or(0, |f| f.file_size),
+            };
+            (m.name.clone(), size)
+        })
+        .collect();
+    let written = write_ova(out, &members, opts.source_date_epoch.unwrap_or(0))?;
+    Ok(OvaSummary {
+        path: written.path,
+        size: written.size,
+        sha256: written.sha256,
+        manifest_algorithm: alg,
+        members: member_sizes,
+        disks: summaries,
+    })
+}

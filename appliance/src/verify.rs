@@ -16,11 +16,13 @@ use crate::definition::{DigestAlgorithm, VsphereCompat};
 use crate::manifest::{digest_reader, Manifest};
 use crate::ova::{read_index, HeaderFormat, MemberReader, TarEntry, TarIndex, USTAR_MAX_SIZE};
 use crate::ovf::{ControllerKind, OvfDescriptor, DISK_ENABLE_UUID, STREAM_OPTIMIZED_FORMAT};
+use crate::vmdk::{VmdkError, VmdkReader};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 
 /// What to check against.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -185,14 +187,26 @@ pub fn verify_ova(path: &Utf8Path, opts: &VerifyOptions) -> Result<VerifyReport,
         opts,
     };
     check_tar(&mut cx, &index);
-    let ovf = cx.report.members.first().cloned();
-    let descriptor = match ovf {
-        Some(e) if e.name.ends_with(".ovf") => parse_descriptor(&mut cx, &e),
-        _ => None,
-    };
+    // Even out of place, the descriptor is read so that everything else is checked too.
+    let ovf = cx
+        .report
+        .members
+        .iter()
+        .find(|e| e.name.ends_with(".ovf"))
+        .cloned();
+    let descriptor = ovf.as_ref().and_then(|e| parse_descriptor(&mut cx, e));
+    if ovf.is_none() && !cx.report.members.is_empty() {
+        cx.add(
+            Severity::Error,
+            None,
+            "member order",
+            Some(0),
+            "the OVA has no .ovf descriptor",
+        );
+    }
     check_manifest(&mut cx, descriptor.as_ref());
-    if let Some(d) = &descriptor {
-        check_descriptor(&mut cx, d);
+    if let (Some(e), Some(d)) = (&ovf, &descriptor) {
+        check_descriptor(&mut cx, e, d);
         check_disks(&mut cx, d);
     }
     cx.report.descriptor = descriptor;
@@ -500,8 +514,7 @@ fn check_manifest(cx: &mut Ctx, descriptor: Option<&OvfDescriptor>) {
     cx.report.manifest = Some(manifest);
 }
 
-fn check_descriptor(cx: &mut Ctx, d: &OvfDescriptor) {
-    let ovf = cx.report.members[0].clone();
+fn check_descriptor(cx: &mut Ctx, ovf: &TarEntry, d: &OvfDescriptor) {
     let m = Some(ovf.name.as_str());
     let at = |o: usize| Some(ovf.data_offset + o as u64);
 
@@ -895,7 +908,9 @@ fn check_disks(cx: &mut Ctx, d: &OvfDescriptor) {
         if !href.ends_with(".vmdk") {
             continue;
         }
-        check_vmdk_header(cx, &e, disk.capacity_bytes);
+        if check_vmdk_header(cx, &e, disk.capacity_bytes) {
+            check_vmdk_structure(cx, &e);
+        }
     }
 }
 
@@ -1200,5 +1215,190 @@ fn all_zero(file: &File, e: &TarEntry, from: u64) -> io::Result<bool> {
         if buf[..n].iter().any(|&b| b != 0) {
             return Ok(false);
         }
+    }
+}
+
+/// A finding from a VMDK reader error, with the offset moved from the member into the OVA.
+fn vmdk_finding(cx: &mut Ctx, e: &TarEntry, err: VmdkError) {
+    let m = Some(e.name.as_str());
+    match err {
+        VmdkError::Corrupt {
+            structure,
+            offset,
+            problem,
+        } => cx.add(
+            Severity::Error,
+            m,
+            structure,
+            Some(e.data_offset + offset),
+            format!("{problem} (member byte {offset})"),
+        ),
+        VmdkError::Read {
+            structure,
+            offset,
+            source,
+        } => cx.add(
+            Severity::Error,
+            m,
+            structure,
+            Some(e.data_offset + offset),
+            format!("cannot be read (member byte {offset}): {source}"),
+        ),
+        other => cx.add(
+            Severity::Error,
+            m,
+            "VMDK",
+            Some(e.data_offset),
+            other.to_string(),
+        ),
+    }
+}
+
+/// The full structure check of the VMDK reader (header, footer, descriptor, grain directory and
+/// tables, every grain decompressed), on a window over the member; then, with a raw directory,
+/// the byte-for-byte comparison.
+fn check_vmdk_structure(cx: &mut Ctx, e: &TarEntry) {
+    let m = Some(e.name.as_str());
+    let mut reader = match VmdkReader::open(MemberReader::new(cx.file, e), e.size) {
+        Ok(r) => r,
+        Err(err) => return vmdk_finding(cx, e, err),
+    };
+    match reader.check() {
+        Ok(report) => {
+            cx.report
+                .disks_checked
+                .push((e.name.clone(), report.capacity));
+        }
+        Err(err) => return vmdk_finding(cx, e, err),
+    }
+    let Some(dir) = cx.opts.raw_dir.clone() else {
+        return;
+    };
+    let stem = e.name.trim_end_matches(".vmdk");
+    let candidates: Vec<Utf8PathBuf> = match dir.read_dir_utf8() {
+        Ok(rd) => rd
+            .filter_map(|d| d.ok())
+            .map(|d| d.into_path())
+            .filter(|p| p.file_stem() == Some(stem) && p.is_file())
+            .collect(),
+        Err(err) => {
+            cx.add(
+                Severity::Error,
+                m,
+                "raw image",
+                None,
+                format!("cannot list {dir}: {err}"),
+            );
+            return;
+        }
+    };
+    let raw = match candidates.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            cx.add(
+                Severity::Error,
+                m,
+                "raw image",
+                None,
+                format!("{dir} has no raw image named {stem}.* to compare with"),
+            );
+            return;
+        }
+        many => {
+            cx.add(
+                Severity::Error,
+                m,
+                "raw image",
+                None,
+                format!("{dir} has several files named {stem}.*: {many:?}"),
+            );
+            return;
+        }
+    };
+    let raw_file = match File::open(&raw) {
+        Ok(f) => f,
+        Err(err) => {
+            cx.add(
+                Severity::Error,
+                m,
+                "raw image",
+                None,
+                format!("cannot open {raw}: {err}"),
+            );
+            return;
+        }
+    };
+    let raw_len = raw_file.metadata().map(|md| md.len()).unwrap_or(0);
+    let mut cmp = RawComparer {
+        raw: raw_file,
+        pos: 0,
+        mismatch: None,
+        buf: Vec::new(),
+    };
+    let grain_bytes = reader.grain_bytes().max(1);
+    let expanded = match reader.expand_to(&mut cmp) {
+        Ok(n) => n,
+        Err(_) if cmp.mismatch.is_some() => cmp.pos,
+        Err(err) => return vmdk_finding(cx, e, err),
+    };
+    if let Some(at) = cmp.mismatch {
+        cx.add(
+            Severity::Error,
+            m,
+            "virtual disk content",
+            Some(e.data_offset),
+            format!(
+                "differs from {raw} at disk byte {at} (grain {})",
+                at / grain_bytes
+            ),
+        );
+    } else if expanded != raw_len {
+        cx.add(
+            Severity::Error,
+            m,
+            "virtual disk content",
+            Some(e.data_offset),
+            format!("expands to {expanded} bytes but {raw} has {raw_len}"),
+        );
+    } else {
+        cx.report.disks_compared.push((e.name.clone(), raw));
+    }
+}
+
+/// A sink that compares what it is given with a raw image and stops at the first difference.
+struct RawComparer {
+    raw: File,
+    pos: u64,
+    mismatch: Option<u64>,
+    buf: Vec<u8>,
+}
+
+impl io::Write for RawComparer {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.resize(data.len(), 0);
+        let mut got = 0;
+        while got < data.len() {
+            let n = self
+                .raw
+                .read_at(&mut self.buf[got..], self.pos + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let same = got == data.len() && self.buf[..got] == data[..];
+        if let Some(i) = (!same)
+            .then(|| (0..data.len()).find(|&i| i >= got || self.buf[i] != data[i]))
+            .flatten()
+        {
+            self.mismatch = Some(self.pos + i as u64);
+            self.pos += i as u64;
+            return Err(io::Error::other("content differs from the raw image"));
+        }
+        self.pos += data.len() as u64;
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }

@@ -554,3 +554,230 @@ fn verify_reports_a_bad_grain_marker_at_its_offset() {
     .unwrap();
     assert_eq!(e.offset, Some(index.entries[2].data_offset + marker as u64));
 }
+
+mod packing {
+    //! `ova::pack`: raw disks in, a complete OVA out, through the streamOptimized VMDK writer.
+
+    use super::*;
+    use appliance::ova::{pack, PackError, PackOptions};
+    use appliance::ovf::DiskRole;
+
+    fn opts(epoch: u64) -> PackOptions {
+        PackOptions {
+            source_date_epoch: Some(epoch),
+            build_id: "pack-test".into(),
+        }
+    }
+
+    fn raw_refs(raws: &[(DiskRole, Utf8PathBuf)]) -> Vec<(DiskRole, &Utf8Path)> {
+        raws.iter().map(|(r, p)| (*r, p.as_path())).collect()
+    }
+
+    #[test]
+    fn packing_twice_with_the_same_inputs_gives_the_same_sha256() {
+        let dir = scratch("pack-determinism");
+        let def = small_definition();
+        let raws = small_raws(&dir, &def);
+        let a = pack(
+            &def,
+            &raw_refs(&raws),
+            &dir.join("a.ova"),
+            &opts(1_700_000_000),
+        )
+        .unwrap();
+        let b = pack(
+            &def,
+            &raw_refs(&raws),
+            &dir.join("b.ova"),
+            &opts(1_700_000_000),
+        )
+        .unwrap();
+        assert_eq!(a.sha256, b.sha256);
+        assert_eq!(
+            std::fs::read(&a.path).unwrap(),
+            std::fs::read(&b.path).unwrap()
+        );
+        assert_eq!(
+            a.sha256,
+            digest_bytes(DigestAlgorithm::Sha256, &std::fs::read(&a.path).unwrap())
+        );
+        let c = pack(
+            &def,
+            &raw_refs(&raws),
+            &dir.join("c.ova"),
+            &opts(1_700_000_001),
+        )
+        .unwrap();
+        assert_ne!(a.sha256, c.sha256, "SOURCE_DATE_EPOCH is the member mtime");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "work files left behind: {names:?}");
+    }
+
+    #[test]
+    fn a_packed_ova_verifies_and_expands_to_its_raw_disks() {
+        let dir = scratch("pack-verify");
+        let def = small_definition();
+        let raws = small_raws(&dir, &def);
+        let out = dir.join("appliance.ova");
+        let summary = pack(&def, &raw_refs(&raws), &out, &opts(0)).unwrap();
+        assert_eq!(summary.members[0].0, "mt-appliance.ovf");
+        assert_eq!(
+            summary.disks[1].1.grains_written, 0,
+            "the retention disk is all zero"
+        );
+        // The raw images under the names of the disks they became.
+        let raw_dir = dir.join("raw");
+        std::fs::create_dir_all(&raw_dir).unwrap();
+        for (role, raw) in &raws {
+            let name = role.file_name(&def).replace(".vmdk", ".img");
+            std::fs::rename(raw, raw_dir.join(name)).unwrap();
+        }
+        let r = verify_ova(
+            &out,
+            &VerifyOptions {
+                compat: def.appliance.vsphere_compat,
+                raw_dir: Some(raw_dir.clone()),
+            },
+        )
+        .unwrap();
+        assert!(r.is_ok(), "{}", show(&r));
+        assert!(
+            !r.findings.iter().any(|f| f.severity == Severity::Warning),
+            "{}",
+            show(&r)
+        );
+        assert_eq!(r.disks_checked.len(), 2);
+        assert_eq!(r.disks_compared.len(), 2);
+        let d = r.descriptor.unwrap();
+        assert_eq!(
+            d.disks[0].populated_size,
+            Some(summary.disks[0].1.populated_size)
+        );
+
+        // One byte changed in a hole of the raw OS image: named at its disk offset.
+        let os_raw = raw_dir.join("mt-appliance-disk1.img");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&os_raw)
+            .unwrap();
+        std::os::unix::fs::FileExt::write_at(&f, b"X", (5 << 20) + 3).unwrap();
+        let r = verify_ova(
+            &out,
+            &VerifyOptions {
+                compat: def.appliance.vsphere_compat,
+                raw_dir: Some(raw_dir),
+            },
+        )
+        .unwrap();
+        error_with(
+            &r,
+            &[
+                "mt-appliance-disk1.vmdk",
+                "virtual disk content",
+                &format!("disk byte {}", (5 << 20) + 3),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_pack_that_fails_leaves_nothing_behind() {
+        let dir = scratch("pack-fails");
+        let def = small_definition();
+        let raws = small_raws(&dir, &def);
+        let out = dir.join("never.ova");
+        let only_os = [(DiskRole::Os, raws[0].1.as_path())];
+        let err = pack(&def, &only_os, &out, &opts(0)).unwrap_err();
+        assert!(
+            matches!(err, PackError::MissingDisk(DiskRole::Retention)),
+            "{err}"
+        );
+        let twice = [
+            (DiskRole::Os, raws[0].1.as_path()),
+            (DiskRole::Os, raws[0].1.as_path()),
+        ];
+        let err = pack(&def, &twice, &out, &opts(0)).unwrap_err();
+        assert!(
+            matches!(err, PackError::DuplicateDisk(DiskRole::Os)),
+            "{err}"
+        );
+        let swapped = [
+            (DiskRole::Os, raws[1].1.as_path()),
+            (DiskRole::Retention, raws[0].1.as_path()),
+        ];
+        let err = pack(&def, &swapped, &out, &opts(0)).unwrap_err();
+        assert!(err.to_string().contains("os_disk.size"), "{err}");
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".raw"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn verify_reports_a_corrupt_grain_of_our_vmdk_through_the_reader() {
+        let dir = scratch("pack-bad-grain");
+        let def = small_definition();
+        let raws = small_raws(&dir, &def);
+        let out = dir.join("appliance.ova");
+        pack(&def, &raw_refs(&raws), &out, &opts(0)).unwrap();
+        // Damage the zlib stream of the first grain, then fix the manifest so only the VMDK
+        // structure check can notice.
+        let len = std::fs::metadata(&out).unwrap().len();
+        let index = read_index(&mut std::fs::File::open(&out).unwrap(), len).unwrap();
+        let disk = index.entries[2].clone();
+        let mut bytes = std::fs::read(&out).unwrap();
+        let grain = (disk.data_offset + 128 * 512 + 12 + 20) as usize;
+        for b in &mut bytes[grain..grain + 16] {
+            *b ^= 0x5a;
+        }
+        let alg = def.manifest_algorithm();
+        let vmdk = &bytes[disk.data_offset as usize..(disk.data_offset + disk.size) as usize];
+        let new_digest = digest_bytes(alg, vmdk);
+        let mf = &index.entries[1];
+        let mf_text = String::from_utf8(
+            bytes[mf.data_offset as usize..(mf.data_offset + mf.size) as usize].to_vec(),
+        )
+        .unwrap();
+        let mut manifest = Manifest::parse(mf_text.as_bytes()).unwrap();
+        manifest.entries[1].digest = new_digest;
+        let dir2 = dir.join("repacked");
+        std::fs::create_dir_all(&dir2).unwrap();
+        let vmdk_path = dir2.join(&disk.name);
+        std::fs::write(&vmdk_path, vmdk).unwrap();
+        let other = &index.entries[3];
+        let other_path = dir2.join(&other.name);
+        std::fs::write(
+            &other_path,
+            &bytes[other.data_offset as usize..(other.data_offset + other.size) as usize],
+        )
+        .unwrap();
+        let ovf = &index.entries[0];
+        let parts = Parts {
+            ovf_name: ovf.name.clone(),
+            ovf: bytes[ovf.data_offset as usize..(ovf.data_offset + ovf.size) as usize].to_vec(),
+            mf_name: mf.name.clone(),
+            mf: manifest.render().into_bytes(),
+            disks: vec![
+                (disk.name.clone(), vmdk_path),
+                (other.name.clone(), other_path),
+            ],
+            raws: vec![],
+        };
+        let bad = dir2.join("bad.ova");
+        pack_parts(&bad, &parts, &parts.order());
+        let r = verify(&bad, def.appliance.vsphere_compat);
+        let e = error_with(&r, &[&disk.name]);
+        assert!(e.offset.is_some(), "{e}");
+        assert!(
+            r.errors()
+                .all(|f| f.member.as_deref() == Some(disk.name.as_str())),
+            "{}",
+            show(&r)
+        );
+    }
+}

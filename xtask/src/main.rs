@@ -3,6 +3,7 @@
 
 mod bench;
 mod kickstart;
+mod ova;
 mod test;
 mod util;
 mod verify_ova;
@@ -25,6 +26,7 @@ enum Verb {
     VerifyOva(verify_ova::VerifyOva),
     #[command(hide = true)]
     VmdkConvert(bench::vmdk::VmdkConvert),
+    Ova(ova::Ova),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         Verb::VerifyOva(v) => v.run(&sh),
         Verb::Bench(v) => v.run(&sh),
         Verb::VmdkConvert(v) => v.run(&sh),
+        Verb::Ova(v) => v.run(&sh),
     }
 }

@@ -242,3 +242,11 @@ impl Parts {
         v
     }
 }
+
+/// Writes a definition as TOML (for the command-line tests) and checks it loads back equal.
+pub fn write_definition(def: &Definition, path: &Utf8Path) {
+    let text = toml::to_string(def).expect("a definition serializes to TOML");
+    std::fs::write(path, &text).unwrap();
+    let back = Definition::load(path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(&back, def);
+}
