@@ -3,8 +3,10 @@
 
 mod bench;
 mod kickstart;
+mod ova;
 mod test;
 mod util;
+mod verify_ova;
 
 use clap::{Parser, Subcommand};
 
@@ -21,8 +23,10 @@ enum Verb {
     Bench(bench::Bench),
     Kickstart(kickstart::Kickstart),
     Test(test::Test),
+    VerifyOva(verify_ova::VerifyOva),
     #[command(hide = true)]
     VmdkConvert(bench::vmdk::VmdkConvert),
+    Ova(ova::Ova),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,7 +36,9 @@ fn main() -> anyhow::Result<()> {
     match cli.verb {
         Verb::Kickstart(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
+        Verb::VerifyOva(v) => v.run(&sh),
         Verb::Bench(v) => v.run(&sh),
         Verb::VmdkConvert(v) => v.run(&sh),
+        Verb::Ova(v) => v.run(&sh),
     }
 }
