@@ -1,6 +1,7 @@
 //! `cargo xtask <verb>`: the build pipeline's entry point. A short dispatcher: parse flags, then
 //! one module per verb. Orchestration only: the logic lives in the `appliance` library.
 
+mod bench;
 mod kickstart;
 mod test;
 mod util;
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Verb {
+    #[command(subcommand)]
+    Bench(bench::Bench),
     Kickstart(kickstart::Kickstart),
     Test(test::Test),
 }
@@ -26,6 +29,7 @@ fn main() -> anyhow::Result<()> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(util::workspace_root());
     match cli.verb {
+        Verb::Bench(v) => v.run(&sh),
         Verb::Kickstart(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
     }

@@ -870,8 +870,8 @@ impl GroupJournal {
                 if !in_batch.insert((w.disk, b)) {
                     continue;
                 }
-                // Without any point, no recovery can need the epoch's undo: the rollback log
-                // (reused every batch) is enough, which halves the writes of an initial copy.
+                // Without any point, no recovery can need the epoch's undo: the rollback log,
+                // rewritten every batch, is enough (the bytes are written, but not kept).
                 if self.saved.contains(&(w.disk, b)) || self.state.points.is_empty() {
                     match rb_runs.last_mut() {
                         Some((d, s, n)) if *d == w.disk && *s + *n == b => *n += 1,
