@@ -339,30 +339,46 @@ fn apply(jr: &mut GroupJournal, from: &Utf8Path) -> anyhow::Result<()> {
     let first_acked = jr.acked();
     let (mut frames, mut dups, mut points) = (0u64, 0u64, 0u64);
     let mut started = false;
-    let result: anyhow::Result<()> = loop {
-        let (index, offset) = reader.position();
-        let frame = match reader.next_frame() {
-            Ok(Some(f)) => f,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(anyhow::anyhow!("{from}: {e}")),
-        };
-        if !started && !matches!(frame, Frame::Start { .. }) {
-            break Err(anyhow::anyhow!(
-                "{from}: frame #{index} (byte {offset}): the stream must begin with a start frame naming the group"
-            ));
-        }
-        started = true;
-        frames += 1;
-        match jr.apply_frame(frame) {
-            Ok(FrameOutcome::Duplicate) => dups += 1,
-            Ok(FrameOutcome::Accepted) => {}
-            Ok(FrameOutcome::PointCreated(_)) => points += 1,
-            Err(e) => {
-                break Err(anyhow::Error::new(e)
-                    .context(format!("{from}: frame #{index} (byte {offset})")))
+    // Frames are read and their hashes checked on another thread while the journal flushes;
+    // the channel is bounded, so memory is too (8 frames of at most 4 MiB).
+    let (tx, rx) = std::sync::mpsc::sync_channel(8);
+    let result: anyhow::Result<()> = std::thread::scope(|s| {
+        s.spawn(move || loop {
+            let (index, offset) = reader.position();
+            let next = reader.next_frame();
+            let end = !matches!(next, Ok(Some(_)));
+            if tx.send((index, offset, next)).is_err() || end {
+                break;
+            }
+        });
+        let rx = rx;
+        loop {
+            let Ok((index, offset, next)) = rx.recv() else {
+                break Ok(());
+            };
+            let frame = match next {
+                Ok(Some(f)) => f,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(anyhow::anyhow!("{from}: {e}")),
+            };
+            if !started && !matches!(frame, Frame::Start { .. }) {
+                break Err(anyhow::anyhow!(
+                    "{from}: frame #{index} (byte {offset}): the stream must begin with a start frame naming the group"
+                ));
+            }
+            started = true;
+            frames += 1;
+            match jr.apply_frame(frame) {
+                Ok(FrameOutcome::Duplicate) => dups += 1,
+                Ok(FrameOutcome::Accepted) => {}
+                Ok(FrameOutcome::PointCreated(_)) => points += 1,
+                Err(e) => {
+                    break Err(anyhow::Error::new(e)
+                        .context(format!("{from}: frame #{index} (byte {offset})")))
+                }
             }
         }
-    };
+    });
     // Whatever was valid before an error is still made durable and acknowledged.
     let commit = jr.commit();
     println!(
