@@ -174,6 +174,9 @@ fn open(vol: &RetentionVolume, group: &str) -> anyhow::Result<GroupJournal> {
 const EXIT_RETENTION_FULL: i32 = 75;
 
 fn main() {
+    // Printing into a closed pipe (`mt-agent status | head`) ends quietly, as other tools do.
+    // SAFETY: restoring the default action of one signal before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("mt-agent: error: {e:#}");
@@ -229,9 +232,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("{:>10}  {:<7} {:<21} NAME", "LSN", "KIND", "SOURCE TIME");
+                let when = if latest.lsn.0 == 0 {
+                    "-".to_string()
+                } else {
+                    latest.source_time.to_string()
+                };
                 println!(
                     "{:>10}  {:<7} {:<21} (every acknowledged write)",
-                    latest.lsn, "latest", latest.source_time
+                    latest.lsn, "latest", when
                 );
                 for p in jr.points().iter().rev() {
                     let kind = serde_json::to_value(p.kind)?;
