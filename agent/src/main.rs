@@ -61,7 +61,7 @@ enum Command {
         #[arg(long)]
         point: PointSelector,
         /// Write DIR/<disk>.img for every disk instead of rolling the targets back.
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         to: Option<Utf8PathBuf>,
         #[command(flatten)]
         j: JournalArgs,
@@ -76,7 +76,7 @@ enum Command {
     /// Apply a recorded change stream (the network's frame format) to a group.
     Apply {
         group: String,
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         from: Utf8PathBuf,
         /// Group-commit size: writes are made durable and acknowledged per this many bytes.
         #[arg(long, value_parser = parse_bytes, default_value_t = DEFAULT_BATCH_BYTES)]
