@@ -3,3 +3,6 @@
 //! The library holds the logic; `main.rs` only parses arguments and prints.
 
 pub mod config;
+pub mod retention;
+pub mod serve;
+pub mod setup;

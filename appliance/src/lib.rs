@@ -10,3 +10,5 @@ pub mod packages;
 pub mod units;
 
 pub use definition::Definition;
+pub mod bootloader;
+pub mod swap;

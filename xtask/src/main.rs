@@ -1,7 +1,10 @@
 //! `cargo xtask <verb>`: the build pipeline's entry point. A short dispatcher: parse flags, then
 //! one module per verb. Orchestration only: the logic lives in the `appliance` library.
 
+mod boot_test;
+mod build_ova;
 mod kickstart;
+mod qemu;
 mod test;
 mod util;
 
@@ -18,6 +21,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Verb {
     Kickstart(kickstart::Kickstart),
+    BuildOva(build_ova::BuildOva),
+    BootTest(boot_test::BootTest),
     Test(test::Test),
 }
 
@@ -27,6 +32,8 @@ fn main() -> anyhow::Result<()> {
     sh.change_dir(util::workspace_root());
     match cli.verb {
         Verb::Kickstart(v) => v.run(&sh),
+        Verb::BuildOva(v) => v.run(&sh),
+        Verb::BootTest(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
     }
 }
