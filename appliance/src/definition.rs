@@ -510,7 +510,10 @@ impl Definition {
     pub fn from_toml(text: &str, path: &Utf8Path) -> Result<Definition, DefinitionError> {
         let def: Definition = toml::from_str(text).map_err(|e| DefinitionError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: match e.span().and_then(|span| field_at(text, span.start)) {
+                Some(field) => format!("{field}: {e}"),
+                None => e.to_string(),
+            },
         })?;
         let errors = def.validate();
         if errors.is_empty() {
@@ -963,6 +966,36 @@ impl Definition {
             }
         }
     }
+}
+
+/// The dotted name (`network.address`, `os_disk.partitions[1].size`) of the key whose line holds
+/// byte `offset`, so that a value serde rejects (a malformed address, an unknown package) is
+/// reported by field like every validation error. `None` where the line has no `key =`.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?.trim_start();
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with(['[', '#']) {
+        return None;
+    }
+    let mut table = String::new();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for l in text[..line_start].lines().map(str::trim) {
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            let name = name.0.trim().to_string();
+            let n = counts.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{n}]");
+            *n += 1;
+        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            table = name.0.trim().to_string();
+        }
+    }
+    Some(if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    })
 }
 
 #[derive(Default)]

@@ -8,6 +8,7 @@ pub mod kickstart;
 pub mod layout;
 pub mod packages;
 pub mod units;
+pub mod vmdk;
 
 pub use definition::Definition;
 pub mod bootloader;

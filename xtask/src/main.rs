@@ -1,6 +1,7 @@
 //! `cargo xtask <verb>`: the build pipeline's entry point. A short dispatcher: parse flags, then
 //! one module per verb. Orchestration only: the logic lives in the `appliance` library.
 
+mod bench;
 mod boot_test;
 mod build_ova;
 mod kickstart;
@@ -20,10 +21,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Verb {
+    Bench(bench::Bench),
     Kickstart(kickstart::Kickstart),
     BuildOva(build_ova::BuildOva),
     BootTest(boot_test::BootTest),
     Test(test::Test),
+    #[command(hide = true)]
+    VmdkConvert(bench::vmdk::VmdkConvert),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +39,7 @@ fn main() -> anyhow::Result<()> {
         Verb::BuildOva(v) => v.run(&sh),
         Verb::BootTest(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
+        Verb::Bench(v) => v.run(&sh),
+        Verb::VmdkConvert(v) => v.run(&sh),
     }
 }
