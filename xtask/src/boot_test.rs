@@ -324,8 +324,14 @@ fn login(vm: &mut Machine, password: &str, from: usize) -> Result<()> {
 }
 
 /// Read-only commands run in the guest; each result line starts with `MTCHK `.
+/// The services the definition's packages bring (the package manifest's `services`).
+fn package_services(def: &Definition) -> Vec<String> {
+    appliance::packages::PackageManifest::shipped(def.appliance.base).services_for(def)
+}
+
 fn guest_script(def: &Definition) -> String {
     let tools: Vec<&str> = def.packages.iter().map(|p| probe_command(*p)).collect();
+    let services = package_services(def).join(" ");
     format!(
         "echo MTCHK-''BEGIN; \
 findmnt -rn -o TARGET,FSTYPE,LABEL | sed 's/^/MTCHK mount /'; \
@@ -333,11 +339,12 @@ for d in $(swapon --noheadings --raw --show=NAME); do echo \"MTCHK swap $(blkid 
 for t in {tools}; do p=$(command -v $t) && echo \"MTCHK tool $t $p\" || echo \"MTCHK tool $t MISSING\"; done; \
 ls /dev/disk/by-id/ | sed 's/^/MTCHK byid /'; \
 echo \"MTCHK agent $(systemctl is-active mt-agent.service)\"; \
+for s in {services}; do echo \"MTCHK service $s $(systemctl is-active $s)\"; done; \
 echo \"MTCHK hostkeys $(ls /etc/ssh/ssh_host_*_key 2>/dev/null | wc -l)\"; \
 echo \"MTCHK machineid $(cat /etc/machine-id)\"; \
 echo \"MTCHK failed-units $(systemctl list-units --state=failed --no-legend --plain | awk '{{print $1}}' | tr '\\n' ' ')\"; \
 echo MTCHK-''END\n",
-        tools = tools.join(" ")
+        tools = tools.join(" "),
     )
 }
 
@@ -434,6 +441,19 @@ fn judge_report(def: &Definition, hw: &VmHardware, report: &[String]) -> Vec<Out
         ok: agent == "active",
         detail: agent,
     });
+    let services = field("service");
+    for name in package_services(def) {
+        let state = services
+            .iter()
+            .find(|s| s.first() == Some(&name))
+            .and_then(|s| s.get(1).cloned())
+            .unwrap_or_else(|| "not reported".into());
+        out.push(Outcome {
+            what: format!("{name} service active"),
+            ok: state == "active",
+            detail: state,
+        });
+    }
     let keys = field("hostkeys")
         .first()
         .and_then(|v| v.first().cloned())
@@ -483,6 +503,7 @@ mod tests {
             "mount /mnt/retention ext4 retention".into(),
             "swap swap".into(),
             "agent active".into(),
+            "service multipathd active".into(),
             "hostkeys 3".into(),
             format!("machineid {}", "a".repeat(32)),
             "failed-units".into(),

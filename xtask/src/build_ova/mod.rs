@@ -77,7 +77,10 @@ impl BuildOva {
         let agent = build_agent(sh)?;
         timings.push(("agent (cargo, musl)".to_string(), t.elapsed(), false));
 
-        let (tar, rootfs) = rootfs::build(&cache, &def)?;
+        let manifest_path = root.join(appliance::packages::DEBIAN12_MANIFEST);
+        let manifest = appliance::packages::PackageManifest::load(&manifest_path)?;
+        let packages = rootfs::package_list(&manifest, &def);
+        let (tar, rootfs) = rootfs::build(&cache, &packages)?;
         report("rootfs", &rootfs, &mut timings);
         let (os_raw, os) = disk::os_disk(
             sh,

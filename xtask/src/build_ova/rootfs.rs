@@ -9,7 +9,8 @@
 use super::cache::{Cache, StageInputs, StageOutput};
 use super::progress::Ticker;
 use anyhow::{bail, Context, Result};
-use appliance::definition::{LogicalPackage, NicKind, ScsiController};
+use appliance::definition::{NicKind, ScsiController};
+use appliance::packages::PackageManifest;
 use appliance::Definition;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::io::{BufRead, BufReader, Write};
@@ -25,44 +26,11 @@ const SOURCES: [&str; 3] = [
     "deb http://deb.debian.org/debian-security bookworm-security main",
 ];
 
-/// What every appliance needs whatever the definition's package list says: the kernel, the init
-/// system, SSH, VMware's guest tools, ifupdown networking, the locale and time zone data.
-const BASE_PACKAGES: &[&str] = &[
-    "linux-image-amd64",
-    "initramfs-tools",
-    "systemd-sysv",
-    "udev",
-    "kmod",
-    "openssh-server",
-    "open-vm-tools",
-    "ifupdown",
-    "isc-dhcp-client",
-    "iproute2",
-    "e2fsprogs",
-    "sg3-utils",
-    "locales",
-    "tzdata",
-    "procps",
-];
-
-/// The Debian package of each logical package of the runbook.
-fn debian_package(p: LogicalPackage) -> &'static str {
-    match p {
-        LogicalPackage::Xfsprogs => "xfsprogs",
-        LogicalPackage::Perl => "perl",
-        LogicalPackage::Lsscsi => "lsscsi",
-        LogicalPackage::Rsync => "rsync",
-        LogicalPackage::Wget => "wget",
-        LogicalPackage::KexecTools => "kexec-tools",
-        LogicalPackage::Multipath => "multipath-tools",
-        LogicalPackage::Reiserfs => "reiserfsprogs",
-    }
-}
-
-/// The complete, sorted list of Debian packages to install.
-pub fn package_list(def: &Definition) -> Vec<String> {
-    let mut list: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
-    list.extend(def.packages.iter().map(|p| debian_package(*p).to_string()));
+/// The complete, sorted list of Debian packages to install: the manifest's base packages and
+/// the real names of the definition's logical packages (`packages/debian12.toml`).
+pub fn package_list(manifest: &PackageManifest, def: &Definition) -> Vec<String> {
+    let mut list: Vec<String> = manifest.base_packages().to_vec();
+    list.extend(manifest.packages_for(def));
     list.sort();
     list.dedup();
     list
@@ -111,26 +79,26 @@ const DPKG_OPTIONS: [&str; 5] = [
     "path-include=/usr/share/doc/*/copyright",
 ];
 
-pub fn inputs(def: &Definition) -> StageInputs {
+pub fn inputs(packages: &[String]) -> StageInputs {
     let mut inputs = StageInputs::new("rootfs", RECIPE);
     inputs
         .add("suite", SUITE.as_bytes())
         .add("sources", SOURCES.join("\n").as_bytes())
-        .add("packages", package_list(def).join(" ").as_bytes())
+        .add("packages", packages.join(" ").as_bytes())
         .add("hook", customize_hook().as_bytes())
         .add("dpkg", DPKG_OPTIONS.join("\n").as_bytes());
     inputs
 }
 
 /// The rootfs tar, built or reused.
-pub fn build(cache: &Cache, def: &Definition) -> Result<(Utf8PathBuf, StageOutput)> {
+pub fn build(cache: &Cache, packages: &[String]) -> Result<(Utf8PathBuf, StageOutput)> {
     let expected = cache.last_duration("rootfs");
-    let out = cache.stage(&inputs(def), |dir| mmdebstrap(def, dir, expected))?;
+    let out = cache.stage(&inputs(packages), |dir| mmdebstrap(packages, dir, expected))?;
     Ok((out.dir.join("rootfs.tar"), out))
 }
 
 fn mmdebstrap(
-    def: &Definition,
+    packages: &[String],
     dir: &Utf8Path,
     expected: Option<std::time::Duration>,
 ) -> Result<()> {
@@ -140,7 +108,7 @@ fn mmdebstrap(
     cmd.arg("--variant=minbase")
         .arg("--mode=root")
         .arg("--format=tar")
-        .arg(format!("--include={}", package_list(def).join(",")))
+        .arg(format!("--include={}", packages.join(",")))
         .arg(format!("--customize-hook={}", customize_hook()));
     for o in DPKG_OPTIONS {
         cmd.arg(format!("--dpkgopt={o}"));
@@ -151,7 +119,7 @@ fn mmdebstrap(
     }
     eprintln!(
         "rootfs: mmdebstrap {SUITE} with {} packages (log: {log_path})",
-        package_list(def).len()
+        packages.len()
     );
     let mut child = cmd
         .stdin(Stdio::null())
@@ -211,8 +179,11 @@ mod tests {
     fn every_logical_package_of_the_definition_maps_into_the_list() {
         let path = crate::util::workspace_root().join(appliance::definition::DEFAULT_DEFINITION);
         let def = Definition::load(&path).unwrap();
-        let list = package_list(&def);
+        let manifest = PackageManifest::shipped(appliance::definition::Base::Debian12);
+        let list = package_list(&manifest, &def);
         for p in [
+            "locales",
+            "initramfs-tools",
             "multipath-tools",
             "reiserfsprogs",
             "kexec-tools",
