@@ -126,14 +126,32 @@ fn build_os_disk(sh: &Shell, dir: &Utf8Path, i: &OsDiskInputs) -> Result<()> {
     }
 
     let disk = dir.join("os.raw");
-    create_sparse(&disk, layout.disk_size)?;
-    let seed = disk_seed(def);
-    for (p, content) in layout.partitions.iter().zip(&contents) {
-        let uuid = uuid_from(&seed, &p.partition.label);
+    assemble(sh, dir, &disk, &layout, &contents, &disk_seed(def))?;
+
+    // The trees were inputs of mke2fs; keeping them would double the cache's size.
+    for c in contents.into_iter().flatten() {
+        remove_tree(&c)?;
+    }
+    Ok(())
+}
+
+/// Writes the whole OS disk image: every partition's file system (or swap header) at its offset,
+/// then the partition table and GRUB. `contents[i]` is partition i's tree (None for swap).
+fn assemble(
+    sh: &Shell,
+    work: &Utf8Path,
+    disk: &Utf8Path,
+    layout: &DiskLayout,
+    contents: &[Option<Utf8PathBuf>],
+    seed: &[u8; 32],
+) -> Result<()> {
+    create_sparse(disk, layout.disk_size)?;
+    for (p, content) in layout.partitions.iter().zip(contents) {
+        let uuid = uuid_from(seed, &p.partition.label);
         match (p.partition.fs, content) {
             (FileSystem::Swap, _) => {
                 let header = appliance::swap::swap_header(p.size, &p.partition.label, uuid)?;
-                let mut f = std::fs::OpenOptions::new().write(true).open(&disk)?;
+                let mut f = std::fs::OpenOptions::new().write(true).open(disk)?;
                 f.seek(SeekFrom::Start(p.offset))?;
                 f.write_all(&header)?;
             }
@@ -144,7 +162,7 @@ fn build_os_disk(sh: &Shell, dir: &Utf8Path, i: &OsDiskInputs) -> Result<()> {
                     appliance::units::ByteSize(p.size),
                     p.offset
                 );
-                mke2fs(sh, &disk, p.offset, p.size, &p.partition.label, uuid, Some(content))?;
+                mke2fs(sh, disk, p.offset, p.size, &p.partition.label, uuid, Some(content))?;
             }
             (fs, _) => bail!(
                 "os_disk.partitions: {} has fs = {:?}; the debian12 build writes ext4 and swap partitions",
@@ -153,15 +171,13 @@ fn build_os_disk(sh: &Shell, dir: &Utf8Path, i: &OsDiskInputs) -> Result<()> {
             ),
         }
     }
-    let core = bootloader::make_core_image(sh, dir, root)?;
+    let root = layout
+        .by_mount("/")
+        .context("the layout has no / partition")?;
+    let core = bootloader::make_core_image(sh, work, root)?;
     let signature = u32::from_le_bytes(seed[..4].try_into().expect("4 bytes"));
-    bootloader::write_boot_sectors(&disk, &layout, &core, signature)?;
-
-    // The trees were inputs of mke2fs; keeping them would double the cache's size.
-    for c in contents.into_iter().flatten() {
-        remove_tree(&c)?;
-    }
-    std::fs::remove_file(&core)?;
+    bootloader::write_boot_sectors(disk, layout, &core, signature)?;
+    std::fs::remove_file(&core).with_context(|| format!("cannot remove {core}"))?;
     Ok(())
 }
 
@@ -355,6 +371,81 @@ pub fn read_summary(stage: &Utf8Path) -> Option<OsDiskSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use appliance::definition::{OsDisk, Partition};
+    use appliance::units::ByteSize;
+
+    /// A small disk assembled exactly as the build does, then read by the tools a user would
+    /// trust: sfdisk for the table, blkid and e2fsck for the file systems at their offsets.
+    #[test]
+    fn an_assembled_disk_is_read_back_by_sfdisk_blkid_and_e2fsck() {
+        let sh = Shell::new().unwrap();
+        let work = Utf8PathBuf::from_path_buf(std::env::temp_dir())
+            .unwrap()
+            .join(format!("xtask-assemble-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        let content = work.join("root");
+        std::fs::create_dir_all(content.join("boot/grub")).unwrap();
+        std::fs::write(content.join("boot/grub/grub.cfg"), "set timeout=0\n").unwrap();
+        let part = |mount: &str, fs, mib, label: &str| Partition {
+            mount: mount.into(),
+            fs,
+            size: ByteSize::from_mib(mib),
+            grow: mount == "/",
+            label: label.into(),
+        };
+        let layout = DiskLayout::for_os_disk(&OsDisk {
+            size: ByteSize::from_mib(64),
+            partitions: vec![
+                part("/", FileSystem::Ext4, 32, "root"),
+                part("swap", FileSystem::Swap, 8, "swap"),
+            ],
+        })
+        .unwrap();
+        let disk = work.join("os.raw");
+        assemble(
+            &sh,
+            &work,
+            &disk,
+            &layout,
+            &[Some(content), None],
+            &[3u8; 32],
+        )
+        .unwrap();
+
+        let table = cmd!(sh, "sfdisk -J {disk}").read().unwrap();
+        assert!(table.contains("\"label\": \"dos\""), "{table}");
+        assert!(
+            table.contains("\"start\": 2048") && table.contains("\"bootable\": true"),
+            "{table}"
+        );
+        assert!(table.contains("\"type\": \"82\""), "{table}");
+        let root_at = layout.partitions[0].offset.to_string();
+        let root = cmd!(sh, "blkid -p -O {root_at} {disk}").read().unwrap();
+        assert!(
+            root.contains("LABEL=\"root\"") && root.contains("TYPE=\"ext4\""),
+            "{root}"
+        );
+        let swap_at = layout.partitions[1].offset.to_string();
+        let swap = cmd!(sh, "blkid -p -O {swap_at} {disk}").read().unwrap();
+        assert!(
+            swap.contains("LABEL=\"swap\"") && swap.contains("TYPE=\"swap\""),
+            "{swap}"
+        );
+        let fsck_target = format!("{disk}?offset={root_at}");
+        cmd!(sh, "e2fsck -fn {fsck_target}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .unwrap();
+        let mbr = std::fs::read(&disk).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(mbr[0x5c..0x64].try_into().unwrap()),
+            1,
+            "GRUB's core image at sector 1"
+        );
+        std::fs::remove_dir_all(work).unwrap();
+    }
 
     #[test]
     fn uuids_are_stable_distinct_and_well_formed() {
