@@ -15,3 +15,5 @@ pub mod verify;
 pub mod vmdk;
 
 pub use definition::Definition;
+pub mod bootloader;
+pub mod swap;

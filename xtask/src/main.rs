@@ -2,8 +2,11 @@
 //! one module per verb. Orchestration only: the logic lives in the `appliance` library.
 
 mod bench;
+mod boot_test;
+mod build_ova;
 mod kickstart;
 mod ova;
+mod qemu;
 mod test;
 mod util;
 mod verify_ova;
@@ -22,6 +25,8 @@ struct Cli {
 enum Verb {
     Bench(bench::Bench),
     Kickstart(kickstart::Kickstart),
+    BuildOva(build_ova::BuildOva),
+    BootTest(boot_test::BootTest),
     Test(test::Test),
     VerifyOva(verify_ova::VerifyOva),
     #[command(hide = true)]
@@ -35,6 +40,8 @@ fn main() -> anyhow::Result<()> {
     sh.change_dir(util::workspace_root());
     match cli.verb {
         Verb::Kickstart(v) => v.run(&sh),
+        Verb::BuildOva(v) => v.run(&sh),
+        Verb::BootTest(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
         Verb::VerifyOva(v) => v.run(&sh),
         Verb::Bench(v) => v.run(&sh),
