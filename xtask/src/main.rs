@@ -1,6 +1,8 @@
 //! `cargo xtask <verb>`: the build pipeline's entry point. A short dispatcher: parse flags, then
 //! one module per verb. Orchestration only: the logic lives in the `appliance` library.
 
+mod centos;
+mod fetch_packages;
 mod kickstart;
 mod test;
 mod util;
@@ -18,6 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Verb {
     Kickstart(kickstart::Kickstart),
+    FetchPackages(fetch_packages::FetchPackages),
     Test(test::Test),
 }
 
@@ -27,6 +30,7 @@ fn main() -> anyhow::Result<()> {
     sh.change_dir(util::workspace_root());
     match cli.verb {
         Verb::Kickstart(v) => v.run(&sh),
+        Verb::FetchPackages(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
     }
 }
