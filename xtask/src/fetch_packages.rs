@@ -169,15 +169,26 @@ impl FetchPackages {
 /// Plain HTTP(S) GET through curl: present on every build machine, follows redirects and honours
 /// the usual proxy variables, and keeps a TLS stack out of the build tool.
 fn download(sh: &Shell, url: &str, to: &Utf8Path) -> Result<()> {
-    cmd!(
+    let out = cmd!(
         sh,
         "curl --fail --silent --show-error --location --retry 2 --connect-timeout 20 --output {to} {url}"
     )
     .quiet()
-    .run()
-    .with_context(|| {
-        format!("downloading {url} failed: if this machine cannot reach it, download the file elsewhere and pass --from DIR")
-    })
+    .ignore_status()
+    .output()
+    .context("cannot run curl (apt-get install curl)")?;
+    if !out.status.success() {
+        bail!(
+            "downloading {url} failed ({}): if this machine cannot reach it, download the file elsewhere and pass --from DIR",
+            // curl repeats its message on every retry: the last one is enough.
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("no message")
+                .trim()
+        );
+    }
+    Ok(())
 }
 
 /// SHA-256 of a file, lower-case hex.
