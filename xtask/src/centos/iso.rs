@@ -26,10 +26,15 @@ pub const ISO_INITRD: &str = "/isolinux/initrd.img";
 /// The ISO from `--iso`, else from the environment; without either, an error saying what is
 /// needed and where it is published.
 pub fn locate(flag: Option<&Utf8Path>) -> Result<Utf8PathBuf> {
+    locate_from(flag, std::env::var(ISO_ENV).ok())
+}
+
+/// [`locate`] with the environment variable's value given.
+pub fn locate_from(flag: Option<&Utf8Path>, env: Option<String>) -> Result<Utf8PathBuf> {
     let path = match flag {
         Some(p) => p.to_owned(),
-        None => match std::env::var(ISO_ENV) {
-            Ok(p) if !p.is_empty() => Utf8PathBuf::from(p),
+        None => match env {
+            Some(p) if !p.is_empty() => Utf8PathBuf::from(p),
             _ => bail!(
                 "the centos6 base is installed from the CentOS 6.6 minimal ISO, which this build cannot download: \
                  get {ISO_NAME} (SHA-256 {ISO_SHA256}) from {} or {} and pass it with --iso FILE or {ISO_ENV}=FILE",

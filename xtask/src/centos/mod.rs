@@ -67,6 +67,50 @@ impl BuildOptions {
     }
 }
 
+/// The `build-ova` flags of the centos6 base (flattened into that verb's arguments).
+#[derive(clap::Args, Debug)]
+pub struct CentosArgs {
+    /// The CentOS 6.6 minimal ISO (else the MT_CENTOS_ISO environment variable).
+    #[arg(long)]
+    pub iso: Option<Utf8PathBuf>,
+    /// Build even if the ISO's SHA-256 is not the published one of CentOS-6.6-x86_64-minimal.iso.
+    #[arg(long)]
+    pub allow_unverified_iso: bool,
+    /// The verified extra RPMs (default: where `cargo xtask fetch-packages` puts them).
+    #[arg(long)]
+    pub rpm_dir: Option<Utf8PathBuf>,
+    /// A static mt-agent to put on the extras CD instead of building one.
+    #[arg(long)]
+    pub agent: Option<Utf8PathBuf>,
+    /// QEMU accelerator for the install.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: Accel,
+    /// Give up on the install after this many minutes.
+    #[arg(long, default_value_t = 180)]
+    pub install_timeout_minutes: u64,
+    /// Give up when the disks and the console stay unchanged this many minutes.
+    #[arg(long, default_value_t = 15)]
+    pub install_idle_minutes: u64,
+}
+
+impl CentosArgs {
+    /// The build options these flags give, with defaults under the workspace's `target/`.
+    pub fn options(&self, workspace: &Utf8Path) -> BuildOptions {
+        let mut o = BuildOptions::new(workspace);
+        o.allow_unverified_iso = self.allow_unverified_iso;
+        if let Some(d) = &self.rpm_dir {
+            o.rpm_dir = d.clone();
+        }
+        o.agent = self.agent.clone();
+        o.accel = self.accel;
+        o.install_limits = install::Limits {
+            timeout: Duration::from_secs(self.install_timeout_minutes * 60),
+            idle: Duration::from_secs(self.install_idle_minutes * 60),
+        };
+        o
+    }
+}
+
 /// The result of the install: the two raw disks and the console log.
 #[derive(Debug)]
 pub struct InstalledDisks {

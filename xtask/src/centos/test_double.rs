@@ -10,6 +10,9 @@ use appliance::kickstart::{EXTRAS_VOLUME_LABEL, POST_OK_MARKER};
 use std::collections::BTreeMap;
 use std::process::Command;
 
+#[path = "../../../appliance/tests/common/mod.rs"]
+mod common;
+
 fn target_dir() -> Utf8PathBuf {
     std::env::var("CARGO_TARGET_DIR")
         .map(Utf8PathBuf::from)
@@ -375,6 +378,25 @@ fn a_missing_iso_fails_at_once_saying_where_it_is_published() {
 }
 
 #[test]
+fn without_an_iso_the_build_says_what_is_needed_and_where_it_is_published() {
+    let err = format!("{:#}", iso::locate_from(None, None).unwrap_err());
+    for needle in [
+        "CentOS-6.6-x86_64-minimal.iso",
+        iso::ISO_SHA256,
+        "https://vault.centos.org/6.6/isos/x86_64/",
+        "https://archive.kernel.org/centos-vault/6.6/isos/x86_64/",
+        "--iso FILE",
+        "MT_CENTOS_ISO",
+    ] {
+        assert!(err.contains(needle), "no {needle:?} in: {err}");
+    }
+    let dir = scratch("centos-iso-env");
+    let iso = dir.join("from-env.iso");
+    std::fs::write(&iso, b"x").unwrap();
+    assert_eq!(iso::locate_from(None, Some(iso.to_string())).unwrap(), iso);
+}
+
+#[test]
 fn an_iso_that_is_not_the_published_one_is_refused_unless_allowed() {
     let dir = scratch("centos-iso-check");
     let fake = dir.join("CentOS-6.6-x86_64-minimal.iso");
@@ -421,4 +443,98 @@ fn the_patched_initrd_keeps_the_original_and_adds_the_kickstart() {
     assert_eq!(ks_entry.name, initrd::KS_FILE);
     assert!(ks_entry.is_file());
     assert_eq!(ks_entry.data, ks.as_bytes());
+}
+
+#[test]
+fn the_injected_kickstart_passes_ksvalidator_and_carries_what_the_install_needs() {
+    let dir = scratch("centos-ks");
+    let def = centos_definition();
+    let ks = appliance::kickstart::render(&def).unwrap();
+    let original = dir.join("initrd.img");
+    std::fs::write(
+        &original,
+        cpio::gzip(&cpio::write_newc(&[CpioEntry::dir("etc")])),
+    )
+    .unwrap();
+    let patched = dir.join("initrd-ks.img");
+    initrd::inject(&original, &ks, &patched).unwrap();
+    // What the loader will read: the file in the patched initrd that the kernel argument names.
+    let archives = cpio::read_initramfs(&std::fs::read(&patched).unwrap()).unwrap();
+    let entry = &archives.last().unwrap().entries[0];
+    let ks_arg = format!("ks=file:/{}", entry.name);
+    assert!(
+        kernel_append().split(' ').any(|a| a == ks_arg),
+        "{ks_arg} not in {}",
+        kernel_append()
+    );
+    assert!(kernel_append().contains("console=ttyS0,115200"));
+    let injected = String::from_utf8(entry.data.clone()).unwrap();
+    common::ksvalidator_rhel6(&injected, &dir).unwrap_or_else(|e| panic!("{e}"));
+
+    let lines: Vec<&str> = injected.lines().map(str::trim).collect();
+    let line = |l: &str| assert!(lines.contains(&l), "no line {l:?} in:\n{injected}");
+    // Installed from the ISO on the first CD, unattended, powering off so that QEMU exits.
+    line("cdrom");
+    line("text");
+    line("poweroff");
+    line("zerombr");
+    line("ignoredisk --only-use=sda,sdb");
+    line("%packages --nobase --ignoremissing");
+    // The extras CD: found by its label, its RPM directory and the agent copied into the target.
+    assert!(lines.iter().any(|l| l.starts_with("%post --nochroot")));
+    for needle in [
+        "/dev/disk/by-label/MTEXTRAS",
+        "cp -a \"$src\"/rpms",
+        "\"$src\"/mt-agent",
+    ] {
+        assert!(injected.contains(needle), "no {needle:?} in:\n{injected}");
+    }
+    let shipped = PackageManifest::shipped(appliance::definition::Base::Centos6);
+    for f in shipped.external_files_for(&def) {
+        assert!(injected.contains(&f.file), "{} is not installed", f.file);
+    }
+    // %post sets the appliance up with the agent for this distribution and reports success in
+    // the words the console watch waits for.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("/usr/sbin/mt-agent setup --root / --distro el6 ")),
+        "{injected}"
+    );
+    line("say MT-KICKSTART-POST-OK");
+    assert_eq!(POST_OK_MARKER, "MT-KICKSTART-POST-OK");
+}
+
+#[test]
+fn the_build_ova_flags_become_build_options() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        centos: CentosArgs,
+    }
+    let cli = Cli::try_parse_from([
+        "build-ova",
+        "--iso",
+        "c.iso",
+        "--allow-unverified-iso",
+        "--accel",
+        "tcg",
+        "--install-idle-minutes",
+        "5",
+        "--rpm-dir",
+        "r",
+    ])
+    .unwrap();
+    assert_eq!(cli.centos.iso.as_deref(), Some(Utf8Path::new("c.iso")));
+    let o = cli.centos.options(Utf8Path::new("ws"));
+    assert!(o.allow_unverified_iso);
+    assert_eq!(o.accel, Accel::Tcg);
+    assert_eq!(o.install_limits.idle, Duration::from_secs(300));
+    assert_eq!(o.install_limits.timeout, Duration::from_secs(180 * 60));
+    assert_eq!(o.rpm_dir, "r");
+    assert_eq!(o.manifest, "ws/packages/el6.toml");
+    let defaults = Cli::try_parse_from(["build-ova"]).unwrap().centos;
+    assert_eq!(defaults.accel, Accel::Auto);
+    assert!(!defaults.allow_unverified_iso);
 }
