@@ -40,7 +40,13 @@ struct DebianParts {
     busybox: Utf8PathBuf,
 }
 
-fn debian_parts() -> DebianParts {
+fn debian_parts() -> &'static DebianParts {
+    // Both slow tests want them; one download per process (the directory names carry the pid).
+    static PARTS: std::sync::OnceLock<DebianParts> = std::sync::OnceLock::new();
+    PARTS.get_or_init(fetch_debian_parts)
+}
+
+fn fetch_debian_parts() -> DebianParts {
     let dir = target_dir().join("centos-double");
     let ready = dir.join(".ready");
     if !ready.exists() {
