@@ -3,3 +3,5 @@
 //! The library holds the logic; `main.rs` only parses arguments and prints.
 
 pub mod config;
+pub mod frame;
+pub mod journal;

@@ -9,5 +9,6 @@ pub mod kickstart;
 pub mod layout;
 pub mod packages;
 pub mod units;
+pub mod vmdk;
 
 pub use definition::Definition;

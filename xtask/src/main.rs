@@ -1,6 +1,7 @@
 //! `cargo xtask <verb>`: the build pipeline's entry point. A short dispatcher: parse flags, then
 //! one module per verb. Orchestration only: the logic lives in the `appliance` library.
 
+mod bench;
 mod centos;
 mod fetch_packages;
 mod kickstart;
@@ -19,9 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Verb {
+    Bench(bench::Bench),
     Kickstart(kickstart::Kickstart),
     FetchPackages(fetch_packages::FetchPackages),
     Test(test::Test),
+    #[command(hide = true)]
+    VmdkConvert(bench::vmdk::VmdkConvert),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +36,7 @@ fn main() -> anyhow::Result<()> {
         Verb::Kickstart(v) => v.run(&sh),
         Verb::FetchPackages(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
+        Verb::Bench(v) => v.run(&sh),
+        Verb::VmdkConvert(v) => v.run(&sh),
     }
 }
