@@ -1,0 +1,152 @@
+//! The I/O interface the journal runs on, and its real implementation on the host's file system.
+//!
+//! Every byte the journal reads or writes (retention files AND replication targets) goes through
+//! [`Fs`], so the crash tests can swap in [`super::sim::SimFs`], a disk that loses unflushed writes.
+//! This module must not know anything about the journal's formats.
+
+use camino::Utf8Path;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Existing file, read only.
+    Read,
+    /// Existing file or block device, read and write.
+    ReadWrite,
+    /// Create (or empty) a file for read and write.
+    CreateTruncate,
+}
+
+/// One open file or block device.
+#[allow(clippy::len_without_is_empty)] // a device has a size, "empty" means nothing for it
+pub trait FsFile: Send + Sync {
+    /// Reads exactly `buf.len()` bytes at `offset` (an error if the file is shorter).
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// The size in bytes (for a block device, its capacity).
+    fn len(&self) -> io::Result<u64>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// `fdatasync`: the data written so far (and the size) survive a power loss once this returns.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// A file system: paths are absolute or relative to the process's working directory.
+pub trait Fs: Send + Sync {
+    fn open(&self, path: &Utf8Path, mode: OpenMode) -> io::Result<Box<dyn FsFile>>;
+    fn exists(&self, path: &Utf8Path) -> bool;
+    fn create_dir_all(&self, path: &Utf8Path) -> io::Result<()>;
+    /// Names (not paths) of the entries of a directory, sorted.
+    fn list(&self, dir: &Utf8Path) -> io::Result<Vec<String>>;
+    fn rename(&self, from: &Utf8Path, to: &Utf8Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Utf8Path) -> io::Result<()>;
+    /// `fsync` of a directory: makes creations, renames and removals in it durable.
+    fn sync_dir(&self, dir: &Utf8Path) -> io::Result<()>;
+    /// Bytes a new file could still take on the file system holding `path`.
+    fn free_space(&self, path: &Utf8Path) -> io::Result<u64>;
+    /// Size of a regular file without opening it (0 if it is gone).
+    fn file_size(&self, path: &Utf8Path) -> u64;
+    /// An exclusive advisory lock on `path` (created if missing), held while the value lives:
+    /// one process at a time works on a group.
+    fn lock(&self, path: &Utf8Path) -> io::Result<Box<dyn std::any::Any + Send>>;
+}
+
+/// The host's file system (std + a few libc calls std lacks).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+struct RealFile {
+    file: std::fs::File,
+}
+
+impl FsFile for RealFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        let meta = self.file.metadata()?;
+        if meta.file_type().is_file() {
+            return Ok(meta.len());
+        }
+        // A block device reports size 0 in its metadata; seeking to its end gives the capacity.
+        use std::io::Seek;
+        let mut f = &self.file;
+        f.seek(io::SeekFrom::End(0))
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+impl Fs for RealFs {
+    fn open(&self, path: &Utf8Path, mode: OpenMode) -> io::Result<Box<dyn FsFile>> {
+        let mut o = std::fs::OpenOptions::new();
+        match mode {
+            OpenMode::Read => o.read(true),
+            OpenMode::ReadWrite => o.read(true).write(true),
+            OpenMode::CreateTruncate => o.read(true).write(true).create(true).truncate(true),
+        };
+        Ok(Box::new(RealFile {
+            file: o.open(path)?,
+        }))
+    }
+    fn exists(&self, path: &Utf8Path) -> bool {
+        path.exists()
+    }
+    fn create_dir_all(&self, path: &Utf8Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    fn list(&self, dir: &Utf8Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+    fn rename(&self, from: &Utf8Path, to: &Utf8Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Utf8Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Utf8Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    fn free_space(&self, path: &Utf8Path) -> io::Result<u64> {
+        let c = std::ffi::CString::new(path.as_str())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated string and `st` a writable statvfs.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+    fn file_size(&self, path: &Utf8Path) -> u64 {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+    fn lock(&self, path: &Utf8Path) -> io::Result<Box<dyn std::any::Any + Send>> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // SAFETY: flock on a descriptor we own; released when the file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Box::new(f))
+    }
+}
