@@ -669,7 +669,7 @@ mod packing {
             &out,
             &VerifyOptions {
                 compat: def.appliance.vsphere_compat,
-                raw_dir: Some(raw_dir),
+                raw_dir: Some(raw_dir.clone()),
             },
         )
         .unwrap();
@@ -680,6 +680,23 @@ mod packing {
                 "virtual disk content",
                 &format!("disk byte {}", (5 << 20) + 3),
             ],
+        );
+
+        // The raw OS image replaced by an empty (all-hole) one: the first data byte is named.
+        std::fs::remove_file(&os_raw).unwrap();
+        raw_image(&os_raw, DiskRole::Os.capacity(&def), &[]);
+        let first = noise(7, 1 << 20).iter().position(|&b| b != 0).unwrap();
+        let r = verify_ova(
+            &out,
+            &VerifyOptions {
+                compat: def.appliance.vsphere_compat,
+                raw_dir: Some(raw_dir),
+            },
+        )
+        .unwrap();
+        error_with(
+            &r,
+            &["mt-appliance-disk1.vmdk", &format!("disk byte {first} ")],
         );
     }
 
