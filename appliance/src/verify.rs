@@ -1374,7 +1374,7 @@ struct RawComparer {
     hole: (u64, u64),
 }
 
-const ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
 
 impl RawComparer {
     fn new(raw: File, len: u64) -> RawComparer {
