@@ -3,6 +3,7 @@
 //!
 //! This crate never runs a process: orchestration of external tools lives in `xtask`.
 
+pub mod cpio;
 pub mod definition;
 pub mod kickstart;
 pub mod layout;
@@ -15,3 +16,5 @@ pub mod verify;
 pub mod vmdk;
 
 pub use definition::Definition;
+pub mod bootloader;
+pub mod swap;

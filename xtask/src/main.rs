@@ -2,8 +2,13 @@
 //! one module per verb. Orchestration only: the logic lives in the `appliance` library.
 
 mod bench;
+mod boot_test;
+mod build_ova;
+mod centos;
+mod fetch_packages;
 mod kickstart;
 mod ova;
+mod qemu;
 mod test;
 mod util;
 mod verify_ova;
@@ -22,6 +27,9 @@ struct Cli {
 enum Verb {
     Bench(bench::Bench),
     Kickstart(kickstart::Kickstart),
+    BuildOva(build_ova::BuildOva),
+    BootTest(boot_test::BootTest),
+    FetchPackages(fetch_packages::FetchPackages),
     Test(test::Test),
     VerifyOva(verify_ova::VerifyOva),
     #[command(hide = true)]
@@ -35,6 +43,9 @@ fn main() -> anyhow::Result<()> {
     sh.change_dir(util::workspace_root());
     match cli.verb {
         Verb::Kickstart(v) => v.run(&sh),
+        Verb::BuildOva(v) => v.run(&sh),
+        Verb::BootTest(v) => v.run(&sh),
+        Verb::FetchPackages(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
         Verb::VerifyOva(v) => v.run(&sh),
         Verb::Bench(v) => v.run(&sh),
