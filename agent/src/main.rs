@@ -42,6 +42,23 @@ enum Command {
         #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
         config: camino::Utf8PathBuf,
     },
+    /// Check the retention volume, listen on the configured port and announce readiness.
+    Serve {
+        #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
+        config: camino::Utf8PathBuf,
+    },
+    /// Install the agent into a root file system at image build time (service, configuration,
+    /// template sealing). Safe to run again: only differences are written.
+    Setup {
+        /// The root of the image's file system tree.
+        #[arg(long)]
+        root: camino::Utf8PathBuf,
+        #[arg(long, value_enum)]
+        distro: mt_agent::setup::Distro,
+        /// The agent.toml to install (rendered from the appliance definition).
+        #[arg(long)]
+        config: camino::Utf8PathBuf,
+    },
     /// Define replication groups.
     #[command(subcommand)]
     Group(GroupCommand),
@@ -196,6 +213,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = mt_agent::config::AgentConfig::load(&config)?;
             println!("{}", toml::to_string_pretty(&cfg)?);
         }
+        Command::Serve { config } => mt_agent::serve::run(&config)?,
+        Command::Setup {
+            root,
+            distro,
+            config,
+        } => mt_agent::setup::run(&root, distro, &config)?,
         Command::Group(GroupCommand::Create {
             group,
             disks,

@@ -1,19 +1,80 @@
-//! `cargo xtask bench <what>`: measurements side by side with the tool a user would otherwise
-//! use, printed as ratios. Never part of `cargo test` (no timing is ever asserted).
+//! `cargo xtask bench <what>`: benchmarks that run our code side by side with the tool a user
+//! would otherwise use, in one invocation, and print ratios. Benchmarks are never tests: nothing
+//! here asserts a time.
 
 mod agent;
+pub mod vmdk;
 
-/// Measure one part of the project against its baseline.
+use anyhow::{bail, Context, Result};
+use std::time::{Duration, Instant};
+
+/// Measure our code against the tool a user would otherwise use.
+#[derive(clap::Args)]
+pub struct Bench {
+    #[command(subcommand)]
+    what: What,
+}
+
 #[derive(clap::Subcommand)]
-pub enum Bench {
+enum What {
+    /// Raw image -> stream-optimized VMDK: our writer vs `qemu-img convert`.
+    Vmdk(vmdk::BenchVmdk),
     /// mt-agent apply throughput and write amplification vs plain writes and fio.
     Agent(agent::AgentBench),
 }
 
 impl Bench {
-    pub fn run(self, sh: &xshell::Shell) -> anyhow::Result<()> {
-        match self {
-            Bench::Agent(b) => b.run(sh),
+    pub fn run(self, sh: &xshell::Shell) -> Result<()> {
+        match self.what {
+            What::Vmdk(b) => b.run(sh),
+            What::Agent(b) => b.run(sh),
         }
     }
+}
+
+/// What one run of a child process cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub wall: Duration,
+    /// Peak resident set size of the child.
+    pub max_rss_bytes: u64,
+    pub cpu: Duration,
+}
+
+/// Runs `cmd` to completion and measures it. The child is reaped with `wait4`, which gives that
+/// child's own peak RSS (`getrusage(RUSAGE_CHILDREN)` would give the maximum over all children).
+pub fn measure(cmd: xshell::Cmd<'_>) -> Result<Measured> {
+    let shown = cmd.to_string();
+    let mut command = std::process::Command::from(cmd);
+    let start = Instant::now();
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start {shown}"))?;
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for the kernel to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; `status` and `usage` are valid for writes.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    if r != pid {
+        bail!("waiting for {shown}: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{shown} failed (wait status {status})");
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Measured {
+        wall,
+        // Linux reports ru_maxrss in KiB.
+        max_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+    })
+}
+
+/// The median (the upper one of an even count).
+pub fn median<T: Copy + PartialOrd>(values: &[T]) -> T {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+    v[v.len() / 2]
 }
