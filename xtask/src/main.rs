@@ -5,9 +5,11 @@ mod bench;
 mod boot_test;
 mod build_ova;
 mod kickstart;
+mod ova;
 mod qemu;
 mod test;
 mod util;
+mod verify_ova;
 
 use clap::{Parser, Subcommand};
 
@@ -26,8 +28,10 @@ enum Verb {
     BuildOva(build_ova::BuildOva),
     BootTest(boot_test::BootTest),
     Test(test::Test),
+    VerifyOva(verify_ova::VerifyOva),
     #[command(hide = true)]
     VmdkConvert(bench::vmdk::VmdkConvert),
+    Ova(ova::Ova),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,7 +43,9 @@ fn main() -> anyhow::Result<()> {
         Verb::BuildOva(v) => v.run(&sh),
         Verb::BootTest(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
+        Verb::VerifyOva(v) => v.run(&sh),
         Verb::Bench(v) => v.run(&sh),
         Verb::VmdkConvert(v) => v.run(&sh),
+        Verb::Ova(v) => v.run(&sh),
     }
 }
