@@ -13,10 +13,13 @@ use crate::build_ova::host::{self, tool};
 use crate::qemu::{self, Accel, Forward, Machine, VmDisk, VmHardware};
 use crate::util;
 use anyhow::{bail, Context, Result};
-use appliance::definition::{FileSystem, LogicalPackage, OS_DISK_SCSI_UNIT};
+use appliance::definition::{
+    FileSystem, LogicalPackage, NicKind, ScsiController, OS_DISK_SCSI_UNIT,
+};
+use appliance::ovf::OvfDescriptor;
 use appliance::Definition;
 use camino::{Utf8Path, Utf8PathBuf};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 use xshell::Shell;
 
@@ -87,7 +90,7 @@ impl BootTest {
         }
         std::fs::create_dir_all(&work)?;
         let hw = match &self.ova {
-            Some(ova) => crate::build_ova::ova_hardware(&crate::build_ova::absolute(ova), &work)?,
+            Some(ova) => ova_hardware(&crate::build_ova::absolute(ova), &work)?,
             None if self.raw.len() == 2 => raw_hardware(&def, &self.raw)?,
             None => {
                 bail!("give the OVA to boot (or, for debugging, --raw OS.raw --raw RETENTION.raw)")
@@ -103,6 +106,115 @@ impl BootTest {
         }
         result
     }
+}
+
+/// Reads the OVA (never writing it): extracts the descriptor and the disks into `work`, and maps
+/// the hardware the OVF declares to QEMU's models.
+fn ova_hardware(ova: &Utf8Path, work: &Utf8Path) -> Result<VmHardware> {
+    let file = std::fs::File::open(ova).with_context(|| format!("cannot open {ova}"))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let mut ovf_text = None;
+    let mut extracted = Vec::new();
+    for entry in archive
+        .entries()
+        .with_context(|| format!("{ova} is not a tar archive"))?
+    {
+        let mut entry = entry.with_context(|| format!("cannot read a member of {ova}"))?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        if name.contains('/') || name.starts_with('.') {
+            bail!("{ova}: member {name:?} is not a plain file name");
+        }
+        if name.ends_with(".ovf") {
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .with_context(|| format!("{ova}: cannot read {name}"))?;
+            ovf_text = Some((name, text));
+        } else if name.ends_with(".vmdk") {
+            let dest = work.join(&name);
+            let mut out =
+                std::fs::File::create(&dest).with_context(|| format!("cannot create {dest}"))?;
+            std::io::copy(&mut entry, &mut out)
+                .with_context(|| format!("{ova}: cannot extract {name}"))?;
+            extracted.push(name);
+        }
+    }
+    let (ovf_name, text) = ovf_text.with_context(|| format!("{ova} has no .ovf descriptor"))?;
+    let ovf = OvfDescriptor::parse(&text).with_context(|| format!("{ova}: {ovf_name}"))?;
+    hardware_from_ovf(&ovf, work, &extracted).with_context(|| format!("{ova}: {ovf_name}"))
+}
+
+fn hardware_from_ovf(
+    ovf: &OvfDescriptor,
+    work: &Utf8Path,
+    extracted: &[String],
+) -> Result<VmHardware> {
+    let controller = ovf
+        .scsi_controllers()
+        .next()
+        .context("declares no SCSI controller")?;
+    let subtype = controller.subtype.as_deref().unwrap_or("");
+    let scsi = [ScsiController::Paravirtual, ScsiController::Lsilogic, ScsiController::LsilogicSas]
+        .into_iter()
+        .find(|c| c.ovf_subtype().eq_ignore_ascii_case(subtype))
+        .with_context(|| format!("SCSI controller subtype {subtype:?} has no QEMU model here (VirtualSCSI, lsilogic, lsilogicsas)"))?;
+    let nic_subtype = ovf
+        .nics
+        .first()
+        .and_then(|n| n.subtype.as_deref())
+        .context("declares no network adapter")?;
+    let nic = [NicKind::Vmxnet3, NicKind::E1000]
+        .into_iter()
+        .find(|n| n.ovf_subtype().eq_ignore_ascii_case(nic_subtype))
+        .with_context(|| {
+            format!(
+                "network adapter subtype {nic_subtype:?} has no QEMU model here (VmxNet3, E1000)"
+            )
+        })?;
+    let mut disks = Vec::new();
+    for d in &ovf.disks {
+        let href = d
+            .href
+            .as_deref()
+            .with_context(|| format!("disk {} references no file", d.disk_id))?;
+        if !extracted.iter().any(|e| e == href) {
+            bail!(
+                "disk {} references {href}, which the OVA does not contain",
+                d.disk_id
+            );
+        }
+        let attachment = d
+            .attachment
+            .as_ref()
+            .with_context(|| format!("disk {} is attached to no controller", d.disk_id))?;
+        if attachment.controller_instance != controller.instance_id {
+            bail!(
+                "disk {} is attached to controller {}, not the SCSI controller {}",
+                d.disk_id,
+                attachment.controller_instance,
+                controller.instance_id
+            );
+        }
+        let unit = attachment
+            .unit
+            .with_context(|| format!("disk {} has no AddressOnParent (SCSI unit)", d.disk_id))?;
+        disks.push(VmDisk {
+            image: work.join(href),
+            format: "vmdk",
+            unit,
+        });
+    }
+    if disks.is_empty() {
+        bail!("declares no disks");
+    }
+    disks.sort_by_key(|d| d.unit);
+    Ok(VmHardware {
+        cpus: ovf.cpus,
+        memory_mib: ovf.memory_bytes / (1024 * 1024),
+        scsi,
+        nic,
+        disks,
+    })
 }
 
 fn raw_hardware(def: &Definition, raw: &[Utf8PathBuf]) -> Result<VmHardware> {
@@ -516,6 +628,48 @@ mod tests {
             r.push(format!("byid scsi-3{wwn:016x}"));
         }
         r
+    }
+
+    #[test]
+    fn the_ovf_of_a_definition_maps_to_its_qemu_hardware() {
+        use appliance::ovf::{render, BuildInfo, DiskFile, DiskRole};
+        let mut d = def();
+        d.hardware.scsi_controller = ScsiController::LsilogicSas;
+        d.hardware.nic = NicKind::E1000;
+        let files: Vec<DiskFile> = DiskRole::ALL
+            .iter()
+            .map(|&role| DiskFile {
+                role,
+                file_size: 1 << 20,
+                capacity: role.capacity(&d),
+                populated_size: 1 << 20,
+            })
+            .collect();
+        let xml = render(
+            &d,
+            &files,
+            &BuildInfo {
+                build_id: "test".into(),
+            },
+        )
+        .unwrap();
+        let ovf = OvfDescriptor::parse(&xml).unwrap();
+        let names: Vec<String> = DiskRole::ALL.iter().map(|r| r.file_name(&d)).collect();
+        let work = Utf8Path::new("/nonexistent");
+        let hw = hardware_from_ovf(&ovf, work, &names).unwrap();
+        assert_eq!(qemu::scsi_device(hw.scsi), "mptsas1068");
+        assert_eq!(qemu::nic_device(hw.nic), "e1000");
+        assert_eq!(
+            (hw.cpus, hw.memory_mib),
+            (d.hardware.vcpus, d.hardware.memory.mib())
+        );
+        let units: Vec<u32> = hw.disks.iter().map(|x| x.unit).collect();
+        assert_eq!(units, vec![OS_DISK_SCSI_UNIT, d.retention_disk.scsi_unit]);
+        assert_eq!(hw.disks[0].image, work.join(&names[0]));
+        let err = hardware_from_ovf(&ovf, work, &names[..1])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not contain"), "{err}");
     }
 
     #[test]
