@@ -285,9 +285,12 @@ fn start_vm(
         other => bail!("--accel {other:?}: use kvm, tcg or auto"),
     };
     if try_kvm {
-        let mut vm = Machine::start(sh, hw, seed, work, fwd, Accel::Kvm)?;
-        match vm.wait_for("Linux version", 0, KVM_PROBE) {
-            Ok(_) => {
+        let probe = Machine::start(sh, hw, seed, work, fwd, Accel::Kvm).and_then(|mut vm| {
+            vm.wait_for("Linux version", 0, KVM_PROBE)?;
+            Ok(vm)
+        });
+        match probe {
+            Ok(vm) => {
                 eprintln!(
                     "boot-test: KVM works, the kernel started in {:.0}s",
                     vm.uptime().as_secs_f64()
@@ -295,7 +298,9 @@ fn start_vm(
                 return Ok(vm);
             }
             Err(e) if args.accel == "auto" => {
-                eprintln!("boot-test: KVM did not boot a kernel ({e}); falling back to TCG (slower, emulated CPU)");
+                let first = format!("{e:#}");
+                let first = first.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                eprintln!("boot-test: KVM did not boot a kernel ({first}); falling back to TCG (slower, emulated CPU)");
             }
             Err(e) => return Err(e.context("--accel kvm")),
         }
@@ -445,7 +450,8 @@ fn guest_script(def: &Definition) -> String {
     let tools: Vec<&str> = def.packages.iter().map(|p| probe_command(*p)).collect();
     let services = package_services(def).join(" ");
     format!(
-        "echo MTCHK-''BEGIN; \
+        "echo \"MTCHK system $(timeout 900 systemctl is-system-running --wait)\"; \
+echo MTCHK-''BEGIN; \
 findmnt -rn -o TARGET,FSTYPE,LABEL | sed 's/^/MTCHK mount /'; \
 for d in $(swapon --noheadings --raw --show=NAME); do echo \"MTCHK swap $(blkid -o value -s LABEL $d)\"; done; \
 for t in {tools}; do p=$(command -v $t) && echo \"MTCHK tool $t $p\" || echo \"MTCHK tool $t MISSING\"; done; \
@@ -464,7 +470,7 @@ fn run_guest_script(vm: &mut Machine, def: &Definition) -> Result<Vec<String>> {
     let pos = vm.buffer.len();
     vm.send(&guest_script(def))?;
     let end = vm
-        .wait_for("MTCHK-END", pos, Duration::from_secs(300))
+        .wait_for("MTCHK-END", pos, Duration::from_secs(1200))
         .context("waiting for the in-guest checks")?;
     let text = qemu::strip_escapes(&vm.buffer.text_between(pos, end));
     Ok(text
@@ -584,6 +590,15 @@ fn judge_report(def: &Definition, hw: &VmHardware, report: &[String]) -> Vec<Out
         ok: id.len() == 32,
         detail: id,
     });
+    let state = field("system")
+        .first()
+        .and_then(|v| v.first().cloned())
+        .unwrap_or_default();
+    out.push(Outcome {
+        what: "boot finished (systemctl is-system-running)".into(),
+        ok: state == "running",
+        detail: state,
+    });
     let failed_units = field("failed-units").into_iter().next().unwrap_or_default();
     out.push(Outcome {
         what: "no failed systemd units".into(),
@@ -615,6 +630,7 @@ mod tests {
             "mount /mnt/retention ext4 retention".into(),
             "swap swap".into(),
             "agent active".into(),
+            "system running".into(),
             "service multipathd active".into(),
             "hostkeys 3".into(),
             format!("machineid {}", "a".repeat(32)),
