@@ -176,6 +176,13 @@ printf '\033[1;1H\033[0;37;44m\016lqqqqq\017\033[5;20HKickstart Error\033[7;5HTh
 while true; do sleep 3600; done
 "#;
 
+/// An init that only mounts /proc and installs busybox' applets, then runs `body`.
+fn init_with(body: &str) -> String {
+    format!(
+        "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n/bin/busybox --install -s /bin\nexport PATH=/bin\n{body}\n"
+    )
+}
+
 /// Writes a double ISO whose initrd runs `init`.
 fn double_iso(dir: &Utf8Path, init: &str) -> Utf8PathBuf {
     let parts = debian_parts();
@@ -367,6 +374,52 @@ fn a_kickstart_error_on_the_console_fails_the_build_with_an_excerpt() {
         !opts.work_dir.join("os-disk.raw").exists(),
         "a failed install must not leave a disk image"
     );
+}
+
+#[test]
+#[ignore = "slow: boots a Debian kernel in QEMU (TCG) three times; run by cargo xtask test"]
+fn a_power_off_without_success_silence_and_the_time_out_each_fail_the_build() {
+    let def = centos_definition();
+    let sh = Shell::new().unwrap();
+    let cases = [
+        (
+            "no-marker",
+            init_with("echo 'the installer gave up quietly'; poweroff -f"),
+            (600, 600),
+            "QEMU exited",
+        ),
+        (
+            "silent",
+            init_with("while true; do sleep 3600; done"),
+            (600, 20),
+            "no disk or console activity for 0m20s",
+        ),
+        (
+            "endless",
+            init_with("while true; do echo still working; sleep 1; done"),
+            (30, 600),
+            "not finished after 0m30s (time-out)",
+        ),
+    ];
+    for (name, init, (timeout, idle), expected) in cases {
+        let dir = scratch(&format!("centos-double-{name}"));
+        let iso = double_iso(&dir, &init);
+        let mut opts = double_options(&dir, &def);
+        opts.install_limits = install::Limits {
+            timeout: Duration::from_secs(timeout),
+            idle: Duration::from_secs(idle),
+        };
+        let err = format!(
+            "{:#}",
+            install_disks(&sh, &def, Some(&iso), &opts).unwrap_err()
+        );
+        assert!(
+            err.contains(expected),
+            "{name}: expected {expected:?} in: {err}"
+        );
+        assert!(err.contains("install-console.log"), "{name}: {err}");
+        assert!(!opts.work_dir.join("os-disk.raw").exists(), "{name}");
+    }
 }
 
 #[test]
