@@ -5,3 +5,6 @@
 pub mod config;
 pub mod frame;
 pub mod journal;
+pub mod retention;
+pub mod serve;
+pub mod setup;

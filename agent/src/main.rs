@@ -42,6 +42,23 @@ enum Command {
         #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
         config: camino::Utf8PathBuf,
     },
+    /// Check the retention volume, listen on the configured port and announce readiness.
+    Serve {
+        #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
+        config: camino::Utf8PathBuf,
+    },
+    /// Install the agent into a root file system at image build time (service, configuration,
+    /// template sealing). Safe to run again: only differences are written.
+    Setup {
+        /// The root of the image's file system tree.
+        #[arg(long)]
+        root: camino::Utf8PathBuf,
+        #[arg(long, value_enum)]
+        distro: mt_agent::setup::Distro,
+        /// The agent.toml to install (rendered from the appliance definition).
+        #[arg(long)]
+        config: camino::Utf8PathBuf,
+    },
     /// Define replication groups.
     #[command(subcommand)]
     Group(GroupCommand),
@@ -61,7 +78,7 @@ enum Command {
         #[arg(long)]
         point: PointSelector,
         /// Write DIR/<disk>.img for every disk instead of rolling the targets back.
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         to: Option<Utf8PathBuf>,
         #[command(flatten)]
         j: JournalArgs,
@@ -76,7 +93,7 @@ enum Command {
     /// Apply a recorded change stream (the network's frame format) to a group.
     Apply {
         group: String,
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         from: Utf8PathBuf,
         /// Group-commit size: writes are made durable and acknowledged per this many bytes.
         #[arg(long, value_parser = parse_bytes, default_value_t = DEFAULT_BATCH_BYTES)]
@@ -174,6 +191,9 @@ fn open(vol: &RetentionVolume, group: &str) -> anyhow::Result<GroupJournal> {
 const EXIT_RETENTION_FULL: i32 = 75;
 
 fn main() {
+    // Printing into a closed pipe (`mt-agent status | head`) ends quietly, as other tools do.
+    // SAFETY: restoring the default action of one signal before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("mt-agent: error: {e:#}");
@@ -193,6 +213,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = mt_agent::config::AgentConfig::load(&config)?;
             println!("{}", toml::to_string_pretty(&cfg)?);
         }
+        Command::Serve { config } => mt_agent::serve::run(&config)?,
+        Command::Setup {
+            root,
+            distro,
+            config,
+        } => mt_agent::setup::run(&root, distro, &config)?,
         Command::Group(GroupCommand::Create {
             group,
             disks,
@@ -229,9 +255,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("{:>10}  {:<7} {:<21} NAME", "LSN", "KIND", "SOURCE TIME");
+                let when = if latest.lsn.0 == 0 {
+                    "-".to_string()
+                } else {
+                    latest.source_time.to_string()
+                };
                 println!(
                     "{:>10}  {:<7} {:<21} (every acknowledged write)",
-                    latest.lsn, "latest", latest.source_time
+                    latest.lsn, "latest", when
                 );
                 for p in jr.points().iter().rev() {
                     let kind = serde_json::to_value(p.kind)?;
@@ -339,30 +370,46 @@ fn apply(jr: &mut GroupJournal, from: &Utf8Path) -> anyhow::Result<()> {
     let first_acked = jr.acked();
     let (mut frames, mut dups, mut points) = (0u64, 0u64, 0u64);
     let mut started = false;
-    let result: anyhow::Result<()> = loop {
-        let (index, offset) = reader.position();
-        let frame = match reader.next_frame() {
-            Ok(Some(f)) => f,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(anyhow::anyhow!("{from}: {e}")),
-        };
-        if !started && !matches!(frame, Frame::Start { .. }) {
-            break Err(anyhow::anyhow!(
-                "{from}: frame #{index} (byte {offset}): the stream must begin with a start frame naming the group"
-            ));
-        }
-        started = true;
-        frames += 1;
-        match jr.apply_frame(frame) {
-            Ok(FrameOutcome::Duplicate) => dups += 1,
-            Ok(FrameOutcome::Accepted) => {}
-            Ok(FrameOutcome::PointCreated(_)) => points += 1,
-            Err(e) => {
-                break Err(anyhow::Error::new(e)
-                    .context(format!("{from}: frame #{index} (byte {offset})")))
+    // Frames are read and their hashes checked on another thread while the journal flushes;
+    // the channel is bounded, so memory is too (8 frames of at most 4 MiB).
+    let (tx, rx) = std::sync::mpsc::sync_channel(8);
+    let result: anyhow::Result<()> = std::thread::scope(|s| {
+        s.spawn(move || loop {
+            let (index, offset) = reader.position();
+            let next = reader.next_frame();
+            let end = !matches!(next, Ok(Some(_)));
+            if tx.send((index, offset, next)).is_err() || end {
+                break;
+            }
+        });
+        let rx = rx;
+        loop {
+            let Ok((index, offset, next)) = rx.recv() else {
+                break Ok(());
+            };
+            let frame = match next {
+                Ok(Some(f)) => f,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(anyhow::anyhow!("{from}: {e}")),
+            };
+            if !started && !matches!(frame, Frame::Start { .. }) {
+                break Err(anyhow::anyhow!(
+                    "{from}: frame #{index} (byte {offset}): the stream must begin with a start frame naming the group"
+                ));
+            }
+            started = true;
+            frames += 1;
+            match jr.apply_frame(frame) {
+                Ok(FrameOutcome::Duplicate) => dups += 1,
+                Ok(FrameOutcome::Accepted) => {}
+                Ok(FrameOutcome::PointCreated(_)) => points += 1,
+                Err(e) => {
+                    break Err(anyhow::Error::new(e)
+                        .context(format!("{from}: frame #{index} (byte {offset})")))
+                }
             }
         }
-    };
+    });
     // Whatever was valid before an error is still made durable and acknowledged.
     let commit = jr.commit();
     println!(

@@ -485,3 +485,74 @@ fn kill_9_during_apply_loses_nothing_acknowledged() {
 fn kill_9_during_apply_loses_nothing_acknowledged_full() {
     kill_campaign(25, 3000);
 }
+
+/// Detaches the loop device when the test ends, whatever happens.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+#[ignore = "slow: needs root and loop devices (losetup); run by cargo xtask test"]
+fn block_device_targets_work_like_files() {
+    let env = Env::new("blockdev");
+    let cap: u64 = 8 << 20;
+    let mut loops = Vec::new();
+    for d in ["d0", "d1"] {
+        let img = env.p(&format!("{d}.backing"));
+        std::fs::File::create(&img).unwrap().set_len(cap).unwrap();
+        let o = Command::new("losetup")
+            .args(["-f", "--show", img.as_str()])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        loops.push(Loop(
+            String::from_utf8(o.stdout).unwrap().trim().to_string(),
+        ));
+    }
+    let d0 = format!("d0={}", loops[0].0);
+    let d1 = format!("d1={}", loops[1].0);
+    env.ok(&["group", "create", "g", "--disk", &d0, "--disk", &d1]);
+    let now = Timestamp::from_secs(SystemClock.now().0 / 1_000_000);
+    let stream = env.p("s.mtf");
+    let model = record(
+        &stream,
+        cap,
+        300,
+        now.plus_secs(-3600),
+        &[(100, TagKind::App)],
+        5,
+        8,
+    );
+    env.ok(&["apply", "g", "--from", stream.as_str()]);
+    let want = model.state_at(Lsn(300));
+    for (i, l) in loops.iter().enumerate() {
+        assert!(std::fs::read(&l.0).unwrap() == want[i], "{} differs", l.0);
+    }
+    let out = env.p("out");
+    env.ok(&[
+        "recover",
+        "g",
+        "--point",
+        "latest-app-consistent",
+        "--to",
+        out.as_str(),
+    ]);
+    check_dir(&out, &model, Lsn(100));
+    env.ok(&["recover", "g", "--point", "latest-app-consistent"]);
+    let want = model.state_at(Lsn(100));
+    for (i, l) in loops.iter().enumerate() {
+        assert!(
+            std::fs::read(&l.0).unwrap() == want[i],
+            "{} not rolled back",
+            l.0
+        );
+    }
+}

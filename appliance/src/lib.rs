@@ -7,8 +7,14 @@ pub mod cpio;
 pub mod definition;
 pub mod kickstart;
 pub mod layout;
+pub mod manifest;
+pub mod ova;
+pub mod ovf;
 pub mod packages;
 pub mod units;
+pub mod verify;
 pub mod vmdk;
 
 pub use definition::Definition;
+pub mod bootloader;
+pub mod swap;

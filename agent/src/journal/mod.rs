@@ -156,6 +156,32 @@ struct PendingWrite {
     data: Vec<u8>,
 }
 
+/// Which blocks of each disk the open epoch has already saved: one bit per 4 KiB block, so the
+/// memory is bounded by the disks' size (32 MiB per TiB), not by the churn.
+struct SavedBlocks(Vec<Vec<u64>>);
+
+impl SavedBlocks {
+    fn new(disks: &[DiskSpec]) -> SavedBlocks {
+        SavedBlocks(
+            disks
+                .iter()
+                .map(|d| vec![0u64; (d.capacity / BLOCK_SIZE).div_ceil(64) as usize])
+                .collect(),
+        )
+    }
+    fn contains(&self, disk: u32, block: u64) -> bool {
+        self.0[disk as usize][(block / 64) as usize] & (1 << (block % 64)) != 0
+    }
+    fn insert(&mut self, disk: u32, block: u64) {
+        self.0[disk as usize][(block / 64) as usize] |= 1 << (block % 64);
+    }
+    fn clear(&mut self) {
+        for bits in &mut self.0 {
+            bits.fill(0);
+        }
+    }
+}
+
 /// Returned by [`GroupJournal::recover`].
 #[derive(Debug, Clone)]
 pub struct Recovered {
@@ -176,7 +202,7 @@ pub struct GroupJournal {
     rollback: Box<dyn FsFile>,
     targets: Vec<Box<dyn FsFile>>,
     /// Blocks whose pre-epoch content is already in the open epoch's undo log.
-    saved: HashSet<(u32, u64)>,
+    saved: SavedBlocks,
     pending: Vec<PendingWrite>,
     pending_bytes: u64,
     /// Set after any failed write or flush: the stream stops; reopening recovers.
@@ -488,7 +514,7 @@ impl GroupJournal {
             undo,
             rollback,
             targets,
-            saved: HashSet::new(),
+            saved: SavedBlocks::new(&state.disks),
             pending: Vec::new(),
             pending_bytes: 0,
             failed: None,
@@ -508,8 +534,9 @@ impl GroupJournal {
             true,
         )?;
         for r in recs {
+            j.checked_disk(&r, &undo_path)?;
             for b in 0..u64::from(r.len) / BLOCK_SIZE {
-                j.saved.insert((r.disk, r.offset / BLOCK_SIZE + b));
+                j.saved.insert(r.disk, r.offset / BLOCK_SIZE + b);
             }
         }
         if let Some(to) = j.state.intent {
@@ -657,7 +684,14 @@ impl GroupJournal {
     fn checked_disk(&self, b: &BlockRecord, path: &Utf8Path) -> Result<usize> {
         let d = b.disk as usize;
         match self.state.disks.get(d) {
-            Some(spec) if b.offset + u64::from(b.len) <= spec.capacity => Ok(d),
+            Some(spec)
+                if b.offset
+                    .checked_add(u64::from(b.len))
+                    .is_some_and(|end| end <= spec.capacity)
+                    && b.offset.is_multiple_of(BLOCK_SIZE) =>
+            {
+                Ok(d)
+            }
             _ => Err(JournalError::damaged(
                 path,
                 b.data_at - BLOCK_HEAD_LEN as u64,
@@ -870,9 +904,9 @@ impl GroupJournal {
                 if !in_batch.insert((w.disk, b)) {
                     continue;
                 }
-                // Without any point, no recovery can need the epoch's undo: the rollback log
-                // (reused every batch) is enough, which halves the writes of an initial copy.
-                if self.saved.contains(&(w.disk, b)) || self.state.points.is_empty() {
+                // Without any point, no recovery can need the epoch's undo: the rollback log,
+                // rewritten every batch, is enough (the bytes are written, but not kept).
+                if self.saved.contains(w.disk, b) || self.state.points.is_empty() {
                     match rb_runs.last_mut() {
                         Some((d, s, n)) if *d == w.disk && *s + *n == b => *n += 1,
                         _ => rb_runs.push((w.disk, b, 1)),
@@ -958,7 +992,7 @@ impl GroupJournal {
             .map_err(|e| JournalError::damaged(&self.timeline_path(), self.timeline_len, &e))?;
         for &(disk, b, n) in &undo_runs {
             for i in 0..n {
-                self.saved.insert((disk, b + i));
+                self.saved.insert(disk, b + i);
             }
         }
         self.pending.clear();

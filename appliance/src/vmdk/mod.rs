@@ -229,3 +229,26 @@ pub fn expand_to_raw(vmdk: &Utf8Path, raw_out: &Utf8Path) -> Result<(), VmdkErro
         .map_err(|e| VmdkError::file("extend", &tmp.path, e))?;
     tmp.commit(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scsi_controller_of_the_definition_gets_lsilogic_and_hw_version_4() {
+        let path =
+            camino::Utf8PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/appliance.toml"));
+        let mut def = Definition::load(&path).unwrap();
+        for controller in [
+            crate::definition::ScsiController::Paravirtual,
+            crate::definition::ScsiController::Lsilogic,
+            crate::definition::ScsiController::LsilogicSas,
+        ] {
+            def.hardware.scsi_controller = controller;
+            let o = VmdkOptions::for_definition(&def);
+            assert_eq!(o.adapter_type.as_str(), "lsilogic");
+            assert_eq!(o.hw_version, 4);
+            assert_eq!(o.threads, 0);
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! would otherwise use, in one invocation, and print ratios. Benchmarks are never tests: nothing
 //! here asserts a time.
 
+mod agent;
 pub mod vmdk;
 
 use anyhow::{bail, Context, Result};
@@ -18,12 +19,15 @@ pub struct Bench {
 enum What {
     /// Raw image -> stream-optimized VMDK: our writer vs `qemu-img convert`.
     Vmdk(vmdk::BenchVmdk),
+    /// mt-agent apply throughput and write amplification vs plain writes and fio.
+    Agent(agent::AgentBench),
 }
 
 impl Bench {
     pub fn run(self, sh: &xshell::Shell) -> Result<()> {
         match self.what {
             What::Vmdk(b) => b.run(sh),
+            What::Agent(b) => b.run(sh),
         }
     }
 }

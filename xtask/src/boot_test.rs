@@ -1,0 +1,552 @@
+//! `cargo xtask boot-test FILE.ova`: boots the OVA the way vSphere would run it and checks the
+//! appliance from inside. The OVA is only read: its descriptor and disks are extracted into a
+//! work directory and the VM writes to throw-away qcow2 overlays. The hardware comes from the
+//! OVF (see `qemu.rs` for the mapping); KVM is used when a short test boot shows it works,
+//! TCG otherwise.
+//!
+//! The channel into the guest is the image's own serial console: the test waits for the
+//! agent's readiness line there, connects to the agent's port through a loopback forward, logs
+//! in as root with the password given on the command line, runs read-only checks, and powers
+//! the VM off. The whole console is kept in `console.log`; a failure prints its last lines.
+
+use crate::build_ova::host::{self, tool};
+use crate::qemu::{self, Accel, Forward, Machine, VmDisk, VmHardware};
+use crate::util;
+use anyhow::{bail, Context, Result};
+use appliance::definition::{FileSystem, LogicalPackage, OS_DISK_SCSI_UNIT};
+use appliance::Definition;
+use camino::{Utf8Path, Utf8PathBuf};
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+use xshell::Shell;
+
+/// Boot an OVA in QEMU and check the appliance inside it.
+#[derive(clap::Args)]
+pub struct BootTest {
+    /// The OVA to boot (never modified).
+    ova: Option<Utf8PathBuf>,
+    /// The definition the OVA was built from: what the checks expect (mounts, tools, port).
+    #[arg(long)]
+    definition: Option<Utf8PathBuf>,
+    /// The root password (the default definition's hash is of "mt-changeme").
+    #[arg(long, default_value = "mt-changeme")]
+    password: String,
+    /// Debugging: boot raw disk images instead of an OVA (OS disk first, then the retention
+    /// disk), with the hardware the definition declares.
+    #[arg(long, conflicts_with = "ova")]
+    raw: Vec<Utf8PathBuf>,
+    /// kvm, tcg or auto (KVM when a test boot shows it works).
+    #[arg(long, default_value = "auto")]
+    accel: String,
+    /// Seconds to wait for the agent's readiness line.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Work directory (default: build/boot-test-<name>/); console.log stays there.
+    #[arg(long)]
+    work: Option<Utf8PathBuf>,
+}
+
+/// How long a working KVM guest takes at most to print its first kernel line.
+const KVM_PROBE: Duration = Duration::from_secs(60);
+const READY_PREFIX: &str = mt_agent::serve::READY_PREFIX;
+
+/// The command whose presence proves a runbook package is installed.
+pub fn probe_command(p: LogicalPackage) -> &'static str {
+    match p {
+        LogicalPackage::Xfsprogs => "xfs_repair",
+        LogicalPackage::Perl => "perl",
+        LogicalPackage::Lsscsi => "lsscsi",
+        LogicalPackage::Rsync => "rsync",
+        LogicalPackage::Wget => "wget",
+        LogicalPackage::KexecTools => "kexec",
+        LogicalPackage::Multipath => "multipath",
+        LogicalPackage::Reiserfs => "reiserfsck",
+    }
+}
+
+impl BootTest {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        host::ensure(
+            sh,
+            "boot-test",
+            &[
+                tool("qemu-system-x86_64", "qemu-system-x86"),
+                tool("qemu-img", "qemu-utils"),
+            ],
+        )?;
+        let (_, def) = util::load_definition(self.definition.as_deref())?;
+        let name = def.appliance.name.clone();
+        let work = match &self.work {
+            Some(w) => crate::build_ova::absolute(w),
+            None => util::workspace_root()
+                .join("build")
+                .join(format!("boot-test-{name}")),
+        };
+        if work.exists() {
+            std::fs::remove_dir_all(&work).with_context(|| format!("cannot clear {work}"))?;
+        }
+        std::fs::create_dir_all(&work)?;
+        let hw = match &self.ova {
+            Some(ova) => crate::build_ova::ova_hardware(&crate::build_ova::absolute(ova), &work)?,
+            None if self.raw.len() == 2 => raw_hardware(&def, &self.raw)?,
+            None => {
+                bail!("give the OVA to boot (or, for debugging, --raw OS.raw --raw RETENTION.raw)")
+            }
+        };
+        let result = boot_and_check(sh, &self, &def, &hw, &work);
+        // Overlays and extracted disks are large and worthless afterwards; the console log stays.
+        for entry in std::fs::read_dir(&work)?.flatten() {
+            let n = entry.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".qcow2") || n.ends_with(".vmdk") || n.ends_with(".sock") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        result
+    }
+}
+
+fn raw_hardware(def: &Definition, raw: &[Utf8PathBuf]) -> Result<VmHardware> {
+    let units = [OS_DISK_SCSI_UNIT, def.retention_disk.scsi_unit];
+    Ok(VmHardware {
+        cpus: def.hardware.vcpus,
+        memory_mib: def.hardware.memory.mib(),
+        scsi: def.hardware.scsi_controller,
+        nic: def.hardware.nic,
+        disks: raw
+            .iter()
+            .zip(units)
+            .map(|(p, unit)| VmDisk {
+                image: crate::build_ova::absolute(p),
+                format: "raw",
+                unit,
+            })
+            .collect(),
+    })
+}
+
+fn boot_and_check(
+    sh: &Shell,
+    args: &BootTest,
+    def: &Definition,
+    hw: &VmHardware,
+    work: &Utf8Path,
+) -> Result<()> {
+    let seed = def.appliance.name.as_str();
+    let host_port = qemu::free_local_port()?;
+    let forwards = [Forward {
+        host: host_port,
+        guest: def.agent.port,
+    }];
+    eprintln!(
+        "boot-test: {} vCPU, {} MiB, {} + {}, {} disk(s); console log {work}/console.log",
+        hw.cpus,
+        hw.memory_mib,
+        qemu::scsi_device(hw.scsi),
+        qemu::nic_device(hw.nic),
+        hw.disks.len()
+    );
+    let mut vm = start_vm(sh, args, hw, seed, work, &forwards)?;
+    let result = checks(args, def, hw, &mut vm, host_port);
+    if let Err(e) = &result {
+        eprintln!(
+            "\nboot-test failed; the last console lines ({}):\n{}\n",
+            vm.log,
+            vm.console_tail(40)
+        );
+        return Err(anyhow::anyhow!("{e:#}"));
+    }
+    result
+}
+
+fn start_vm(
+    sh: &Shell,
+    args: &BootTest,
+    hw: &VmHardware,
+    seed: &str,
+    work: &Utf8Path,
+    fwd: &[Forward],
+) -> Result<Machine> {
+    let try_kvm = match args.accel.as_str() {
+        "kvm" => true,
+        "tcg" => false,
+        "auto" => qemu::kvm_device_usable(),
+        other => bail!("--accel {other:?}: use kvm, tcg or auto"),
+    };
+    if try_kvm {
+        let mut vm = Machine::start(sh, hw, seed, work, fwd, Accel::Kvm)?;
+        match vm.wait_for("Linux version", 0, KVM_PROBE) {
+            Ok(_) => {
+                eprintln!(
+                    "boot-test: KVM works, the kernel started in {:.0}s",
+                    vm.uptime().as_secs_f64()
+                );
+                return Ok(vm);
+            }
+            Err(e) if args.accel == "auto" => {
+                eprintln!("boot-test: KVM did not boot a kernel ({e}); falling back to TCG (slower, emulated CPU)");
+            }
+            Err(e) => return Err(e.context("--accel kvm")),
+        }
+    }
+    eprintln!("boot-test: booting under TCG");
+    Machine::start(sh, hw, seed, work, fwd, Accel::Tcg)
+}
+
+/// One check's outcome, printed as a table at the end.
+struct Outcome {
+    what: String,
+    ok: bool,
+    detail: String,
+}
+
+fn checks(
+    args: &BootTest,
+    def: &Definition,
+    hw: &VmHardware,
+    vm: &mut Machine,
+    host_port: u16,
+) -> Result<()> {
+    let timeout = Duration::from_secs(args.timeout);
+    let at = vm
+        .wait_for(READY_PREFIX, 0, timeout)
+        .context("waiting for the agent's readiness line")?;
+    let ready_after = vm.uptime();
+    eprintln!(
+        "boot-test: agent ready {:.0}s after power-on ({})",
+        ready_after.as_secs_f64(),
+        vm.accel.as_str()
+    );
+    let mut outcomes = vec![agent_port_check(host_port, def.agent.port)];
+
+    let start = Instant::now();
+    login(vm, &args.password, at)?;
+    let report = run_guest_script(vm, def)?;
+    outcomes.extend(judge_report(def, hw, &report));
+    let pos = vm.buffer.len();
+    vm.send("systemctl poweroff\n")?;
+    let status = vm.wait_exit(Duration::from_secs(300))?;
+    let clean = status.success() && vm.buffer.text_from(pos).contains("reboot: Power down");
+    outcomes.push(Outcome {
+        what: "clean power-off".into(),
+        ok: clean,
+        detail: format!("qemu {status}"),
+    });
+    eprintln!(
+        "boot-test: checks and power-off took {:.0}s",
+        start.elapsed().as_secs_f64()
+    );
+
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.ok).collect();
+    for o in &outcomes {
+        eprintln!(
+            "  {} {:<40} {}",
+            if o.ok { "ok  " } else { "FAIL" },
+            o.what,
+            o.detail
+        );
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} checks failed: {}",
+            failed.len(),
+            outcomes.len(),
+            failed
+                .iter()
+                .map(|o| o.what.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    eprintln!(
+        "boot-test: passed ({} checks; ready after {:.0}s under {})",
+        outcomes.len(),
+        ready_after.as_secs_f64(),
+        vm.accel.as_str()
+    );
+    Ok(())
+}
+
+/// The agent answers on its port through the loopback forward.
+fn agent_port_check(host_port: u16, guest_port: u16) -> Outcome {
+    let what = format!("agent answers on port {guest_port}");
+    let result = (|| -> Result<String> {
+        let s = std::net::TcpStream::connect(("127.0.0.1", host_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line.trim().to_string())
+    })();
+    match result {
+        Ok(line) if line.starts_with("mt-agent ") => Outcome {
+            what,
+            ok: true,
+            detail: line,
+        },
+        Ok(line) => Outcome {
+            what,
+            ok: false,
+            detail: format!("answered {line:?}"),
+        },
+        Err(e) => Outcome {
+            what,
+            ok: false,
+            detail: format!("{e:#}"),
+        },
+    }
+}
+
+const PROMPT: &str = "MTPROMPT# ";
+
+fn login(vm: &mut Machine, password: &str, from: usize) -> Result<()> {
+    // The getty may have printed its prompt before or after the agent's line.
+    let mut pos = vm
+        .wait_for("login: ", 0, Duration::from_secs(300))
+        .context("waiting for the serial console's login prompt")?;
+    pos = pos.max(from);
+    vm.send("root\n")?;
+    pos = vm
+        .wait_for("Password: ", pos, Duration::from_secs(120))
+        .context("waiting for the password prompt")?;
+    vm.send(&format!("{password}\n"))?;
+    // login discards typed-ahead input, so the next line waits for root's shell prompt.
+    let shell = vm.wait_for("# ", pos, Duration::from_secs(120)).map_err(|e| {
+        if vm.buffer.text_from(pos).contains("Login incorrect") {
+            anyhow::anyhow!("root login on the serial console was refused: --password does not match the definition's system.root_password_hash")
+        } else {
+            e.context("waiting for a shell after logging in as root")
+        }
+    })?;
+    // The prompt text is split in the command so that its echo does not match.
+    vm.send("stty -echo; dmesg -n 1; PS1='MT''PROMPT# '\n")?;
+    vm.wait_for(PROMPT, shell, Duration::from_secs(120))
+        .context("waiting for the shell to take the test's prompt")?;
+    Ok(())
+}
+
+/// Read-only commands run in the guest; each result line starts with `MTCHK `.
+/// The services the definition's packages bring (the package manifest's `services`).
+fn package_services(def: &Definition) -> Vec<String> {
+    appliance::packages::PackageManifest::shipped(def.appliance.base).services_for(def)
+}
+
+fn guest_script(def: &Definition) -> String {
+    let tools: Vec<&str> = def.packages.iter().map(|p| probe_command(*p)).collect();
+    let services = package_services(def).join(" ");
+    format!(
+        "echo MTCHK-''BEGIN; \
+findmnt -rn -o TARGET,FSTYPE,LABEL | sed 's/^/MTCHK mount /'; \
+for d in $(swapon --noheadings --raw --show=NAME); do echo \"MTCHK swap $(blkid -o value -s LABEL $d)\"; done; \
+for t in {tools}; do p=$(command -v $t) && echo \"MTCHK tool $t $p\" || echo \"MTCHK tool $t MISSING\"; done; \
+ls /dev/disk/by-id/ | sed 's/^/MTCHK byid /'; \
+echo \"MTCHK agent $(systemctl is-active mt-agent.service)\"; \
+for s in {services}; do echo \"MTCHK service $s $(systemctl is-active $s)\"; done; \
+echo \"MTCHK hostkeys $(ls /etc/ssh/ssh_host_*_key 2>/dev/null | wc -l)\"; \
+echo \"MTCHK machineid $(cat /etc/machine-id)\"; \
+echo \"MTCHK failed-units $(systemctl list-units --state=failed --no-legend --plain | awk '{{print $1}}' | tr '\\n' ' ')\"; \
+echo MTCHK-''END\n",
+        tools = tools.join(" "),
+    )
+}
+
+fn run_guest_script(vm: &mut Machine, def: &Definition) -> Result<Vec<String>> {
+    let pos = vm.buffer.len();
+    vm.send(&guest_script(def))?;
+    let end = vm
+        .wait_for("MTCHK-END", pos, Duration::from_secs(300))
+        .context("waiting for the in-guest checks")?;
+    let text = qemu::strip_escapes(&vm.buffer.text_between(pos, end));
+    Ok(text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("MTCHK ").map(str::to_owned))
+        .collect())
+}
+
+fn judge_report(def: &Definition, hw: &VmHardware, report: &[String]) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    let field = |kind: &str| -> Vec<Vec<String>> {
+        report
+            .iter()
+            .filter_map(|l| l.strip_prefix(kind).and_then(|r| r.strip_prefix(' ')))
+            .map(|r| r.split_whitespace().map(str::to_owned).collect())
+            .collect()
+    };
+    let mounts = field("mount");
+    let mut expected: Vec<(String, FileSystem, String)> = def
+        .os_disk
+        .partitions
+        .iter()
+        .filter(|p| !p.is_swap())
+        .map(|p| (p.mount.clone(), p.fs, p.label.clone()))
+        .collect();
+    let r = &def.retention_disk;
+    expected.push((r.mount.clone(), r.fs, r.label.clone()));
+    for (mount, fs, label) in expected {
+        let found = mounts.iter().find(|m| m.first() == Some(&mount));
+        let (ok, detail) = match found {
+            Some(m) => (
+                m.get(1).map(String::as_str) == Some(fs.as_str()) && m.get(2) == Some(&label),
+                m.join(" "),
+            ),
+            None => (false, "not mounted".to_string()),
+        };
+        out.push(Outcome {
+            what: format!("{mount} mounted ({} LABEL={label})", fs.as_str()),
+            ok,
+            detail,
+        });
+    }
+    for p in def.os_disk.partitions.iter().filter(|p| p.is_swap()) {
+        let active = field("swap").iter().any(|s| s.first() == Some(&p.label));
+        out.push(Outcome {
+            what: format!("swap LABEL={} active", p.label),
+            ok: active,
+            detail: format!("{:?}", field("swap")),
+        });
+    }
+    let tools = field("tool");
+    for p in &def.packages {
+        let name = probe_command(*p);
+        let found = tools
+            .iter()
+            .find(|t| t.first().map(String::as_str) == Some(name));
+        let path = found
+            .and_then(|t| t.get(1))
+            .cloned()
+            .unwrap_or_else(|| "not reported".into());
+        out.push(Outcome {
+            what: format!("tool {name} ({})", p.as_str()),
+            ok: found.is_some() && path != "MISSING",
+            detail: path,
+        });
+    }
+    let byid: Vec<String> = field("byid")
+        .into_iter()
+        .filter_map(|v| v.into_iter().next())
+        .collect();
+    for d in &hw.disks {
+        let (_, wwn) = qemu::disk_identity(&def.appliance.name, d.unit);
+        let link = format!("scsi-3{wwn:016x}");
+        out.push(Outcome {
+            what: format!("/dev/disk/by-id/{link}"),
+            ok: byid.contains(&link),
+            detail: format!("SCSI unit {}", d.unit),
+        });
+    }
+    let agent = field("agent")
+        .first()
+        .and_then(|v| v.first().cloned())
+        .unwrap_or_default();
+    out.push(Outcome {
+        what: "mt-agent.service active".into(),
+        ok: agent == "active",
+        detail: agent,
+    });
+    let services = field("service");
+    for name in package_services(def) {
+        let state = services
+            .iter()
+            .find(|s| s.first() == Some(&name))
+            .and_then(|s| s.get(1).cloned())
+            .unwrap_or_else(|| "not reported".into());
+        out.push(Outcome {
+            what: format!("{name} service active"),
+            ok: state == "active",
+            detail: state,
+        });
+    }
+    let keys = field("hostkeys")
+        .first()
+        .and_then(|v| v.first().cloned())
+        .unwrap_or_default();
+    out.push(Outcome {
+        what: "SSH host keys created at first boot".into(),
+        ok: keys.parse::<u32>().is_ok_and(|n| n > 0),
+        detail: format!("{keys} keys"),
+    });
+    let id = field("machineid")
+        .first()
+        .and_then(|v| v.first().cloned())
+        .unwrap_or_default();
+    out.push(Outcome {
+        what: "machine-id generated at first boot".into(),
+        ok: id.len() == 32,
+        detail: id,
+    });
+    let failed_units = field("failed-units").into_iter().next().unwrap_or_default();
+    out.push(Outcome {
+        what: "no failed systemd units".into(),
+        ok: failed_units.is_empty(),
+        detail: failed_units.join(" "),
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def() -> Definition {
+        Definition::load(&util::workspace_root().join(appliance::definition::DEFAULT_DEFINITION))
+            .unwrap()
+    }
+
+    fn hw() -> VmHardware {
+        raw_hardware(&def(), &["os.raw".into(), "r.raw".into()]).unwrap()
+    }
+
+    fn good_report() -> Vec<String> {
+        let d = def();
+        let mut r = vec![
+            "mount / ext4 root".to_string(),
+            "mount /var/crash ext4 crash".into(),
+            "mount /home ext4 home".into(),
+            "mount /mnt/retention ext4 retention".into(),
+            "swap swap".into(),
+            "agent active".into(),
+            "service multipathd active".into(),
+            "hostkeys 3".into(),
+            format!("machineid {}", "a".repeat(32)),
+            "failed-units".into(),
+        ];
+        for p in &d.packages {
+            r.push(format!("tool {0} /usr/bin/{0}", probe_command(*p)));
+        }
+        for unit in [0, 1] {
+            let (_, wwn) = qemu::disk_identity(&d.appliance.name, unit);
+            r.push(format!("byid scsi-3{wwn:016x}"));
+        }
+        r
+    }
+
+    #[test]
+    fn a_complete_report_passes_every_check() {
+        let outcomes = judge_report(&def(), &hw(), &good_report());
+        let failed: Vec<_> = outcomes.iter().filter(|o| !o.ok).map(|o| &o.what).collect();
+        assert!(failed.is_empty(), "{failed:?}");
+    }
+
+    #[test]
+    fn a_missing_mount_tool_link_or_inactive_agent_fails() {
+        for (drop, expect) in [
+            ("mount /home", "/home mounted"),
+            ("tool reiserfsck", "tool reiserfsck"),
+            ("byid", "/dev/disk/by-id/"),
+            ("agent", "mt-agent.service active"),
+            ("swap", "swap LABEL=swap active"),
+        ] {
+            let report: Vec<String> = good_report()
+                .into_iter()
+                .filter(|l| !l.starts_with(drop))
+                .collect();
+            let failed: Vec<String> = judge_report(&def(), &hw(), &report)
+                .into_iter()
+                .filter(|o| !o.ok)
+                .map(|o| o.what)
+                .collect();
+            assert!(
+                failed.iter().any(|f| f.contains(expect)),
+                "dropping {drop:?}: {failed:?}"
+            );
+        }
+    }
+}

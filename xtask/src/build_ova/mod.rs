@@ -1,0 +1,217 @@
+//! `cargo xtask build-ova`: the Debian 12 appliance from the definition to a verified OVA.
+//!
+//! Stages, each cached under `build/<stage>-<hash>/` by the hash of its inputs:
+//! `rootfs` (mmdebstrap -> tar), `os-disk` (unpack, configure, `mt-agent setup`, file systems at
+//! partition offsets, GRUB), `retention-disk`; then the appliance crate's OVA writer packs the
+//! raw disks and `verify-ova`'s checks run on the result. Orchestration only: byte layouts live
+//! in the `appliance` crate.
+
+pub mod bootloader;
+pub mod cache;
+pub mod configure;
+pub mod disk;
+pub mod host;
+pub mod progress;
+pub mod rootfs;
+
+use crate::util;
+use anyhow::{bail, Context, Result};
+use appliance::definition::Base;
+use appliance::Definition;
+use camino::{Utf8Path, Utf8PathBuf};
+use host::tool;
+use std::time::Instant;
+use xshell::{cmd, Shell};
+
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Build the appliance OVA (Debian 12 base) from the definition.
+#[derive(clap::Args)]
+pub struct BuildOva {
+    /// The appliance definition (default: appliance/appliance.toml).
+    #[arg(long)]
+    definition: Option<Utf8PathBuf>,
+    /// Where the OVA goes (default: out/ in the workspace).
+    #[arg(long)]
+    out: Option<Utf8PathBuf>,
+    /// The build directory holding the cached stages (default: build/ in the workspace).
+    #[arg(long)]
+    build_dir: Option<Utf8PathBuf>,
+    /// Stop after the raw disk images (for debugging the image; `boot-test --raw` boots them).
+    #[arg(long)]
+    raw_only: bool,
+}
+
+const BUILD_TOOLS: [host::Tool; 5] = [
+    tool("mmdebstrap", "mmdebstrap"),
+    tool("mke2fs", "e2fsprogs"),
+    tool("tar", "tar"),
+    tool("grub-mkimage", "grub-pc-bin"),
+    tool("/usr/lib/grub/i386-pc/boot.img", "grub-pc-bin"),
+];
+
+impl BuildOva {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let started = Instant::now();
+        let (def_path, def) = util::load_definition(self.definition.as_deref())?;
+        if def.appliance.base != Base::Debian12 {
+            bail!(
+                "{def_path}: appliance.base = \"{}\": build-ova builds the debian12 base; the centos6 base is installed from its ISO by its own path",
+                def.appliance.base
+            );
+        }
+        preflight(sh, &def)?;
+        let root = util::workspace_root();
+        let build_dir = match &self.build_dir {
+            Some(d) => absolute(d),
+            None => root.join("build"),
+        };
+        let out_dir = match &self.out {
+            Some(d) => absolute(d),
+            None => root.join("out"),
+        };
+        let cache = cache::Cache::open(&build_dir)?;
+        let mut timings = Vec::new();
+
+        let t = Instant::now();
+        let agent = build_agent(sh)?;
+        timings.push(("agent (cargo, musl)".to_string(), t.elapsed(), false));
+
+        let manifest_path = root.join(appliance::packages::DEBIAN12_MANIFEST);
+        let manifest = appliance::packages::PackageManifest::load(&manifest_path)?;
+        let packages = rootfs::package_list(&manifest, &def);
+        let (tar, rootfs) = rootfs::build(&cache, &packages)?;
+        report("rootfs", &rootfs, &mut timings);
+        let (os_raw, os) = disk::os_disk(
+            sh,
+            &cache,
+            &disk::OsDiskInputs {
+                def: &def,
+                rootfs_tar: &tar,
+                rootfs_stage: &rootfs.dir,
+                agent: &agent,
+            },
+        )?;
+        report("os-disk", &os, &mut timings);
+        let (retention_raw, retention) = disk::retention_disk(sh, &cache, &def)?;
+        report("retention-disk", &retention, &mut timings);
+
+        if self.raw_only {
+            eprintln!("raw disks:\n  os        {os_raw}\n  retention {retention_raw}");
+        } else {
+            let t = Instant::now();
+            let ova = pack(&def, &os_raw, &retention_raw, &out_dir)?;
+            timings.push(("pack + verify".to_string(), t.elapsed(), false));
+            eprintln!(
+                "OVA: {ova} ({})",
+                progress::human_bytes(std::fs::metadata(&ova)?.len())
+            );
+        }
+        eprintln!("\nstage                 time      ");
+        for (name, elapsed, reused) in &timings {
+            let how = if *reused {
+                "reused".to_string()
+            } else {
+                progress::human_duration(*elapsed)
+            };
+            eprintln!("  {name:<20} {how}");
+        }
+        if let Some(s) = disk::read_summary(&os.dir) {
+            eprintln!(
+                "image: {} packages, {} in the root file systems",
+                s.packages,
+                progress::human_bytes(s.root_bytes)
+            );
+        }
+        eprintln!("total {}", progress::human_duration(started.elapsed()));
+        Ok(())
+    }
+}
+
+fn report(
+    name: &str,
+    out: &cache::StageOutput,
+    timings: &mut Vec<(String, std::time::Duration, bool)>,
+) {
+    if out.reused {
+        eprintln!("{name}: unchanged inputs, reusing {}", out.dir);
+    } else {
+        eprintln!(
+            "{name}: built in {} -> {}",
+            progress::human_duration(out.elapsed),
+            out.dir
+        );
+    }
+    timings.push((name.to_string(), out.elapsed, out.reused));
+}
+
+/// Everything the build needs, checked before the first minute is spent.
+fn preflight(sh: &Shell, def: &Definition) -> Result<()> {
+    if !host::is_root() {
+        bail!("build-ova must run as root: mmdebstrap installs packages as root, and only root can recreate the root file system's owners and device nodes before mke2fs copies them into the image (no loop device or mount is used). Run it as root, e.g. `sudo -E cargo xtask build-ova`.");
+    }
+    let mut tools = BUILD_TOOLS.to_vec();
+    tools.push(tool("musl-gcc", "musl-tools"));
+    if def.retention_disk.fs == appliance::definition::FileSystem::Xfs {
+        tools.push(tool("mkfs.xfs", "xfsprogs"));
+    }
+    host::ensure(sh, "build-ova", &tools)?;
+    host::ensure_musl_target(sh)
+}
+
+/// The static agent that goes into the image, built from this workspace.
+fn build_agent(sh: &Shell) -> Result<Utf8PathBuf> {
+    eprintln!("agent: cargo build --release --target {MUSL_TARGET} -p mt-agent");
+    cmd!(
+        sh,
+        "cargo build --quiet --release --target {MUSL_TARGET} -p mt-agent"
+    )
+    .run()
+    .context("building the static mt-agent failed")?;
+    let target_dir = std::env::var("CARGO_TARGET_DIR")
+        .map(Utf8PathBuf::from)
+        .unwrap_or_else(|_| util::workspace_root().join("target"));
+    let bin = target_dir.join(MUSL_TARGET).join("release/mt-agent");
+    if !bin.is_file() {
+        bail!("cargo reported success but {bin} does not exist");
+    }
+    Ok(bin)
+}
+
+/// The agent's configuration file, from the definition: one source for port, policy and paths.
+pub fn agent_config_toml(def: &Definition) -> Result<String> {
+    let cfg = mt_agent::config::AgentConfig {
+        port: def.agent.port,
+        retention_mount: def.retention_disk.mount.clone().into(),
+        rpo_threshold_minutes: def.policy.rpo_threshold_minutes,
+        retention_hours: def.policy.retention_hours,
+        app_consistent_frequency_minutes: def.policy.app_consistent_frequency_minutes,
+    };
+    Ok(toml::to_string_pretty(&cfg)?)
+}
+
+/// The hardware and disks of an OVA, its disks extracted into `work`.
+pub fn ova_hardware(_ova: &Utf8Path, _work: &Utf8Path) -> Result<crate::qemu::VmHardware> {
+    bail!("reading an OVA needs the OVF reader (appliance::ovf), which is not in this tree yet: use --raw")
+}
+
+fn pack(
+    _def: &Definition,
+    _os: &Utf8Path,
+    _retention: &Utf8Path,
+    _out: &Utf8Path,
+) -> Result<Utf8PathBuf> {
+    bail!("the OVA writer (appliance::ova) is not in this tree yet: use --raw-only")
+}
+
+/// A path given on the command line is relative to where the user ran the command.
+pub fn absolute(p: &Utf8Path) -> Utf8PathBuf {
+    if p.is_absolute() {
+        return p.to_owned();
+    }
+    std::env::current_dir()
+        .ok()
+        .and_then(|d| Utf8PathBuf::from_path_buf(d).ok())
+        .unwrap_or_else(util::workspace_root)
+        .join(p)
+}

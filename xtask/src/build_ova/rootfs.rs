@@ -1,0 +1,206 @@
+//! Stage 1: the Debian 12 root file system, built by `mmdebstrap` from Debian's archive into one
+//! tar file (`build/rootfs-<hash>/rootfs.tar`). It depends only on the package list and the
+//! recipe below, so a change to the agent or to the definition's network or disks reuses it.
+//!
+//! What must happen inside the Debian environment (generating the locale and the initramfs)
+//! runs in mmdebstrap's own `--customize-hook`, which is how mmdebstrap is meant to be extended:
+//! the build never chroots into the tree itself.
+
+use super::cache::{Cache, StageInputs, StageOutput};
+use super::progress::Ticker;
+use anyhow::{bail, Context, Result};
+use appliance::definition::{NicKind, ScsiController};
+use appliance::packages::PackageManifest;
+use appliance::Definition;
+use camino::{Utf8Path, Utf8PathBuf};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// Bumped when the recipe (options, hook) changes what the stage produces.
+const RECIPE: u32 = 1;
+const SUITE: &str = "bookworm";
+const SOURCES: [&str; 3] = [
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+];
+
+/// The complete, sorted list of Debian packages to install: the manifest's base packages and
+/// the real names of the definition's logical packages (`packages/debian12.toml`).
+pub fn package_list(manifest: &PackageManifest, def: &Definition) -> Vec<String> {
+    let mut list: Vec<String> = manifest.base_packages().to_vec();
+    list.extend(manifest.packages_for(def));
+    list.sort();
+    list.dedup();
+    list
+}
+
+/// The drivers of every storage controller and NIC an OVF of this project can declare. They go
+/// into the initramfs whatever hardware the build runs on, so that one image boots on any of
+/// them (an initramfs without the LSI driver is a classic cause of a panic on vSphere).
+pub fn initramfs_drivers() -> Vec<&'static str> {
+    let scsi = [
+        ScsiController::Paravirtual,
+        ScsiController::Lsilogic,
+        ScsiController::LsilogicSas,
+    ];
+    let nics = [NicKind::Vmxnet3, NicKind::E1000];
+    scsi.iter()
+        .map(|c| c.linux_driver())
+        .chain(nics.iter().map(|n| n.linux_driver()))
+        .collect()
+}
+
+/// mmdebstrap's customize hook: runs with the finished tree as "$1", before it is packed.
+fn customize_hook() -> String {
+    format!(
+        r#"set -e
+root="$1"
+printf '%s\n' {drivers} >> "$root/etc/initramfs-tools/modules"
+# The image has no hibernation; without this the initramfs waits for a resume device.
+echo RESUME=none > "$root/etc/initramfs-tools/conf.d/resume"
+echo 'en_US.UTF-8 UTF-8' > "$root/etc/locale.gen"
+chroot "$root" locale-gen
+chroot "$root" update-locale LANG=en_US.UTF-8
+chroot "$root" update-initramfs -u -k all
+rm -f "$root/vmlinuz.old" "$root/initrd.img.old" "$root"/boot/*.old-dkms
+"#,
+        drivers = initramfs_drivers().join(" ")
+    )
+}
+
+/// Documentation and translations are left out (copyright files stay, for the licences).
+const DPKG_OPTIONS: [&str; 5] = [
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+];
+
+pub fn inputs(packages: &[String]) -> StageInputs {
+    let mut inputs = StageInputs::new("rootfs", RECIPE);
+    inputs
+        .add("suite", SUITE.as_bytes())
+        .add("sources", SOURCES.join("\n").as_bytes())
+        .add("packages", packages.join(" ").as_bytes())
+        .add("hook", customize_hook().as_bytes())
+        .add("dpkg", DPKG_OPTIONS.join("\n").as_bytes());
+    inputs
+}
+
+/// The rootfs tar, built or reused.
+pub fn build(cache: &Cache, packages: &[String]) -> Result<(Utf8PathBuf, StageOutput)> {
+    let expected = cache.last_duration("rootfs");
+    let out = cache.stage(&inputs(packages), |dir| mmdebstrap(packages, dir, expected))?;
+    Ok((out.dir.join("rootfs.tar"), out))
+}
+
+fn mmdebstrap(
+    packages: &[String],
+    dir: &Utf8Path,
+    expected: Option<std::time::Duration>,
+) -> Result<()> {
+    let tar = dir.join("rootfs.tar");
+    let log_path = dir.join("mmdebstrap.log");
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.arg("--variant=minbase")
+        .arg("--mode=root")
+        .arg("--format=tar")
+        .arg(format!("--include={}", packages.join(",")))
+        .arg(format!("--customize-hook={}", customize_hook()));
+    for o in DPKG_OPTIONS {
+        cmd.arg(format!("--dpkgopt={o}"));
+    }
+    cmd.arg(SUITE).arg(tar.as_str());
+    for s in SOURCES {
+        cmd.arg(s);
+    }
+    eprintln!(
+        "rootfs: mmdebstrap {SUITE} with {} packages (log: {log_path})",
+        packages.len()
+    );
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run mmdebstrap (Debian package: mmdebstrap)")?;
+    let status_line = Arc::new(Mutex::new(String::new()));
+    let log = Arc::new(Mutex::new(
+        std::fs::File::create(&log_path).with_context(|| format!("cannot create {log_path}"))?,
+    ));
+    let mut readers = Vec::new();
+    let streams: Vec<Box<dyn std::io::Read + Send>> = vec![
+        Box::new(child.stdout.take().expect("piped")),
+        Box::new(child.stderr.take().expect("piped")),
+    ];
+    for stream in streams {
+        let (log, status) = (log.clone(), status_line.clone());
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Ok(mut f) = log.lock() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if line.starts_with("I: ") {
+                    if let Ok(mut s) = status.lock() {
+                        *s = line;
+                    }
+                }
+            }
+        }));
+    }
+    let status = {
+        let _ticker = Ticker::start("rootfs", expected, status_line);
+        let status = child.wait().context("waiting for mmdebstrap")?;
+        for r in readers {
+            let _ = r.join();
+        }
+        status
+    };
+    if !status.success() {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(25).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "mmdebstrap failed ({status}); the last lines of {log_path}:\n{}",
+            tail.join("\n")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_logical_package_of_the_definition_maps_into_the_list() {
+        let path = crate::util::workspace_root().join(appliance::definition::DEFAULT_DEFINITION);
+        let def = Definition::load(&path).unwrap();
+        let manifest = PackageManifest::shipped(appliance::definition::Base::Debian12);
+        let list = package_list(&manifest, &def);
+        for p in [
+            "locales",
+            "initramfs-tools",
+            "multipath-tools",
+            "reiserfsprogs",
+            "kexec-tools",
+            "linux-image-amd64",
+        ] {
+            assert!(list.iter().any(|l| l == p), "{p} missing from {list:?}");
+        }
+        let mut sorted = list.clone();
+        sorted.sort();
+        assert_eq!(list, sorted);
+    }
+
+    #[test]
+    fn the_initramfs_carries_every_controller_and_nic_driver() {
+        let d = initramfs_drivers();
+        for m in ["vmw_pvscsi", "mptspi", "mptsas", "vmxnet3", "e1000"] {
+            assert!(d.contains(&m), "{m}");
+        }
+    }
+}
