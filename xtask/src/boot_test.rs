@@ -27,26 +27,26 @@ use xshell::Shell;
 #[derive(clap::Args)]
 pub struct BootTest {
     /// The OVA to boot (never modified).
-    ova: Option<Utf8PathBuf>,
+    pub(crate) ova: Option<Utf8PathBuf>,
     /// The definition the OVA was built from: what the checks expect (mounts, tools, port).
     #[arg(long)]
-    definition: Option<Utf8PathBuf>,
+    pub(crate) definition: Option<Utf8PathBuf>,
     /// The root password (the default definition's hash is of "mt-changeme").
     #[arg(long, default_value = "mt-changeme")]
-    password: String,
+    pub(crate) password: String,
     /// Debugging: boot raw disk images instead of an OVA (OS disk first, then the retention
     /// disk), with the hardware the definition declares.
     #[arg(long, conflicts_with = "ova")]
-    raw: Vec<Utf8PathBuf>,
+    pub(crate) raw: Vec<Utf8PathBuf>,
     /// kvm, tcg or auto (KVM when a test boot shows it works).
     #[arg(long, default_value = "auto")]
-    accel: String,
+    pub(crate) accel: String,
     /// Seconds to wait for the agent's readiness line.
     #[arg(long, default_value_t = 900)]
-    timeout: u64,
+    pub(crate) timeout: u64,
     /// Work directory (default: build/boot-test-<name>/); console.log stays there.
     #[arg(long)]
-    work: Option<Utf8PathBuf>,
+    pub(crate) work: Option<Utf8PathBuf>,
 }
 
 /// How long a working KVM guest takes at most to print its first kernel line.

@@ -210,7 +210,20 @@ impl Machine {
             work.join("qemu-command.txt"),
             format!("qemu-system-x86_64 {}\n", args.join(" ")),
         )?;
-        let child = Command::new("qemu-system-x86_64")
+        let mut command = Command::new("qemu-system-x86_64");
+        // QEMU must not outlive the test when it is killed (SIGTERM, CI time-outs): Drop only
+        // runs on an orderly exit.
+        // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&qemu_log)?)

@@ -45,6 +45,12 @@ pub struct BuildOva {
     base: Option<String>,
     #[command(flatten, next_help_heading = "centos6 base")]
     centos: crate::centos::CentosArgs,
+    /// Do not boot the finished OVA (by default it is booted once in QEMU, as `boot-test` does).
+    #[arg(long)]
+    no_boot_test: bool,
+    /// The root password the boot test logs in with (default: the default definition's).
+    #[arg(long, default_value = "mt-changeme")]
+    password: String,
 }
 
 const BUILD_TOOLS: [host::Tool; 5] = [
@@ -83,7 +89,7 @@ impl BuildOva {
 
     pub fn run(self, sh: &Shell) -> Result<()> {
         let started = Instant::now();
-        let (_, mut def) = util::load_definition(self.definition.as_deref())?;
+        let (def_path, mut def) = util::load_definition(self.definition.as_deref())?;
         match self.base.as_deref() {
             Some("centos6") => def.appliance.base = Base::Centos6,
             Some(_) => def.appliance.base = Base::Debian12,
@@ -143,6 +149,29 @@ impl BuildOva {
                 "OVA: {ova} ({})",
                 progress::human_bytes(std::fs::metadata(&ova)?.len())
             );
+            if !self.no_boot_test {
+                let t = Instant::now();
+                let test = crate::boot_test::BootTest {
+                    ova: Some(ova.clone()),
+                    definition: Some(def_path.clone()),
+                    password: self.password.clone(),
+                    raw: Vec::new(),
+                    accel: "auto".into(),
+                    timeout: 900,
+                    work: None,
+                };
+                if let Err(e) = test.run(sh) {
+                    // The OVA is complete and verified, but it did not boot: it must not look
+                    // ready to hand out.
+                    let failed = ova.with_extension("ova.failed-boot-test");
+                    std::fs::rename(&ova, &failed)
+                        .with_context(|| format!("cannot rename {ova}"))?;
+                    return Err(e.context(format!(
+                        "the OVA did not pass its boot test; kept as {failed} for inspection"
+                    )));
+                }
+                timings.push(("boot test".to_string(), t.elapsed(), false));
+            }
         }
         eprintln!("\nstage                 time      ");
         for (name, elapsed, reused) in &timings {
