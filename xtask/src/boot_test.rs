@@ -49,6 +49,12 @@ pub struct BootTest {
     pub(crate) work: Option<Utf8PathBuf>,
 }
 
+/// What booting needs on the host.
+pub const TOOLS: [host::Tool; 2] = [
+    tool("qemu-system-x86_64", "qemu-system-x86"),
+    tool("qemu-img", "qemu-utils"),
+];
+
 /// How long a working KVM guest takes at most to print its first kernel line.
 const KVM_PROBE: Duration = Duration::from_secs(60);
 const READY_PREFIX: &str = mt_agent::serve::READY_PREFIX;
@@ -69,14 +75,7 @@ pub fn probe_command(p: LogicalPackage) -> &'static str {
 
 impl BootTest {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        host::ensure(
-            sh,
-            "boot-test",
-            &[
-                tool("qemu-system-x86_64", "qemu-system-x86"),
-                tool("qemu-img", "qemu-utils"),
-            ],
-        )?;
+        host::ensure(sh, "boot-test", &TOOLS)?;
         let (_, def) = util::load_definition(self.definition.as_deref())?;
         let name = def.appliance.name.clone();
         let work = match &self.work {

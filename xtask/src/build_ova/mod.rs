@@ -66,7 +66,7 @@ impl BuildOva {
                 def.appliance.base
             );
         }
-        preflight(sh, &def)?;
+        preflight(sh, &def, !self.raw_only && !self.no_boot_test)?;
         let root = util::workspace_root();
         let build_dir = match &self.build_dir {
             Some(d) => absolute(d),
@@ -180,7 +180,7 @@ fn report(
 }
 
 /// Everything the build needs, checked before the first minute is spent.
-fn preflight(sh: &Shell, def: &Definition) -> Result<()> {
+fn preflight(sh: &Shell, def: &Definition, boot_test: bool) -> Result<()> {
     if !host::is_root() {
         bail!("build-ova must run as root: mmdebstrap installs packages as root, and only root can recreate the root file system's owners and device nodes before mke2fs copies them into the image (no loop device or mount is used). Run it as root, e.g. `sudo -E cargo xtask build-ova`.");
     }
@@ -188,6 +188,9 @@ fn preflight(sh: &Shell, def: &Definition) -> Result<()> {
     tools.push(tool("musl-gcc", "musl-tools"));
     if def.retention_disk.fs == appliance::definition::FileSystem::Xfs {
         tools.push(tool("mkfs.xfs", "xfsprogs"));
+    }
+    if boot_test {
+        tools.extend(crate::boot_test::TOOLS);
     }
     host::ensure(sh, "build-ova", &tools)?;
     host::ensure_musl_target(sh)
