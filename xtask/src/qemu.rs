@@ -242,7 +242,11 @@ impl Machine {
                 Err(_) => {
                     let err =
                         std::fs::read_to_string(qemu_log.with_extension("err")).unwrap_or_default();
-                    bail!("qemu-system-x86_64 exited at start:\n{err}");
+                    let first = err.lines().find(|l| l.contains("error")).unwrap_or("");
+                    bail!(
+                        "qemu-system-x86_64 exited at start: {}\n{err}",
+                        first.trim()
+                    );
                 }
             }
         };
