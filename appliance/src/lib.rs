@@ -3,6 +3,7 @@
 //!
 //! This crate never runs a process: orchestration of external tools lives in `xtask`.
 
+pub mod cpio;
 pub mod definition;
 pub mod kickstart;
 pub mod layout;

@@ -4,6 +4,8 @@
 mod bench;
 mod boot_test;
 mod build_ova;
+mod centos;
+mod fetch_packages;
 mod kickstart;
 mod ova;
 mod qemu;
@@ -27,6 +29,7 @@ enum Verb {
     Kickstart(kickstart::Kickstart),
     BuildOva(build_ova::BuildOva),
     BootTest(boot_test::BootTest),
+    FetchPackages(fetch_packages::FetchPackages),
     Test(test::Test),
     VerifyOva(verify_ova::VerifyOva),
     #[command(hide = true)]
@@ -42,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Verb::Kickstart(v) => v.run(&sh),
         Verb::BuildOva(v) => v.run(&sh),
         Verb::BootTest(v) => v.run(&sh),
+        Verb::FetchPackages(v) => v.run(&sh),
         Verb::Test(v) => v.run(&sh),
         Verb::VerifyOva(v) => v.run(&sh),
         Verb::Bench(v) => v.run(&sh),

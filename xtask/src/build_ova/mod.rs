@@ -40,6 +40,11 @@ pub struct BuildOva {
     /// Stop after the raw disk images (for debugging the image; `boot-test --raw` boots them).
     #[arg(long)]
     raw_only: bool,
+    /// Build this base instead of the definition's `appliance.base`.
+    #[arg(long, value_parser = ["debian12", "centos6"])]
+    base: Option<String>,
+    #[command(flatten, next_help_heading = "centos6 base")]
+    centos: crate::centos::CentosArgs,
     /// Do not boot the finished OVA (by default it is booted once in QEMU, as `boot-test` does).
     #[arg(long)]
     no_boot_test: bool,
@@ -57,14 +62,41 @@ const BUILD_TOOLS: [host::Tool; 5] = [
 ];
 
 impl BuildOva {
+    /// The centos6 base: installed by Anaconda from the CentOS ISO (see `crate::centos`).
+    fn build_centos6(&self, sh: &Shell, def: &Definition) -> Result<()> {
+        let root = util::workspace_root();
+        let mut opts = self.centos.options(&root);
+        if let Some(d) = &self.build_dir {
+            opts.work_dir = absolute(d).join("centos6");
+        }
+        let out_dir = match &self.out {
+            Some(d) => absolute(d),
+            None => root.join("out"),
+        };
+        if self.raw_only {
+            let disks = crate::centos::install_disks(sh, def, self.centos.iso.as_deref(), &opts)?;
+            eprintln!(
+                "raw disks:\n  os        {}\n  retention {}\nkickstart {}\nconsole   {}",
+                disks.os_disk, disks.retention_disk, disks.kickstart, disks.console_log
+            );
+            return Ok(());
+        }
+        std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {out_dir}"))?;
+        let ova = out_dir.join(format!("{}.ova", def.appliance.name));
+        crate::centos::build(sh, def, self.centos.iso.as_deref(), &ova, &opts)?;
+        Ok(())
+    }
+
     pub fn run(self, sh: &Shell) -> Result<()> {
         let started = Instant::now();
-        let (def_path, def) = util::load_definition(self.definition.as_deref())?;
-        if def.appliance.base != Base::Debian12 {
-            bail!(
-                "{def_path}: appliance.base = \"{}\": build-ova builds the debian12 base; the centos6 base is installed from its ISO by its own path",
-                def.appliance.base
-            );
+        let (def_path, mut def) = util::load_definition(self.definition.as_deref())?;
+        match self.base.as_deref() {
+            Some("centos6") => def.appliance.base = Base::Centos6,
+            Some(_) => def.appliance.base = Base::Debian12,
+            None => {}
+        }
+        if def.appliance.base == Base::Centos6 {
+            return self.build_centos6(sh, &def);
         }
         preflight(sh, &def, !self.raw_only && !self.no_boot_test)?;
         let root = util::workspace_root();
