@@ -173,13 +173,15 @@ impl Rig {
         self.mt(&a)
     }
 
-    /// Every file of the group's journal with its contents' hash (to prove nothing changed).
+    /// Every file of the group's journal with its contents' hash (to prove nothing changed);
+    /// the empty lock file any opening of the group creates is left out.
     pub fn journal_fingerprint(&self, group: &str) -> Vec<(String, String)> {
         let dir = self.path("ret").join("groups").join(group);
         let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
             .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name() != "lock")
             .map(|e| {
-                let e = e.unwrap();
                 let data = std::fs::read(e.path()).unwrap();
                 (
                     e.file_name().to_string_lossy().into_owned(),
