@@ -388,6 +388,13 @@ impl SenderAuth {
         std::io::BufReader::new((&stream).take(128))
             .read_until(b'\n', &mut banner)
             .with_context(|| format!("{target} sent no banner"))?;
+        if banner.is_empty() {
+            // The listener went away between accept and banner (a restart): worth retrying.
+            return Err(anyhow::Error::new(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{target} closed the connection before its banner"),
+            )));
+        }
         if !banner.starts_with(b"mt-agent ") {
             bail!(
                 "{target} is not an mt-agent (its banner is {:?})",
