@@ -56,14 +56,14 @@ fn make_stream(
         frames.push(Frame::Tag {
             lsn: Lsn(lsn),
             source_time: time(1),
-            kind: if tag % 3 == 0 {
+            kind: if tag.is_multiple_of(3) {
                 TagKind::App
             } else {
                 TagKind::Crash
             },
             name: name.clone(),
         });
-        if tag % 7 == 0 {
+        if tag.is_multiple_of(7) {
             samples.push((name, src.to_vec()));
         }
     }
