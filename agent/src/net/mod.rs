@@ -276,6 +276,32 @@ pub fn decode_frame(bytes: &[u8], index: u64) -> Result<crate::frame::Frame, Str
     Ok(f)
 }
 
+/// The property the fuzz target (`agent/fuzz`) and its stable-toolchain stand-in
+/// (`tests/replication_fuzz.rs`) check on arbitrary bytes: the frame and message decoders
+/// return or refuse without panicking, never read past a limit, and whatever they accept is
+/// exactly what the encoder makes of it (nothing unchecked slips through). Panics on a violation.
+pub fn check_decoders(data: &[u8]) {
+    let mut r = crate::frame::FrameReader::new(data);
+    let mut at = 0usize;
+    while let Ok(Some(f)) = r.next_frame() {
+        let end = r.position().1 as usize;
+        assert_eq!(
+            crate::frame::encode(&f),
+            data[at..end],
+            "a decoded frame does not re-encode to its bytes"
+        );
+        at = end;
+    }
+    let mut m = data;
+    while let Ok(Some(msg)) = Message::read_from(&mut m) {
+        if let Message::Frame(bytes) = &msg {
+            if let Ok(f) = decode_frame(bytes, 0) {
+                assert_eq!(&crate::frame::encode(&f), bytes);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,31 +337,5 @@ mod tests {
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         let e = Message::read_from(&mut &huge[..]).unwrap_err();
         assert!(e.contains("exceeds the limit"), "{e}");
-    }
-}
-
-/// The property the fuzz target (`agent/fuzz`) and its stable-toolchain stand-in
-/// (`tests/replication_fuzz.rs`) check on arbitrary bytes: the frame and message decoders
-/// return or refuse without panicking, never read past a limit, and whatever they accept is
-/// exactly what the encoder makes of it (nothing unchecked slips through). Panics on a violation.
-pub fn check_decoders(data: &[u8]) {
-    let mut r = crate::frame::FrameReader::new(data);
-    let mut at = 0usize;
-    while let Ok(Some(f)) = r.next_frame() {
-        let end = r.position().1 as usize;
-        assert_eq!(
-            crate::frame::encode(&f),
-            data[at..end],
-            "a decoded frame does not re-encode to its bytes"
-        );
-        at = end;
-    }
-    let mut m = data;
-    while let Ok(Some(msg)) = Message::read_from(&mut m) {
-        if let Message::Frame(bytes) = &msg {
-            if let Ok(f) = decode_frame(bytes, 0) {
-                assert_eq!(&crate::frame::encode(&f), bytes);
-            }
-        }
     }
 }
