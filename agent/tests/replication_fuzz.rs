@@ -22,7 +22,7 @@ impl Rng {
 }
 
 fn seeds() -> Vec<Vec<u8>> {
-    let frames = vec![
+    let frames = [
         Frame::Start {
             group: "g".into(),
             disks: vec![("d0".into(), 1 << 20), ("d1".into(), 2 << 20)],
