@@ -284,14 +284,17 @@ impl ServerAuth {
             .build_responder()
             .map_err(|e| anyhow!("{e}"))?;
         let mut buf = vec![0u8; 65535];
-        let m1 = transport::read_record(&mut stream)?;
+        let m1 =
+            transport::read_record(&mut stream).context("the sender left before the handshake")?;
         hs.read_message(&m1, &mut buf)
             .map_err(|e| anyhow!("bad first handshake message: {e}"))?;
         let n = hs
             .write_message(&[], &mut buf)
             .map_err(|e| anyhow!("{e}"))?;
         transport::write_record(&mut stream, &buf[..n])?;
-        let m3 = transport::read_record(&mut stream)?;
+        let m3 = transport::read_record(&mut stream).context(
+            "the sender left during the handshake (a sender whose pin does not match this master target's key does that)",
+        )?;
         if hs.read_message(&m3, &mut buf).is_err() {
             let why = if mode == MODE_ENROL {
                 "wrong passphrase (the enrolment handshake does not authenticate)"

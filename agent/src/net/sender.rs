@@ -123,7 +123,14 @@ impl Session {
     /// The next message from the receiver, handling refusals.
     fn next_raw(&mut self) -> Result<Message> {
         match self.events.recv() {
-            Ok(Ok(Some(Message::Refused { retry, why }))) => {
+            Ok(ev) => self.check(ev),
+            Err(_) => Err(transient(format!("{}: connection lost", self.target))),
+        }
+    }
+
+    fn check(&self, ev: Result<Option<Message>, String>) -> Result<Message> {
+        match ev {
+            Ok(Some(Message::Refused { retry, why })) => {
                 let e = anyhow!("{} refused: {why}", self.target);
                 Err(if retry {
                     transient(format!("{e:#}"))
@@ -131,16 +138,20 @@ impl Session {
                     e
                 })
             }
-            Ok(Ok(Some(m))) => Ok(m),
-            Ok(Ok(None)) => Err(transient(format!("{} closed the connection", self.target))),
-            Ok(Err(e)) => Err(transient(format!("{}: {e}", self.target))),
-            Err(_) => Err(transient(format!("{}: connection lost", self.target))),
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(transient(format!("{} closed the connection", self.target))),
+            Err(e) => Err(transient(format!("{}: {e}", self.target))),
         }
     }
 
     /// Takes in one message: credit and acks are counted, anything else is queued for the caller.
     fn pump(&mut self) -> Result<()> {
-        match self.next_raw()? {
+        let m = self.next_raw()?;
+        self.take_message(m)
+    }
+
+    fn take_message(&mut self, m: Message) -> Result<()> {
+        match m {
             Message::Credit { bytes } => self.credit += bytes,
             Message::Ack { lsn } => self.acked = self.acked.max(lsn),
             m @ (Message::Hashes { .. } | Message::HashesDone { .. }) => self.queued.push_back(m),
@@ -160,6 +171,19 @@ impl Session {
 
     fn send_frame(&mut self, frame: &Frame, report: &mut SendReport) -> Result<()> {
         let bytes = encode(frame);
+        // Take in whatever already arrived, so credits and acks never pile up unread.
+        loop {
+            match self.events.try_recv() {
+                Ok(ev) => {
+                    let m = self.check(ev)?;
+                    self.take_message(m)?;
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    return Err(transient(format!("{}: connection lost", self.target)))
+                }
+            }
+        }
         while self.credit < bytes.len() as u64 {
             self.pump()?;
         }
