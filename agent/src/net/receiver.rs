@@ -199,8 +199,9 @@ fn session_loop<'s>(
                 } else {
                     owed += size;
                 }
-                if outstanding == 0 {
-                    // The sender can send nothing more: make the batch durable and wait for room.
+                if !room_ok && outstanding < u64::from(super::MAX_MESSAGE_BODY) {
+                    // The sender may be unable to send its next frame: make the batch durable
+                    // and wait for room (what it may still send waits in the socket).
                     jr.commit().map_err(|e| anyhow!("{e}"))?;
                     if jr.acked().0 > last_ack {
                         last_ack = jr.acked().0;
@@ -218,7 +219,7 @@ fn session_loop<'s>(
                     log(&format!("group {}: room again; credit resumes", jr.name()));
                     room_ok = true;
                     send(tx, &Message::Credit { bytes: owed })?;
-                    outstanding = owed;
+                    outstanding += owed;
                     owed = 0;
                 }
             }

@@ -36,6 +36,8 @@ pub struct Rig {
     pub server: Option<Child>,
     pub addr: String,
     pub port: u16,
+    /// Extra arguments for `serve` (e.g. a retention budget).
+    pub serve_args: Vec<String>,
 }
 
 impl Rig {
@@ -58,6 +60,7 @@ impl Rig {
             server: None,
             addr: String::new(),
             port: 0,
+            serve_args: Vec::new(),
         }
     }
 
@@ -82,6 +85,7 @@ impl Rig {
             .arg(self.path("server-state"))
             .arg("--passphrase-file")
             .arg(self.path("passphrase"))
+            .args(&self.serve_args)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
