@@ -2,7 +2,8 @@
 //! a master target whose key does not match the pin, garbage instead of the protocol, a message
 //! and a frame claiming 4 GiB, a frame whose block checksum is wrong, a frame out of order.
 //! Each is refused with a message saying what was wrong, the targets and the journal stay
-//! byte-identical, and the agent goes on serving a well-behaved sender afterwards.
+//! byte-identical, and the agent goes on serving a well-behaved sender while a stalled peer and a
+//! quiet session on another group stay connected.
 
 mod net_common;
 use mt_agent::frame::{encode, Frame};
@@ -258,7 +259,30 @@ fn bad_peers_are_refused_with_a_reason_and_write_nothing() {
         );
     }
 
-    // The agent still serves a well-behaved sender.
+    // The agent still serves a well-behaved sender, while a peer that stopped mid-hello and an
+    // authenticated session that went quiet on another group stay connected.
+    let mut stalled = std::net::TcpStream::connect(&rig.addr).unwrap();
+    stalled.write_all(b"MTR").unwrap();
+    rig.mt_ok(&[
+        "group",
+        "create",
+        "other",
+        "--size",
+        "1MiB",
+        "--disk",
+        &format!("o0={}", rig.path("other.img").display()),
+    ]);
+    let auth = SenderAuth::load(camino::Utf8Path::from_path(&rig.path("sender")).unwrap()).unwrap();
+    let mut quiet = auth.session(&rig.addr).unwrap();
+    let start = Frame::Start {
+        group: "other".into(),
+        disks: vec![("o0".into(), SIZE)],
+    };
+    quiet.tx.send(&Message::Frame(encode(&start))).unwrap();
+    assert_eq!(
+        quiet.rx.recv().unwrap(),
+        Some(Message::Position { acked: 0 })
+    );
     let src = rig.path("src.img");
     random_file(&src, SIZE, &mut Rng(7));
     let r = json(&rig.send(
