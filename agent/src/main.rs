@@ -56,6 +56,10 @@ enum Command {
         /// Most bytes the journals may take; credit stops before it is reached.
         #[arg(long, env = "MT_AGENT_RETENTION_BUDGET", value_parser = parse_bytes)]
         retention_budget: Option<u64>,
+        /// Group-commit size per session: writes are made durable and acknowledged per this
+        /// many bytes (memory per session grows with it).
+        #[arg(long, value_parser = parse_bytes, default_value_t = DEFAULT_BATCH_BYTES)]
+        batch: u64,
         /// The master target's key and the senders it authorised.
         #[arg(long, value_name = "DIR", default_value = mt_agent::net::auth::DEFAULT_SERVER_STATE)]
         state: Utf8PathBuf,
@@ -277,6 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             retention,
             retention_budget,
+            batch,
             state,
             passphrase_file,
         } => mt_agent::serve::run(&mt_agent::serve::ServeOptions {
@@ -284,6 +289,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             retention,
             retention_budget,
+            batch_bytes: batch,
             state,
             passphrase_file,
         })?,

@@ -29,6 +29,8 @@ pub struct ServeOptions {
     /// The journals' directory [default: the configuration's retention mount, which is checked].
     pub retention: Option<camino::Utf8PathBuf>,
     pub retention_budget: Option<u64>,
+    /// Group-commit size of every session's journal (bytes made durable per flush).
+    pub batch_bytes: u64,
     /// Keys and authorised senders.
     pub state: camino::Utf8PathBuf,
     pub passphrase_file: camino::Utf8PathBuf,
@@ -60,7 +62,7 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
         root,
         policy: crate::journal::policy::Policy::from_config(&cfg),
         budget: opts.retention_budget,
-        batch_bytes: crate::journal::DEFAULT_BATCH_BYTES,
+        batch_bytes: opts.batch_bytes,
     };
     eprintln!(
         "mt-agent: retention volume {} ({} GiB, {} GiB free)",
