@@ -63,9 +63,10 @@ fn agent_unit(cfg: &AgentConfig) -> String {
         "[Unit]
 Description=mt-agent, the master target's replication agent
 Documentation=man:mt-agent(8)
-Wants=network-online.target
-# Ordered after the retention mount but not requiring it: without the disk the agent starts,
-# refuses, and says why on the console instead of being silently skipped.
+# Wanted, not required: without the disk the agent starts, refuses and says why on the console
+# instead of being skipped silently; and each automatic restart asks for the mount again, so a
+# disk that appeared late (slow device probing) is mounted and used.
+Wants=network-online.target {mount}
 After=network-online.target local-fs.target {mount}
 
 [Service]
@@ -303,6 +304,7 @@ mod tests {
         let unit =
             std::fs::read_to_string(root.join("etc/systemd/system/mt-agent.service")).unwrap();
         assert!(unit.contains("After=network-online.target local-fs.target mnt-retention.mount"));
+        assert!(unit.contains("Wants=network-online.target mnt-retention.mount"));
         assert!(unit.contains("StandardOutput=journal+console"));
         let toml = std::fs::read_to_string(root.join("etc/mt-agent/agent.toml")).unwrap();
         assert_eq!(toml::from_str::<AgentConfig>(&toml).unwrap(), cfg());

@@ -15,7 +15,8 @@ fn the_default_definition_builds_an_ova_that_boots_and_passes_the_guest_checks()
     let out = root.join("build/e2e-out");
     let _ = std::fs::remove_dir_all(&out);
 
-    cmd!(sh, "cargo xtask build-ova --out {out}")
+    // build-ova boots the OVA once itself; here the boot is the separate verb a user runs.
+    cmd!(sh, "cargo xtask build-ova --no-boot-test --out {out}")
         .run()
         .expect("build-ova failed");
 

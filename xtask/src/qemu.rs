@@ -126,6 +126,8 @@ pub struct Machine {
     pub log: Utf8PathBuf,
     pub accel: Accel,
     started: Instant,
+    /// QEMU's own error output, quoted when it exits early.
+    err_log: Utf8PathBuf,
 }
 
 pub struct Forward {
@@ -210,7 +212,20 @@ impl Machine {
             work.join("qemu-command.txt"),
             format!("qemu-system-x86_64 {}\n", args.join(" ")),
         )?;
-        let child = Command::new("qemu-system-x86_64")
+        let mut command = Command::new("qemu-system-x86_64");
+        // QEMU must not outlive the test when it is killed (SIGTERM, CI time-outs): Drop only
+        // runs on an orderly exit.
+        // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&qemu_log)?)
@@ -227,7 +242,11 @@ impl Machine {
                 Err(_) => {
                     let err =
                         std::fs::read_to_string(qemu_log.with_extension("err")).unwrap_or_default();
-                    bail!("qemu-system-x86_64 exited at start:\n{err}");
+                    let first = err.lines().find(|l| l.contains("error")).unwrap_or("");
+                    bail!(
+                        "qemu-system-x86_64 exited at start: {}\n{err}",
+                        first.trim()
+                    );
                 }
             }
         };
@@ -252,6 +271,7 @@ impl Machine {
             log,
             accel,
             started: Instant::now(),
+            err_log: qemu_log.with_extension("err"),
         })
     }
 
@@ -268,7 +288,13 @@ impl Machine {
                 return Ok(at);
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("the VM exited ({status}) before the console showed {needle:?}");
+                let err = std::fs::read_to_string(&self.err_log).unwrap_or_default();
+                let why = err
+                    .lines()
+                    .find(|l| l.contains("error"))
+                    .map(|l| format!(": {}", l.trim()))
+                    .unwrap_or_default();
+                bail!("the VM exited ({status}) before the console showed {needle:?}{why}");
             }
             if Instant::now() >= deadline {
                 bail!(

@@ -55,7 +55,8 @@ pub fn apply(tree: &Utf8Path, def: &Definition) -> Result<()> {
 
 /// Mounts by file system label: labels are set by the build (`mke2fs -L`), survive cloning and
 /// do not depend on the order the SCSI disks are found in. The retention disk is `nofail`: the
-/// system must boot without it, and then the agent refuses to start and says why.
+/// system must boot without it, and then the agent refuses to start and says why (the agent's
+/// unit wants the mount, so its restarts retry it).
 pub fn fstab(def: &Definition) -> String {
     let mut t = String::from("# <file system> <mount point> <type> <options> <dump> <pass>\n");
     for p in &def.os_disk.partitions {
@@ -81,7 +82,7 @@ pub fn fstab(def: &Definition) -> String {
     let r = &def.retention_disk;
     writeln!(
         t,
-        "LABEL={} {} {} defaults,nofail,x-systemd.device-timeout=30s 0 2",
+        "LABEL={} {} {} defaults,nofail 0 2",
         r.label,
         r.mount,
         r.fs.as_str()
