@@ -42,10 +42,73 @@ enum Command {
         #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
         config: camino::Utf8PathBuf,
     },
-    /// Check the retention volume, listen on the configured port and announce readiness.
+    /// Check the retention volume, listen on the configured port, announce readiness, then
+    /// accept enrolments and replication sessions.
     Serve {
         #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
         config: camino::Utf8PathBuf,
+        /// Listen on ADDR (e.g. 127.0.0.1:0) instead of every address on the configured port.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// The journals' directory [default: the configuration's retention mount].
+        #[arg(long, env = "MT_AGENT_RETENTION")]
+        retention: Option<Utf8PathBuf>,
+        /// Most bytes the journals may take; credit stops before it is reached.
+        #[arg(long, env = "MT_AGENT_RETENTION_BUDGET", value_parser = parse_bytes)]
+        retention_budget: Option<u64>,
+        /// Group-commit size per session: writes are made durable and acknowledged per this
+        /// many bytes (memory per session grows with it).
+        #[arg(long, value_parser = parse_bytes, default_value_t = DEFAULT_BATCH_BYTES)]
+        batch: u64,
+        /// The master target's key and the senders it authorised.
+        #[arg(long, value_name = "DIR", default_value = mt_agent::net::auth::DEFAULT_SERVER_STATE)]
+        state: Utf8PathBuf,
+        /// The enrolment passphrase (one line, mode 600).
+        #[arg(long, value_name = "FILE", default_value = mt_agent::net::auth::PASSPHRASE_PATH)]
+        passphrase_file: Utf8PathBuf,
+    },
+    /// Enrol this process server with a master target: prove its passphrase, pin its key.
+    Enrol {
+        /// The master target, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+        /// A file holding the master target's passphrase (one line, mode 600).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Utf8PathBuf,
+        /// This sender's key and pinned master-target keys.
+        #[arg(long, value_name = "DIR", default_value = mt_agent::net::auth::DEFAULT_SENDER_STATE)]
+        state: Utf8PathBuf,
+    },
+    /// Replicate a group to a master target: a full copy or delta resync of source disks,
+    /// and/or a recorded change stream. Resumes from the last acknowledged position.
+    Send {
+        group: String,
+        /// The master target, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+        /// NAME=SOURCE (a file or block device), once per disk, in the group's order.
+        #[arg(long = "disk")]
+        disks: Vec<String>,
+        /// Copy every block of the sources.
+        #[arg(long, conflicts_with = "delta")]
+        full: bool,
+        /// Send only blocks that differ from the master target's copy.
+        #[arg(long)]
+        delta: bool,
+        /// Then send this recorded change stream (the frame format `apply --from` reads).
+        #[arg(long, value_name = "FILE")]
+        stream: Option<Utf8PathBuf>,
+        /// Enrol first with this passphrase file if no key is pinned for the master target.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<Utf8PathBuf>,
+        #[arg(long, value_name = "DIR", default_value = mt_agent::net::auth::DEFAULT_SENDER_STATE)]
+        state: Utf8PathBuf,
+        /// Keep reconnecting this many seconds after a lost connection.
+        #[arg(long, default_value_t = 300)]
+        retry_for: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Install the agent into a root file system at image build time (service, configuration,
     /// template sealing). Safe to run again: only differences are written.
@@ -213,7 +276,93 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = mt_agent::config::AgentConfig::load(&config)?;
             println!("{}", toml::to_string_pretty(&cfg)?);
         }
-        Command::Serve { config } => mt_agent::serve::run(&config)?,
+        Command::Serve {
+            config,
+            listen,
+            retention,
+            retention_budget,
+            batch,
+            state,
+            passphrase_file,
+        } => mt_agent::serve::run(&mt_agent::serve::ServeOptions {
+            config,
+            listen,
+            retention,
+            retention_budget,
+            batch_bytes: batch,
+            state,
+            passphrase_file,
+        })?,
+        Command::Enrol {
+            to,
+            passphrase_file,
+            state,
+        } => {
+            let pass = mt_agent::net::auth::read_passphrase(&passphrase_file)?;
+            let auth = mt_agent::net::auth::SenderAuth::load(&state)?;
+            let key = auth.enrol(&to, &pass)?;
+            println!(
+                "enrolled with {to}: its key {} is pinned; this sender's key {} is authorised there",
+                mt_agent::net::auth::hex(&key),
+                mt_agent::net::auth::hex(&auth.public_key())
+            );
+        }
+        Command::Send {
+            group,
+            to,
+            disks,
+            full,
+            delta,
+            stream,
+            passphrase_file,
+            state,
+            retry_for,
+            json,
+        } => {
+            use mt_agent::net::sender::{self, ResyncMode, SendOptions};
+            let auth = mt_agent::net::auth::SenderAuth::load(&state)?;
+            if auth.pinned(&to)?.is_none() {
+                if let Some(f) = &passphrase_file {
+                    let pass = mt_agent::net::auth::read_passphrase(f)?;
+                    let key = auth.enrol(&to, &pass)?;
+                    eprintln!(
+                        "mt-agent: enrolled with {to}, pinned key {}",
+                        mt_agent::net::auth::hex(&key)
+                    );
+                }
+            }
+            let mut sources = Vec::new();
+            for d in &disks {
+                let Some((name, path)) = d.split_once('=') else {
+                    bail!("--disk {d:?}: expected NAME=SOURCE (a file or block device)");
+                };
+                sources.push((name.to_owned(), Utf8PathBuf::from(path)));
+            }
+            let resync = match (full, delta) {
+                (true, _) => Some(ResyncMode::Full),
+                (_, true) => Some(ResyncMode::Delta),
+                _ => None,
+            };
+            let opts = SendOptions {
+                target: to,
+                group: group.clone(),
+                disks: sources,
+                resync,
+                stream,
+                state,
+                retry_for: std::time::Duration::from_secs(retry_for),
+            };
+            let r = sender::send(&opts, &|l| eprintln!("mt-agent: {l}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "group {group}: acknowledged through LSN {}; {} of {} compared blocks changed ({} bytes), {} frames, wire {} bytes sent / {} received ({} of hashes), {} reconnects",
+                    r.acked, r.blocks_changed, r.blocks_compared, r.changed_bytes, r.frames_sent,
+                    r.wire_bytes_sent, r.wire_bytes_received, r.hash_bytes_received, r.reconnects
+                );
+            }
+        }
         Command::Setup {
             root,
             distro,
