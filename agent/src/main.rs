@@ -55,9 +55,13 @@ enum Command {
         root: camino::Utf8PathBuf,
         #[arg(long, value_enum)]
         distro: mt_agent::setup::Distro,
-        /// The agent.toml to install (rendered from the appliance definition).
+        /// The agent.toml to install (rendered from the appliance definition) [default: the
+        /// one already installed in the root].
         #[arg(long)]
-        config: camino::Utf8PathBuf,
+        config: Option<camino::Utf8PathBuf>,
+        /// Print the changes as a unified diff; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Define replication groups.
     #[command(subcommand)]
@@ -218,7 +222,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             root,
             distro,
             config,
-        } => mt_agent::setup::run(&root, distro, &config)?,
+            dry_run,
+        } => mt_agent::setup::run(&root, distro, config.as_deref(), dry_run)?,
         Command::Group(GroupCommand::Create {
             group,
             disks,

@@ -98,6 +98,7 @@ impl AgentBench {
             rpo_threshold_minutes: def.policy.rpo_threshold_minutes,
             retention_hours: def.policy.retention_hours,
             app_consistent_frequency_minutes: def.policy.app_consistent_frequency_minutes,
+            retention_disk: None,
         };
         crate::util::write_atomic(&dir.join("agent.toml"), toml::to_string(&cfg)?.as_bytes())?;
         let disk = self.disk_mib * MIB;
