@@ -1,5 +1,5 @@
 //! `mt-agent serve`: loads the configuration, refuses to start unless the retention volume
-//! passes its checks, listens on the configured port and announces readiness on one line that
+//! passes its checks and its own disks are the ones first boot recorded, holds the volume's lock, listens on the configured port and announces readiness on one line that
 //! tools (the boot test, an operator watching the console) wait for. Replication grows here.
 
 use crate::config::AgentConfig;
@@ -21,8 +21,14 @@ pub fn readiness_line(cfg: &AgentConfig) -> String {
 /// Runs until the process is stopped.
 pub fn run(config_path: &Utf8Path) -> Result<()> {
     let cfg = AgentConfig::load(config_path)?;
+    crate::disks::verify_identity(&crate::disks::SystemPaths::default(), &cfg)
+        .context("mt-agent refuses to start")?;
     let volume =
         crate::retention::check(&cfg.retention_mount).context("mt-agent refuses to start")?;
+    // Held while serving: check-retention and a second agent see the volume as taken.
+    let _lock = crate::retention::lock(&volume.path)
+        .map_err(anyhow::Error::msg)
+        .context("mt-agent refuses to start")?;
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, cfg.port))
         .with_context(|| format!("cannot listen on port {} (agent.toml: port)", cfg.port))?;
     eprintln!(
