@@ -166,28 +166,28 @@ fn identify(head: &[u8], tail: &[u8]) -> Contents {
     Contents::Data(what.to_owned())
 }
 
-/// The fstab line for the retention volume, replacing any earlier line for that mount point.
+/// The fstab line for the retention volume: an earlier line for that mount point gets the
+/// UUID as its device (its options, e.g. the build's device timeout, are kept); without one a
+/// line is added.
 pub fn fstab_with(current: &str, uuid: &str, mountpoint: &str, fs: &str) -> String {
-    let line = format!("UUID={uuid} {mountpoint} {fs} defaults,nofail 0 2");
+    let spec = format!("UUID={uuid}");
     let mut out = String::new();
     let mut placed = false;
     for l in current.lines() {
-        let is_ours =
-            !l.trim_start().starts_with('#') && l.split_whitespace().nth(1) == Some(mountpoint);
-        if is_ours {
-            if !placed {
-                out.push_str(&line);
-                out.push('\n');
-                placed = true;
-            }
-        } else {
+        let mut fields: Vec<&str> = l.split_whitespace().collect();
+        let is_ours = !l.trim_start().starts_with('#') && fields.get(1) == Some(&mountpoint);
+        if !is_ours {
             out.push_str(l);
             out.push('\n');
+        } else if !placed {
+            fields[0] = &spec;
+            out.push_str(&fields.join(" "));
+            out.push('\n');
+            placed = true;
         }
     }
     if !placed {
-        out.push_str(&line);
-        out.push('\n');
+        out.push_str(&format!("{spec} {mountpoint} {fs} defaults,nofail 0 2\n"));
     }
     out
 }

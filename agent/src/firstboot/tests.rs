@@ -247,6 +247,16 @@ fn the_real_mkfs_ext4_formats_an_image_once() {
 fn fstab_lines_for_the_mount_point_are_replaced_not_added() {
     let cur = "# /mnt/retention was sdb\n/dev/sdb /mnt/retention ext4 rw 0 0\nUUID=1 / ext4 defaults 1 1\n";
     let once = fstab_with(cur, "u-2", "/mnt/retention", "ext4");
-    assert_eq!(once, "# /mnt/retention was sdb\nUUID=u-2 /mnt/retention ext4 defaults,nofail 0 2\nUUID=1 / ext4 defaults 1 1\n");
+    assert_eq!(once, "# /mnt/retention was sdb\nUUID=u-2 /mnt/retention ext4 rw 0 0\nUUID=1 / ext4 defaults 1 1\n");
+    let fresh = fstab_with(
+        "UUID=1 / ext4 defaults 1 1\n",
+        "u-3",
+        "/mnt/retention",
+        "xfs",
+    );
+    assert_eq!(
+        fresh,
+        "UUID=1 / ext4 defaults 1 1\nUUID=u-3 /mnt/retention xfs defaults,nofail 0 2\n"
+    );
     assert_eq!(fstab_with(&once, "u-2", "/mnt/retention", "ext4"), once);
 }

@@ -43,8 +43,7 @@ fn firstboot_unit() -> String {
         "[Unit]
 Description=mt-agent first boot: OS disk blacklist, retention disk, SSH host keys
 DefaultDependencies=no
-After=local-fs.target systemd-udev-settle.service {HOST_KEYS_SERVICE}
-Wants=systemd-udev-settle.service
+After=local-fs.target {HOST_KEYS_SERVICE}
 Before=network-pre.target multipathd.service ssh.service {SERVICE} shutdown.target
 Wants=network-pre.target
 Conflicts=shutdown.target
