@@ -260,3 +260,20 @@ fn fstab_lines_for_the_mount_point_are_replaced_not_added() {
     );
     assert_eq!(fstab_with(&once, "u-2", "/mnt/retention", "ext4"), once);
 }
+
+#[test]
+fn serve_refuses_when_the_recorded_disks_changed_identity() {
+    let f = appliance("serve-identity");
+    // Before first boot there is nothing to compare with.
+    disks::verify_identity(&f.paths, &cfg()).unwrap();
+    run_firstboot(&cfg(), &f.paths, &FakeTools::default()).unwrap();
+    disks::verify_identity(&f.paths, &cfg()).unwrap();
+    // A storage migration gave the OS disk a new identity.
+    std::fs::remove_dir_all(f.paths.sys.join("block/sda")).unwrap();
+    f.disk("sda", "0:0:0:0", 64 << 20, naa(0xd3));
+    let err = disks::verify_identity(&f.paths, &cfg())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the OS disk was 36000c2900000000000000000000000a0 at first boot and is 36000c2900000000000000000000000d3 now"), "{err}");
+    assert!(err.contains("as after a storage migration"), "{err}");
+}
