@@ -271,25 +271,33 @@ pub fn run_firstboot(
     if ret.size_bytes == 0 {
         bail!("the retention disk {} has zero capacity", ret.device);
     }
-    let uuid = match examine(&ret.device)? {
+    // Once multipathd has claimed the disk (find_multipaths no), the sd device is busy and
+    // the runbook's device is the map named by the WWID.
+    let mapper = ret
+        .stable_id
+        .as_ref()
+        .map(|id| paths.dev.join("mapper").join(id))
+        .filter(|m| m.exists());
+    let device = mapper.as_ref().unwrap_or(&ret.device);
+    let uuid = match examine(device)? {
         Contents::Blank => {
-            tools.mkfs(&ret.device, &rd.fs, &rd.label)?;
-            match examine(&ret.device)? {
+            tools.mkfs(device, &rd.fs, &rd.label)?;
+            match examine(device)? {
                 Contents::FileSystem { uuid, .. } => {
-                    done.push(format!("formatted the retention disk {} as {} ({})", ret.device, rd.fs, rd.label));
+                    done.push(format!("formatted the retention disk {} as {} ({})", device, rd.fs, rd.label));
                     uuid
                 }
-                other => bail!("formatting {} did not leave a file system ({other:?})", ret.device),
+                other => bail!("formatting {} did not leave a file system ({other:?})", device),
             }
         }
         Contents::FileSystem { label, uuid, .. } if label == rd.label => uuid,
         Contents::FileSystem { fs, label, .. } => bail!(
             "the disk at SCSI unit {} ({}) holds a {fs} file system labelled {label:?}, not the retention volume {:?}: not formatting it. If it really is the retention disk, relabel it (e2label/xfs_admin -L {})",
-            rd.scsi_unit, ret.device, rd.label, rd.label
+            rd.scsi_unit, device, rd.label, rd.label
         ),
         Contents::Data(what) => bail!(
             "the disk at SCSI unit {} ({}) holds {what}: not formatting it. If it really is meant as the retention disk, clear it first (wipefs -a {})",
-            rd.scsi_unit, ret.device, ret.device
+            rd.scsi_unit, device, device
         ),
     };
     let mount = cfg.retention_mount.as_str();

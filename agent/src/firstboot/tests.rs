@@ -277,3 +277,18 @@ fn serve_refuses_when_the_recorded_disks_changed_identity() {
     assert!(err.contains("the OS disk was 36000c2900000000000000000000000a0 at first boot and is 36000c2900000000000000000000000d3 now"), "{err}");
     assert!(err.contains("as after a storage migration"), "{err}");
 }
+
+#[test]
+fn a_disk_multipath_claimed_is_formatted_through_its_map() {
+    let f = appliance("mapper");
+    // multipathd made /dev/mapper/<wwid> for the retention disk before first boot ran.
+    let id = format!("36000c29{}b1", "0".repeat(23));
+    std::fs::create_dir_all(f.paths.dev.join("mapper")).unwrap();
+    std::fs::File::create(f.paths.dev.join("mapper").join(&id))
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let tools = FakeTools::default();
+    run_firstboot(&cfg(), &f.paths, &tools).unwrap();
+    assert_eq!(tools.calls.borrow()[0], format!("mkfs ext4 retention {id}"));
+}
