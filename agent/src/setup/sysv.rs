@@ -199,4 +199,22 @@ mod tests {
         assert!(off.levels.is_empty() && off.start == 13);
         assert_eq!(ChkconfigHeader::parse("#!/bin/sh\n"), None);
     }
+
+    #[test]
+    fn the_init_scripts_parse() {
+        for script in [
+            agent_script("/etc/mt-agent/agent.toml", "/usr/sbin/mt-agent"),
+            firstboot_script("/etc/mt-agent/agent.toml", "/usr/sbin/mt-agent"),
+        ] {
+            let out = std::process::Command::new("bash")
+                .args(["-n", "-c", &script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}\n{script}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }
