@@ -520,8 +520,8 @@ fn apply(jr: &mut GroupJournal, from: &Utf8Path) -> anyhow::Result<()> {
     let (mut frames, mut dups, mut points) = (0u64, 0u64, 0u64);
     let mut started = false;
     // Frames are read and their hashes checked on another thread while the journal flushes;
-    // the channel is bounded, so memory is too (8 frames of at most 4 MiB).
-    let (tx, rx) = std::sync::mpsc::sync_channel(8);
+    // the channel is bounded, so memory is too (16 frames of at most 4 MiB: about two batches).
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
     let result: anyhow::Result<()> = std::thread::scope(|s| {
         s.spawn(move || loop {
             let (index, offset) = reader.position();

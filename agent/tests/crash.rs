@@ -351,3 +351,56 @@ fn replay_one_seed() {
         crash_run(seed.parse().expect("CRASH_SEED is a number"));
     }
 }
+
+#[test]
+fn a_failed_flush_stops_the_stream_and_is_never_retried() {
+    for seed in 0..40u64 {
+        let mut rng = SimRng::new(seed);
+        let fs = SimFs::new();
+        let clock = Arc::new(FakeClock::new(T0));
+        let vol = sim_volume(&fs, &clock, 3 * 4096);
+        let mut model = make_group(&fs, &vol, &mut rng, 2, 16);
+        let mut j = vol.open_group("g").unwrap();
+        for _ in 0..20 {
+            let f = random_write(&j, &mut model, &mut rng, clock.now());
+            j.apply_frame(f).unwrap();
+        }
+        let f = random_tag(&j, &mut rng, clock.now());
+        j.apply_frame(f).unwrap();
+        fs.fail_sync_after(1 + rng.below(6));
+        let mut failed = None;
+        for _ in 0..40 {
+            let f = random_write(&j, &mut model, &mut rng, clock.now());
+            if let Err(e) = j.apply_frame(f).and_then(|_| j.commit()) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = failed.unwrap_or_else(|| panic!("seed {seed}: the failed flush went unnoticed"));
+        assert!(matches!(e, JournalError::Io { .. }), "seed {seed}: {e}");
+        assert!(e.to_string().contains("never retried"), "{e}");
+        let acked = j.acked();
+        // The handle refuses everything from now on instead of flushing again.
+        let f = random_write(&j, &mut model, &mut rng, clock.now());
+        let again = j.apply_frame(f).and_then(|_| j.commit()).unwrap_err();
+        assert!(
+            again.to_string().contains("stopped after an error"),
+            "{again}"
+        );
+        drop(j);
+        // What the disk holds after the failure recovers to an acknowledged prefix.
+        let img = fs.after_power_loss(&mut rng);
+        let vol2 = sim_volume(&img, &clock, 3 * 4096);
+        let mut j2 = vol2.open_group("g").unwrap();
+        assert!(j2.acked() >= acked);
+        model.truncate(j2.acked());
+        let r = Run {
+            rng,
+            fs: img.clone(),
+            clock: clock.clone(),
+            model,
+            tag: format!("failed flush seed {seed}"),
+        };
+        check_all_points(&r, &mut j2);
+    }
+}

@@ -669,7 +669,7 @@ mod packing {
             &out,
             &VerifyOptions {
                 compat: def.appliance.vsphere_compat,
-                raw_dir: Some(raw_dir),
+                raw_dir: Some(raw_dir.clone()),
             },
         )
         .unwrap();
@@ -680,6 +680,23 @@ mod packing {
                 "virtual disk content",
                 &format!("disk byte {}", (5 << 20) + 3),
             ],
+        );
+
+        // The raw OS image replaced by an empty (all-hole) one: the first data byte is named.
+        std::fs::remove_file(&os_raw).unwrap();
+        raw_image(&os_raw, DiskRole::Os.capacity(&def), &[]);
+        let first = noise(7, 1 << 20).iter().position(|&b| b != 0).unwrap();
+        let r = verify_ova(
+            &out,
+            &VerifyOptions {
+                compat: def.appliance.vsphere_compat,
+                raw_dir: Some(raw_dir),
+            },
+        )
+        .unwrap();
+        error_with(
+            &r,
+            &["mt-appliance-disk1.vmdk", &format!("disk byte {first} ")],
         );
     }
 
@@ -780,4 +797,26 @@ mod packing {
             show(&r)
         );
     }
+}
+
+#[test]
+fn verify_reports_a_sparse_header_version_esxi_calls_too_old() {
+    let dir = scratch("ova-vmdk-version");
+    let def = small_definition();
+    let mut parts = qemu_parts(&dir, &def);
+    let vmdk = parts.disks[1].1.clone();
+    let mut bytes = std::fs::read(&vmdk).unwrap();
+    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&vmdk, &bytes).unwrap();
+    remanifest(&mut parts, def.manifest_algorithm());
+    let out = dir.join("bad.ova");
+    pack_parts(&out, &parts, &parts.order());
+    let r = verify(&out, VsphereCompat::V6_7);
+    let e = error_with(
+        &r,
+        &[&parts.disks[1].0, "sparse extent header version", "too old"],
+    );
+    let len = std::fs::metadata(&out).unwrap().len();
+    let index = read_index(&mut std::fs::File::open(&out).unwrap(), len).unwrap();
+    assert_eq!(e.offset, Some(index.entries[3].data_offset + 4));
 }

@@ -460,7 +460,7 @@ fn unwritable_output_leaves_no_file_and_names_the_path() {
 }
 
 #[test]
-fn reads_qemu_img_stream_optimized_files_too() {
+fn reads_qemu_img_stream_optimized_and_monolithic_sparse_files_too() {
     let dir = scratch("foreign");
     let raw = dir.join("f.raw");
     raw_image(
@@ -471,28 +471,25 @@ fn reads_qemu_img_stream_optimized_files_too() {
             (35 * MIB, Rng(2).bytes(70_000)),
         ],
     );
-    let q = dir.join("q.vmdk");
-    run(Command::new("qemu-img")
-        .args([
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-        ])
-        .arg(&raw)
-        .arg(&q));
-    let len = std::fs::metadata(&q).unwrap().len();
-    let mut r = VmdkReader::open(File::open(&q).unwrap(), len).unwrap();
-    let report = r.check().unwrap();
-    assert_eq!(report.layout, Layout::GdInHeader);
-    assert_eq!(report.create_type.as_deref(), Some("streamOptimized"));
-    assert!(!report.has_footer_and_eos);
-    let back = dir.join("back.raw");
-    expand_to_raw(&q, &back).unwrap();
-    assert_same_content(&raw, &back);
+    // QEMU's stream files preallocate the tables at the front; monolithicSparse is not compressed.
+    for subformat in ["streamOptimized", "monolithicSparse"] {
+        let q = dir.join(format!("{subformat}.vmdk"));
+        run(Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "vmdk", "-o"])
+            .arg(format!("subformat={subformat}"))
+            .arg(&raw)
+            .arg(&q));
+        let len = std::fs::metadata(&q).unwrap().len();
+        let mut r = VmdkReader::open(File::open(&q).unwrap(), len).unwrap();
+        let report = r.check().unwrap();
+        assert_eq!(report.layout, Layout::GdInHeader);
+        assert_eq!(report.create_type.as_deref(), Some(subformat));
+        assert!(!report.has_footer_and_eos);
+        assert!(report.grains > 0);
+        let back = dir.join(format!("{subformat}.back.raw"));
+        expand_to_raw(&q, &back).unwrap();
+        assert_same_content(&raw, &back);
+    }
 }
 
 // ---- corrupt files: each error names the structure and its byte offset ----

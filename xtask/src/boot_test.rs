@@ -13,10 +13,13 @@ use crate::build_ova::host::{self, tool};
 use crate::qemu::{self, Accel, Forward, Machine, VmDisk, VmHardware};
 use crate::util;
 use anyhow::{bail, Context, Result};
-use appliance::definition::{FileSystem, LogicalPackage, OS_DISK_SCSI_UNIT};
+use appliance::definition::{
+    FileSystem, LogicalPackage, NicKind, ScsiController, OS_DISK_SCSI_UNIT,
+};
+use appliance::ovf::OvfDescriptor;
 use appliance::Definition;
 use camino::{Utf8Path, Utf8PathBuf};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 use xshell::Shell;
 
@@ -87,7 +90,7 @@ impl BootTest {
         }
         std::fs::create_dir_all(&work)?;
         let hw = match &self.ova {
-            Some(ova) => crate::build_ova::ova_hardware(&crate::build_ova::absolute(ova), &work)?,
+            Some(ova) => ova_hardware(&crate::build_ova::absolute(ova), &work)?,
             None if self.raw.len() == 2 => raw_hardware(&def, &self.raw)?,
             None => {
                 bail!("give the OVA to boot (or, for debugging, --raw OS.raw --raw RETENTION.raw)")
@@ -103,6 +106,115 @@ impl BootTest {
         }
         result
     }
+}
+
+/// Reads the OVA (never writing it): extracts the descriptor and the disks into `work`, and maps
+/// the hardware the OVF declares to QEMU's models.
+fn ova_hardware(ova: &Utf8Path, work: &Utf8Path) -> Result<VmHardware> {
+    let file = std::fs::File::open(ova).with_context(|| format!("cannot open {ova}"))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let mut ovf_text = None;
+    let mut extracted = Vec::new();
+    for entry in archive
+        .entries()
+        .with_context(|| format!("{ova} is not a tar archive"))?
+    {
+        let mut entry = entry.with_context(|| format!("cannot read a member of {ova}"))?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        if name.contains('/') || name.starts_with('.') {
+            bail!("{ova}: member {name:?} is not a plain file name");
+        }
+        if name.ends_with(".ovf") {
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .with_context(|| format!("{ova}: cannot read {name}"))?;
+            ovf_text = Some((name, text));
+        } else if name.ends_with(".vmdk") {
+            let dest = work.join(&name);
+            let mut out =
+                std::fs::File::create(&dest).with_context(|| format!("cannot create {dest}"))?;
+            std::io::copy(&mut entry, &mut out)
+                .with_context(|| format!("{ova}: cannot extract {name}"))?;
+            extracted.push(name);
+        }
+    }
+    let (ovf_name, text) = ovf_text.with_context(|| format!("{ova} has no .ovf descriptor"))?;
+    let ovf = OvfDescriptor::parse(&text).with_context(|| format!("{ova}: {ovf_name}"))?;
+    hardware_from_ovf(&ovf, work, &extracted).with_context(|| format!("{ova}: {ovf_name}"))
+}
+
+fn hardware_from_ovf(
+    ovf: &OvfDescriptor,
+    work: &Utf8Path,
+    extracted: &[String],
+) -> Result<VmHardware> {
+    let controller = ovf
+        .scsi_controllers()
+        .next()
+        .context("declares no SCSI controller")?;
+    let subtype = controller.subtype.as_deref().unwrap_or("");
+    let scsi = [ScsiController::Paravirtual, ScsiController::Lsilogic, ScsiController::LsilogicSas]
+        .into_iter()
+        .find(|c| c.ovf_subtype().eq_ignore_ascii_case(subtype))
+        .with_context(|| format!("SCSI controller subtype {subtype:?} has no QEMU model here (VirtualSCSI, lsilogic, lsilogicsas)"))?;
+    let nic_subtype = ovf
+        .nics
+        .first()
+        .and_then(|n| n.subtype.as_deref())
+        .context("declares no network adapter")?;
+    let nic = [NicKind::Vmxnet3, NicKind::E1000]
+        .into_iter()
+        .find(|n| n.ovf_subtype().eq_ignore_ascii_case(nic_subtype))
+        .with_context(|| {
+            format!(
+                "network adapter subtype {nic_subtype:?} has no QEMU model here (VmxNet3, E1000)"
+            )
+        })?;
+    let mut disks = Vec::new();
+    for d in &ovf.disks {
+        let href = d
+            .href
+            .as_deref()
+            .with_context(|| format!("disk {} references no file", d.disk_id))?;
+        if !extracted.iter().any(|e| e == href) {
+            bail!(
+                "disk {} references {href}, which the OVA does not contain",
+                d.disk_id
+            );
+        }
+        let attachment = d
+            .attachment
+            .as_ref()
+            .with_context(|| format!("disk {} is attached to no controller", d.disk_id))?;
+        if attachment.controller_instance != controller.instance_id {
+            bail!(
+                "disk {} is attached to controller {}, not the SCSI controller {}",
+                d.disk_id,
+                attachment.controller_instance,
+                controller.instance_id
+            );
+        }
+        let unit = attachment
+            .unit
+            .with_context(|| format!("disk {} has no AddressOnParent (SCSI unit)", d.disk_id))?;
+        disks.push(VmDisk {
+            image: work.join(href),
+            format: "vmdk",
+            unit,
+        });
+    }
+    if disks.is_empty() {
+        bail!("declares no disks");
+    }
+    disks.sort_by_key(|d| d.unit);
+    Ok(VmHardware {
+        cpus: ovf.cpus,
+        memory_mib: ovf.memory_bytes / (1024 * 1024),
+        scsi,
+        nic,
+        disks,
+    })
 }
 
 fn raw_hardware(def: &Definition, raw: &[Utf8PathBuf]) -> Result<VmHardware> {
@@ -173,9 +285,12 @@ fn start_vm(
         other => bail!("--accel {other:?}: use kvm, tcg or auto"),
     };
     if try_kvm {
-        let mut vm = Machine::start(sh, hw, seed, work, fwd, Accel::Kvm)?;
-        match vm.wait_for("Linux version", 0, KVM_PROBE) {
-            Ok(_) => {
+        let probe = Machine::start(sh, hw, seed, work, fwd, Accel::Kvm).and_then(|mut vm| {
+            vm.wait_for("Linux version", 0, KVM_PROBE)?;
+            Ok(vm)
+        });
+        match probe {
+            Ok(vm) => {
                 eprintln!(
                     "boot-test: KVM works, the kernel started in {:.0}s",
                     vm.uptime().as_secs_f64()
@@ -183,7 +298,9 @@ fn start_vm(
                 return Ok(vm);
             }
             Err(e) if args.accel == "auto" => {
-                eprintln!("boot-test: KVM did not boot a kernel ({e}); falling back to TCG (slower, emulated CPU)");
+                let first = format!("{e:#}");
+                let first = first.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                eprintln!("boot-test: KVM did not boot a kernel ({first}); falling back to TCG (slower, emulated CPU)");
             }
             Err(e) => return Err(e.context("--accel kvm")),
         }
@@ -333,7 +450,8 @@ fn guest_script(def: &Definition) -> String {
     let tools: Vec<&str> = def.packages.iter().map(|p| probe_command(*p)).collect();
     let services = package_services(def).join(" ");
     format!(
-        "echo MTCHK-''BEGIN; \
+        "echo \"MTCHK system $(timeout 900 systemctl is-system-running --wait)\"; \
+echo MTCHK-''BEGIN; \
 findmnt -rn -o TARGET,FSTYPE,LABEL | sed 's/^/MTCHK mount /'; \
 for d in $(swapon --noheadings --raw --show=NAME); do echo \"MTCHK swap $(blkid -o value -s LABEL $d)\"; done; \
 for t in {tools}; do p=$(command -v $t) && echo \"MTCHK tool $t $p\" || echo \"MTCHK tool $t MISSING\"; done; \
@@ -352,7 +470,7 @@ fn run_guest_script(vm: &mut Machine, def: &Definition) -> Result<Vec<String>> {
     let pos = vm.buffer.len();
     vm.send(&guest_script(def))?;
     let end = vm
-        .wait_for("MTCHK-END", pos, Duration::from_secs(300))
+        .wait_for("MTCHK-END", pos, Duration::from_secs(1200))
         .context("waiting for the in-guest checks")?;
     let text = qemu::strip_escapes(&vm.buffer.text_between(pos, end));
     Ok(text
@@ -472,6 +590,15 @@ fn judge_report(def: &Definition, hw: &VmHardware, report: &[String]) -> Vec<Out
         ok: id.len() == 32,
         detail: id,
     });
+    let state = field("system")
+        .first()
+        .and_then(|v| v.first().cloned())
+        .unwrap_or_default();
+    out.push(Outcome {
+        what: "boot finished (systemctl is-system-running)".into(),
+        ok: state == "running",
+        detail: state,
+    });
     let failed_units = field("failed-units").into_iter().next().unwrap_or_default();
     out.push(Outcome {
         what: "no failed systemd units".into(),
@@ -503,6 +630,7 @@ mod tests {
             "mount /mnt/retention ext4 retention".into(),
             "swap swap".into(),
             "agent active".into(),
+            "system running".into(),
             "service multipathd active".into(),
             "hostkeys 3".into(),
             format!("machineid {}", "a".repeat(32)),
@@ -516,6 +644,48 @@ mod tests {
             r.push(format!("byid scsi-3{wwn:016x}"));
         }
         r
+    }
+
+    #[test]
+    fn the_ovf_of_a_definition_maps_to_its_qemu_hardware() {
+        use appliance::ovf::{render, BuildInfo, DiskFile, DiskRole};
+        let mut d = def();
+        d.hardware.scsi_controller = ScsiController::LsilogicSas;
+        d.hardware.nic = NicKind::E1000;
+        let files: Vec<DiskFile> = DiskRole::ALL
+            .iter()
+            .map(|&role| DiskFile {
+                role,
+                file_size: 1 << 20,
+                capacity: role.capacity(&d),
+                populated_size: 1 << 20,
+            })
+            .collect();
+        let xml = render(
+            &d,
+            &files,
+            &BuildInfo {
+                build_id: "test".into(),
+            },
+        )
+        .unwrap();
+        let ovf = OvfDescriptor::parse(&xml).unwrap();
+        let names: Vec<String> = DiskRole::ALL.iter().map(|r| r.file_name(&d)).collect();
+        let work = Utf8Path::new("/nonexistent");
+        let hw = hardware_from_ovf(&ovf, work, &names).unwrap();
+        assert_eq!(qemu::scsi_device(hw.scsi), "mptsas1068");
+        assert_eq!(qemu::nic_device(hw.nic), "e1000");
+        assert_eq!(
+            (hw.cpus, hw.memory_mib),
+            (d.hardware.vcpus, d.hardware.memory.mib())
+        );
+        let units: Vec<u32> = hw.disks.iter().map(|x| x.unit).collect();
+        assert_eq!(units, vec![OS_DISK_SCSI_UNIT, d.retention_disk.scsi_unit]);
+        assert_eq!(hw.disks[0].image, work.join(&names[0]));
+        let err = hardware_from_ovf(&ovf, work, &names[..1])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not contain"), "{err}");
     }
 
     #[test]

@@ -33,9 +33,10 @@ pub struct FetchPackages {
     /// Trust on first use: record the SHA-256 of files from --from whose pin is "unknown".
     #[arg(long, requires = "from")]
     pin: bool,
-    /// Where to put the verified files.
-    #[arg(long, default_value = DEFAULT_RPM_DIR)]
-    dest: Utf8PathBuf,
+    /// Where to put the verified files (default: target/centos6/rpms in the workspace, where the
+    /// centos6 build looks for them).
+    #[arg(long)]
+    dest: Option<Utf8PathBuf>,
     /// The package manifest (default: packages/el6.toml).
     #[arg(long)]
     manifest: Option<Utf8PathBuf>,
@@ -56,6 +57,11 @@ impl FetchPackages {
             .manifest
             .clone()
             .unwrap_or_else(|| util::workspace_root().join(appliance::packages::EL6_MANIFEST));
+        if let Some(dir) = &self.from {
+            if !dir.is_dir() {
+                bail!("--from {dir}: no such directory");
+            }
+        }
         let (_, def) = util::load_definition(self.definition.as_deref())?;
         let manifest = PackageManifest::load(&manifest_path)?;
         if manifest.base != Base::Centos6 {
@@ -69,9 +75,10 @@ impl FetchPackages {
             .into_iter()
             .cloned()
             .collect();
-        let dest = sh.current_dir().join(self.dest.as_std_path());
-        let dest = Utf8PathBuf::from_path_buf(dest)
-            .map_err(|p| anyhow::anyhow!("{} is not UTF-8", p.display()))?;
+        let dest = self
+            .dest
+            .clone()
+            .unwrap_or_else(|| util::workspace_root().join(DEFAULT_RPM_DIR));
         std::fs::create_dir_all(&dest).with_context(|| format!("cannot create {dest}"))?;
         let mut failures = Vec::new();
         let mut new_pins = Vec::new();

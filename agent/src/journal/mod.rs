@@ -373,13 +373,29 @@ fn create_log(fs: &dyn Fs, path: &Utf8Path, kind: FileKind, id: u64) -> Result<B
     Ok(f)
 }
 
-fn encode_block_record(out: &mut Vec<u8>, kind: u8, tag: u64, disk: u32, offset: u64, data: &[u8]) {
-    let mut head = [0u8; BLOCK_HEAD_LEN];
+/// The record header and block head that go in front of `data` in an undo or rollback record.
+fn block_record_header(
+    kind: u8,
+    tag: u64,
+    disk: u32,
+    offset: u64,
+    data: &[u8],
+) -> [u8; record::RECORD_HEADER_LEN as usize + BLOCK_HEAD_LEN] {
+    let mut h = [0u8; record::RECORD_HEADER_LEN as usize + BLOCK_HEAD_LEN];
+    let head = &mut h[record::RECORD_HEADER_LEN as usize..];
     head[0..8].copy_from_slice(&tag.to_le_bytes());
     head[8..12].copy_from_slice(&disk.to_le_bytes());
     head[16..24].copy_from_slice(&offset.to_le_bytes());
     head[24..28].copy_from_slice(&(data.len() as u32).to_le_bytes());
-    record::encode_record_parts(out, kind, &head, data);
+    let len = (BLOCK_HEAD_LEN + data.len()) as u32;
+    h[0..4].copy_from_slice(&record::RECORD_MAGIC);
+    h[4..8].copy_from_slice(&len.to_le_bytes());
+    h[8] = kind;
+    let mut crc = crc32c::crc32c(&h[0..12]);
+    crc = crc32c::crc32c_append(crc, &h[record::RECORD_HEADER_LEN as usize..]);
+    crc = crc32c::crc32c_append(crc, data);
+    h[12..16].copy_from_slice(&crc.to_le_bytes());
+    h
 }
 
 fn decode_block_head(
@@ -930,15 +946,12 @@ impl GroupJournal {
         self.ensure_space(needed)?;
 
         let mut undo_buf = Vec::new();
-        let mut old = Vec::new();
         for &(disk, b, n) in &undo_runs {
-            self.read_target(disk, b, n, &mut old)?;
-            encode_block_record(&mut undo_buf, REC_UNDO, seq, disk, b * BLOCK_SIZE, &old);
+            self.save_old_blocks(&mut undo_buf, REC_UNDO, seq, disk, b, n)?;
         }
         let mut rb_buf = Vec::new();
         for &(disk, b, n) in &rb_runs {
-            self.read_target(disk, b, n, &mut old)?;
-            encode_block_record(&mut rb_buf, REC_ROLLBACK, seq, disk, b * BLOCK_SIZE, &old);
+            self.save_old_blocks(&mut rb_buf, REC_ROLLBACK, seq, disk, b, n)?;
         }
         let undo_path = self.undo_path(self.state.open.id);
         let rb_path = self.dir.join(timeline::ROLLBACK_FILE);
@@ -1004,12 +1017,34 @@ impl GroupJournal {
         Ok(self.state.tip)
     }
 
-    fn read_target(&self, disk: u32, block: u64, n: u64, buf: &mut Vec<u8>) -> Result<()> {
-        buf.resize((n * BLOCK_SIZE) as usize, 0);
+    /// Appends one undo or rollback record holding blocks `block..block + n` of a disk as they
+    /// are now, read straight into the record (no copy: this is the hot path of every batch).
+    fn save_old_blocks(
+        &self,
+        out: &mut Vec<u8>,
+        kind: u8,
+        seq: u64,
+        disk: u32,
+        block: u64,
+        n: u64,
+    ) -> Result<()> {
+        let start = out.len();
+        let data_len = (n * BLOCK_SIZE) as usize;
+        let head_end = start + record::RECORD_HEADER_LEN as usize + BLOCK_HEAD_LEN;
+        out.resize(head_end + data_len, 0);
         let d = disk as usize;
         self.targets[d]
-            .read_exact_at(buf, block * BLOCK_SIZE)
-            .map_err(|e| JournalError::io(&self.state.disks[d].target, "read", e))
+            .read_exact_at(&mut out[head_end..], block * BLOCK_SIZE)
+            .map_err(|e| JournalError::io(&self.state.disks[d].target, "read", e))?;
+        let (before, data) = out.split_at_mut(head_end);
+        before[start..].copy_from_slice(&block_record_header(
+            kind,
+            seq,
+            disk,
+            block * BLOCK_SIZE,
+            data,
+        ));
+        Ok(())
     }
 
     fn append_timeline(&mut self, rec: &timeline::Record) -> Result<()> {

@@ -96,21 +96,6 @@ pub fn encode_record(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-/// Encodes a record whose body is `head` followed by `data` (undo records) without copying twice.
-pub fn encode_record_parts(out: &mut Vec<u8>, kind: u8, head: &[u8], data: &[u8]) {
-    let start = out.len();
-    let len = head.len() + data.len();
-    out.extend_from_slice(&RECORD_MAGIC);
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&[kind, 0, 0, 0]);
-    let mut crc = crc32c::crc32c(&out[start..start + 12]);
-    crc = crc32c::crc32c_append(crc, head);
-    crc = crc32c::crc32c_append(crc, data);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(head);
-    out.extend_from_slice(data);
-}
-
 /// One record found in a log.
 #[derive(Debug, Clone)]
 pub struct RecordAt {

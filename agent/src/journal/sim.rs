@@ -127,7 +127,7 @@ impl SimFs {
     /// The `n`th flush from now reports an I/O error (and, like Linux, forgets the dirty data).
     pub fn fail_sync_after(&self, n: u64) {
         let mut s = self.state.lock().unwrap();
-        s.fail_sync_at = Some(s.ops + n.max(1));
+        s.fail_sync_at = Some(n.max(1));
     }
     /// Limits the bytes all files may hold; writes beyond get ENOSPC.
     pub fn set_capacity(&self, bytes: Option<u64>) {
@@ -333,7 +333,19 @@ impl FsFile for SimFile {
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.fs.state.lock().unwrap();
         s.tick()?;
-        if Some(s.ops) == s.fail_sync_at {
+        // Counts down the flushes to the one that fails.
+        let fail = match s.fail_sync_at {
+            Some(1) => {
+                s.fail_sync_at = None;
+                true
+            }
+            Some(n) => {
+                s.fail_sync_at = Some(n - 1);
+                false
+            }
+            None => false,
+        };
+        if fail {
             // Linux may drop the dirty pages of a failed flush; a retry would then "succeed".
             let node = s.inodes.get_mut(&self.ino).unwrap();
             node.data = node.durable.clone();

@@ -139,6 +139,8 @@ fn run_pipeline(
             .send(Vec::with_capacity((CHUNK_GRAINS * GRAIN_BYTES) as usize))
             .expect("the pool holds a full window");
     }
+    // As many slots as buffers: the reader never blocks on a send, so when the writer stops
+    // early (dropping the pool's sender) the reader drains the pool and ends instead of hanging.
     let (work_tx, work_rx) = sync_channel::<Chunk>(window);
     let (done_tx, done_rx) = sync_channel::<Compressed>(window);
     let work_rx = Mutex::new(work_rx);

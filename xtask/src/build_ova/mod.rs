@@ -40,6 +40,11 @@ pub struct BuildOva {
     /// Stop after the raw disk images (for debugging the image; `boot-test --raw` boots them).
     #[arg(long)]
     raw_only: bool,
+    /// Build this base instead of the definition's `appliance.base`.
+    #[arg(long, value_parser = ["debian12", "centos6"])]
+    base: Option<String>,
+    #[command(flatten, next_help_heading = "centos6 base")]
+    centos: crate::centos::CentosArgs,
 }
 
 const BUILD_TOOLS: [host::Tool; 5] = [
@@ -51,14 +56,41 @@ const BUILD_TOOLS: [host::Tool; 5] = [
 ];
 
 impl BuildOva {
+    /// The centos6 base: installed by Anaconda from the CentOS ISO (see `crate::centos`).
+    fn build_centos6(&self, sh: &Shell, def: &Definition) -> Result<()> {
+        let root = util::workspace_root();
+        let mut opts = self.centos.options(&root);
+        if let Some(d) = &self.build_dir {
+            opts.work_dir = absolute(d).join("centos6");
+        }
+        let out_dir = match &self.out {
+            Some(d) => absolute(d),
+            None => root.join("out"),
+        };
+        if self.raw_only {
+            let disks = crate::centos::install_disks(sh, def, self.centos.iso.as_deref(), &opts)?;
+            eprintln!(
+                "raw disks:\n  os        {}\n  retention {}\nkickstart {}\nconsole   {}",
+                disks.os_disk, disks.retention_disk, disks.kickstart, disks.console_log
+            );
+            return Ok(());
+        }
+        std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {out_dir}"))?;
+        let ova = out_dir.join(format!("{}.ova", def.appliance.name));
+        crate::centos::build(sh, def, self.centos.iso.as_deref(), &ova, &opts)?;
+        Ok(())
+    }
+
     pub fn run(self, sh: &Shell) -> Result<()> {
         let started = Instant::now();
-        let (def_path, def) = util::load_definition(self.definition.as_deref())?;
-        if def.appliance.base != Base::Debian12 {
-            bail!(
-                "{def_path}: appliance.base = \"{}\": build-ova builds the debian12 base; the centos6 base is installed from its ISO by its own path",
-                def.appliance.base
-            );
+        let (_, mut def) = util::load_definition(self.definition.as_deref())?;
+        match self.base.as_deref() {
+            Some("centos6") => def.appliance.base = Base::Centos6,
+            Some(_) => def.appliance.base = Base::Debian12,
+            None => {}
+        }
+        if def.appliance.base == Base::Centos6 {
+            return self.build_centos6(sh, &def);
         }
         preflight(sh, &def)?;
         let root = util::workspace_root();
@@ -100,7 +132,12 @@ impl BuildOva {
             eprintln!("raw disks:\n  os        {os_raw}\n  retention {retention_raw}");
         } else {
             let t = Instant::now();
-            let ova = pack(&def, &os_raw, &retention_raw, &out_dir)?;
+            let build_id = format!(
+                "{} {}",
+                def.appliance.version,
+                os.dir.file_name().unwrap_or("os-disk")
+            );
+            let ova = pack(&def, &os_raw, &retention_raw, &out_dir, build_id)?;
             timings.push(("pack + verify".to_string(), t.elapsed(), false));
             eprintln!(
                 "OVA: {ova} ({})",
@@ -195,18 +232,74 @@ pub fn agent_config_toml(def: &Definition) -> Result<String> {
     Ok(toml::to_string_pretty(&cfg)?)
 }
 
-/// The hardware and disks of an OVA, its disks extracted into `work`.
-pub fn ova_hardware(_ova: &Utf8Path, _work: &Utf8Path) -> Result<crate::qemu::VmHardware> {
-    bail!("reading an OVA needs the OVF reader (appliance::ovf), which is not in this tree yet: use --raw")
-}
-
+/// Packs the raw disks into the OVA with the appliance crate's writers (temporary name, renamed
+/// when complete), then runs `verify-ova`'s checks on the result; an OVA that fails them is
+/// removed rather than left looking finished.
 fn pack(
-    _def: &Definition,
-    _os: &Utf8Path,
-    _retention: &Utf8Path,
-    _out: &Utf8Path,
+    def: &Definition,
+    os: &Utf8Path,
+    retention: &Utf8Path,
+    out_dir: &Utf8Path,
+    build_id: String,
 ) -> Result<Utf8PathBuf> {
-    bail!("the OVA writer (appliance::ova) is not in this tree yet: use --raw-only")
+    use appliance::ovf::DiskRole;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {out_dir}"))?;
+    let out = out_dir.join(format!("{}.ova", def.appliance.name));
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => Some(v.trim().parse::<u64>().with_context(|| {
+            format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
+        })?),
+        Err(_) => None,
+    };
+    let opts = appliance::ova::PackOptions {
+        source_date_epoch,
+        build_id,
+    };
+    let summary = {
+        let status = std::sync::Arc::new(std::sync::Mutex::new(format!(
+            "streamOptimized VMDKs, OVF, manifest -> {out}"
+        )));
+        let _ticker = progress::Ticker::start("pack", None, status);
+        appliance::ova::pack(
+            def,
+            &[(DiskRole::Os, os), (DiskRole::Retention, retention)],
+            &out,
+            &opts,
+        )
+        .with_context(|| format!("packing {out}"))?
+    };
+    for (name, size) in &summary.members {
+        eprintln!("  {name:<32} {}", progress::human_bytes(*size));
+    }
+    let verify = appliance::verify::VerifyOptions {
+        compat: def.appliance.vsphere_compat,
+        raw_dir: None,
+    };
+    let report =
+        appliance::verify::verify_ova(&out, &verify).with_context(|| format!("verifying {out}"))?;
+    let errors: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == appliance::verify::Severity::Error)
+        .map(|f| f.to_string())
+        .collect();
+    for f in &report.findings {
+        eprintln!("verify-ova: {f}");
+    }
+    if !errors.is_empty() {
+        let _ = std::fs::remove_file(&out);
+        bail!(
+            "the OVA failed verify-ova ({} error(s)); it was removed:\n{}",
+            errors.len(),
+            errors.join("\n")
+        );
+    }
+    eprintln!(
+        "verify-ova: {out} OK for vSphere {} (sha256 {})",
+        def.appliance.vsphere_compat.as_str(),
+        summary.sha256
+    );
+    Ok(out)
 }
 
 /// A path given on the command line is relative to where the user ran the command.

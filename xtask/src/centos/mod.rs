@@ -7,9 +7,6 @@
 //! from `qemu_install`), then hand the two raw disks to the OVA writer. Everything runs here in
 //! `xtask`; the formats (kickstart, cpio) come from the `appliance` library.
 
-// Nothing calls build() until the build-ova verb (another branch) dispatches `--base centos6` here.
-#![allow(dead_code)]
-
 pub mod extras;
 pub mod initrd;
 pub mod install;
@@ -20,7 +17,10 @@ pub mod qemu_install;
 mod test_double;
 
 use anyhow::{bail, Context, Result};
+use appliance::ova::PackOptions;
+use appliance::ovf::DiskRole;
 use appliance::packages::PackageManifest;
+use appliance::verify::{verify_ova, Severity, VerifyOptions};
 use appliance::Definition;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::time::Duration;
@@ -79,6 +79,9 @@ pub struct CentosArgs {
     /// The verified extra RPMs (default: where `cargo xtask fetch-packages` puts them).
     #[arg(long)]
     pub rpm_dir: Option<Utf8PathBuf>,
+    /// The el6 package manifest holding the RPMs' pins (default: packages/el6.toml).
+    #[arg(long)]
+    pub manifest: Option<Utf8PathBuf>,
     /// A static mt-agent to put on the extras CD instead of building one.
     #[arg(long)]
     pub agent: Option<Utf8PathBuf>,
@@ -100,6 +103,9 @@ impl CentosArgs {
         o.allow_unverified_iso = self.allow_unverified_iso;
         if let Some(d) = &self.rpm_dir {
             o.rpm_dir = d.clone();
+        }
+        if let Some(m) = &self.manifest {
+            o.manifest = m.clone();
         }
         o.agent = self.agent.clone();
         o.accel = self.accel;
@@ -130,7 +136,11 @@ pub fn build(
     opts: &BuildOptions,
 ) -> Result<Utf8PathBuf> {
     let disks = install_disks(sh, def, iso, opts)?;
-    pack_ova_from_raw_disks(def, &disks, out)
+    eprintln!(
+        "install console log: {}\ninjected kickstart: {}",
+        disks.console_log, disks.kickstart
+    );
+    pack_ova_from_raw_disks(sh, def, &disks, out)
 }
 
 /// Everything up to the installed raw disks.
@@ -207,19 +217,50 @@ pub fn kernel_append() -> String {
     format!("{} console=ttyS0,115200 text", initrd::ks_kernel_arg())
 }
 
-/// Packs the installed disks into the OVA with the el6 guest type. The writer
-/// (`appliance::ova::pack`) lands with the artifact-writer work; this is the one call to wire
-/// once it is on this branch.
+/// Packs the installed disks into the OVA (the definition's base gives the el6 guest type) and
+/// checks the result with the same verifier as `cargo xtask verify-ova`.
 pub fn pack_ova_from_raw_disks(
-    _def: &Definition,
+    sh: &Shell,
+    def: &Definition,
     disks: &InstalledDisks,
     out: &Utf8Path,
 ) -> Result<Utf8PathBuf> {
-    bail!(
-        "the installed disks are ready ({} and {}), but this branch has no OVA writer yet, so {out} was not written",
-        disks.os_disk,
-        disks.retention_disk
-    )
+    let opts = PackOptions {
+        source_date_epoch: crate::ova::source_date_epoch()?,
+        build_id: crate::ova::git_build_id(sh),
+    };
+    let raws = [
+        (DiskRole::Os, disks.os_disk.as_path()),
+        (DiskRole::Retention, disks.retention_disk.as_path()),
+    ];
+    eprintln!("packing {out}");
+    let summary = appliance::ova::pack(def, &raws, out, &opts)
+        .with_context(|| format!("cannot pack {out} from {} and {}", raws[0].1, raws[1].1))?;
+    let report = verify_ova(
+        &summary.path,
+        &VerifyOptions {
+            compat: def.appliance.vsphere_compat,
+            raw_dir: None,
+        },
+    )?;
+    let errors: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| f.to_string())
+        .collect();
+    if !errors.is_empty() {
+        bail!(
+            "{} does not pass verify-ova:\n  {}",
+            summary.path,
+            errors.join("\n  ")
+        );
+    }
+    eprintln!(
+        "OVA: {} ({} bytes, SHA-256 {})",
+        summary.path, summary.size, summary.sha256
+    );
+    Ok(summary.path)
 }
 
 /// Runs a tool, and on failure says what was being done, with the tool's own output.

@@ -50,12 +50,7 @@ pub fn choose(sh: &Shell, asked: Accel, dir: &Utf8Path) -> Result<Accel> {
     if asked != Accel::Auto {
         return Ok(asked);
     }
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
+    if !crate::qemu::kvm_device_usable() {
         eprintln!("accelerator: /dev/kvm is not usable, using TCG (slower)");
         return Ok(Accel::Tcg);
     }
