@@ -36,15 +36,17 @@ WantedBy=multi-user.target
     )
 }
 
-/// First boot: before the network is configured, multipathd reads its blacklist and sshd its
-/// host keys; after the host-key unit so the two never write the same key at once.
+/// First boot: before the network is configured and sshd reads its host keys; after the
+/// host-key unit so the two never write the same key at once. On Debian multipathd starts
+/// before the local file systems (which first boot needs), so it is told to re-read the
+/// blacklist afterwards instead of being ordered after first boot (that would be a cycle).
 fn firstboot_unit() -> String {
     format!(
         "[Unit]
 Description=mt-agent first boot: OS disk blacklist, retention disk, SSH host keys
 DefaultDependencies=no
 After=local-fs.target {HOST_KEYS_SERVICE}
-Before=network-pre.target multipathd.service ssh.service {SERVICE} shutdown.target
+Before=network-pre.target ssh.service {SERVICE} shutdown.target
 Wants=network-pre.target
 Conflicts=shutdown.target
 
@@ -52,6 +54,8 @@ Conflicts=shutdown.target
 Type=oneshot
 RemainAfterExit=yes
 ExecStart={AGENT_BINARY} firstboot --config {DEFAULT_CONFIG_PATH}
+# The OS disk's blacklist entry takes effect now (the '-': multipathd may not be running).
+ExecStartPost=-/usr/sbin/multipathd reconfigure
 StandardOutput=journal+console
 StandardError=journal+console
 

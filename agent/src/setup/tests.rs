@@ -247,9 +247,11 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
     assert!(unit.contains("mnt-retention.mount mt-agent-firstboot.service"));
     assert!(unit.contains("LimitCORE=infinity"));
     let fb = text(&root, "/etc/systemd/system/mt-agent-firstboot.service");
-    assert!(
-        fb.contains("Before=network-pre.target multipathd.service ssh.service mt-agent.service")
-    );
+    assert!(fb.contains("Before=network-pre.target ssh.service mt-agent.service"));
+    // multipathd runs before local-fs.target on Debian: ordering first boot before it would
+    // be a cycle (systemd then drops local-fs.target's job); it re-reads the blacklist instead.
+    assert!(!fb.contains("multipathd.service"), "{fb}");
+    assert!(fb.contains("ExecStartPost=-/usr/sbin/multipathd reconfigure"));
     let kd = text(&root, "/etc/default/kdump-tools");
     assert!(kd.contains("USE_KDUMP=1\n") && kd.contains("KDUMP_COREDIR=\"/var/crash\"\n"));
     let nft = text(&root, "/etc/nftables.conf");
