@@ -118,9 +118,40 @@ enum Command {
         root: camino::Utf8PathBuf,
         #[arg(long, value_enum)]
         distro: mt_agent::setup::Distro,
-        /// The agent.toml to install (rendered from the appliance definition).
+        /// The agent.toml to install (rendered from the appliance definition) [default: the
+        /// one already installed in the root].
         #[arg(long)]
-        config: camino::Utf8PathBuf,
+        config: Option<camino::Utf8PathBuf>,
+        /// Print the changes as a unified diff; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Adapt this copy of the appliance to its VM (run once per boot before serve): blacklist
+    /// the OS disk for multipath, format (only if blank) and mount the retention disk, create
+    /// SSH host keys, record the own disks' IDs. Safe to re-run.
+    Firstboot {
+        #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
+        config: Utf8PathBuf,
+        #[command(flatten)]
+        sys: SystemArgs,
+    },
+    /// Every SCSI disk with its stable ID, size and role (os, retention, target, free).
+    Disks {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
+        config: Utf8PathBuf,
+        #[command(flatten)]
+        sys: SystemArgs,
+    },
+    /// Check a volume (its mount point, or a block device) against the runbook's criteria for
+    /// a retention volume, one line per criterion.
+    CheckRetention {
+        path: Utf8PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "MT_AGENT_CONFIG", default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
+        config: Utf8PathBuf,
     },
     /// Define replication groups.
     #[command(subcommand)]
@@ -176,6 +207,27 @@ enum Command {
         #[command(flatten)]
         j: JournalArgs,
     },
+}
+
+/// Where sysfs, /dev and the system root are (tests point them at a fake tree).
+#[derive(Args, Clone)]
+struct SystemArgs {
+    #[arg(long, default_value = "/sys", hide = true)]
+    sys_root: Utf8PathBuf,
+    #[arg(long, default_value = "/dev", hide = true)]
+    dev_root: Utf8PathBuf,
+    #[arg(long, default_value = "/", hide = true)]
+    system_root: Utf8PathBuf,
+}
+
+impl SystemArgs {
+    fn paths(&self) -> mt_agent::disks::SystemPaths {
+        mt_agent::disks::SystemPaths {
+            sys: self.sys_root.clone(),
+            dev: self.dev_root.clone(),
+            root: self.system_root.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -367,7 +419,77 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             root,
             distro,
             config,
-        } => mt_agent::setup::run(&root, distro, &config)?,
+            dry_run,
+        } => mt_agent::setup::run(&root, distro, config.as_deref(), dry_run)?,
+        Command::Firstboot { config, sys } => {
+            let cfg = mt_agent::config::AgentConfig::load(&config)?;
+            let done = mt_agent::firstboot::run_firstboot(
+                &cfg,
+                &sys.paths(),
+                &mt_agent::firstboot::SystemTools,
+            )?;
+            if done.is_empty() {
+                println!("mt-agent firstboot: this copy is already set up, nothing to change");
+            }
+            for line in done {
+                println!("mt-agent firstboot: {line}");
+            }
+        }
+        Command::Disks { json, config, sys } => {
+            let cfg = mt_agent::config::AgentConfig::load(&config)?;
+            let Some(rule) = mt_agent::disks::rule_of(&cfg) else {
+                bail!("{config} has no [retention_disk] (scsi_unit, fs, label): the roles of the appliance's own disks come from it");
+            };
+            let targets = replication_targets(&cfg)
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect::<Vec<_>>();
+            let disks = mt_agent::disks::discover(&sys.paths(), rule, &targets)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&disks)?);
+            } else {
+                print!("{}", mt_agent::disks::render(&disks));
+            }
+        }
+        Command::CheckRetention { path, json, config } => {
+            let cfg = mt_agent::config::AgentConfig::load(&config).ok();
+            let mut ctx = mt_agent::retention::Context::default();
+            let exe = std::env::current_exe()
+                .ok()
+                .and_then(|p| Utf8PathBuf::from_path_buf(p).ok());
+            let own = exe
+                .iter()
+                .filter_map(|e| e.parent().map(Utf8Path::to_owned))
+                .chain([Utf8PathBuf::from("/var/lib/mt-agent")]);
+            for dir in own {
+                if let Some(dev) = mt_agent::retention::device_of(&dir) {
+                    ctx.install.push((dir, dev));
+                }
+            }
+            if let Some(cfg) = &cfg {
+                use std::os::unix::fs::{FileTypeExt, MetadataExt};
+                for (what, target) in replication_targets(cfg) {
+                    if let Ok(m) = std::fs::metadata(&target) {
+                        if m.file_type().is_block_device() {
+                            ctx.targets.push((format!("{what} ({target})"), m.rdev()));
+                        }
+                    }
+                }
+            }
+            let findings = mt_agent::retention::assess(&path, &ctx);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&findings)?);
+            } else {
+                for f in &findings {
+                    let mark = if f.ok { "ok  " } else { "FAIL" };
+                    println!("{mark} {}: {}", f.criterion, f.message);
+                }
+            }
+            let failed = findings.iter().filter(|f| !f.ok).count();
+            if failed > 0 {
+                bail!("{path} is not eligible as a retention volume ({failed} criteria failed)");
+            }
+        }
         Command::Group(GroupCommand::Create {
             group,
             disks,
@@ -485,6 +607,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every group's disk targets on the configured retention volume ("group/disk", target).
+fn replication_targets(cfg: &mt_agent::config::AgentConfig) -> Vec<(String, Utf8PathBuf)> {
+    let vol = RetentionVolume {
+        fs: Arc::new(RealFs),
+        clock: Arc::new(SystemClock),
+        root: cfg.retention_mount.clone(),
+        policy: Policy::from_config(cfg),
+        budget: None,
+        batch_bytes: DEFAULT_BATCH_BYTES,
+    };
+    let mut out = Vec::new();
+    if !vol.root.is_dir() {
+        return out;
+    }
+    for g in vol.groups() {
+        match vol.open_group(&g) {
+            Ok(j) => out.extend(
+                j.disks()
+                    .iter()
+                    .map(|d| (format!("{g}/{}", d.name), d.target.clone())),
+            ),
+            Err(e) => eprintln!("mt-agent: warning: group {g} cannot be read: {e}"),
+        }
+    }
+    out
 }
 
 /// The disk capacity for a target: `--size` (creating a missing file target), or its size.

@@ -1,8 +1,8 @@
 //! `mt-agent serve`: loads the configuration, refuses to start unless the retention volume
-//! passes its checks, listens on the configured port and announces readiness on one line that
-//! tools (the boot test, an operator watching the console) wait for, then accepts replication
-//! sessions and enrolments ([`crate::net`]), one thread per connection so a misbehaving peer
-//! only ends its own session.
+//! passes its checks and its own disks are the ones first boot recorded, holds the volume's lock,
+//! listens on the configured port and announces readiness on one line that tools (the boot test,
+//! an operator watching the console) wait for, then accepts replication sessions and enrolments
+//! ([`crate::net`]), one thread per connection so a misbehaving peer only ends its own session.
 
 use crate::config::AgentConfig;
 use crate::net::auth::{hex, Accepted, ServerAuth};
@@ -43,8 +43,14 @@ fn log(line: &str) {
 /// Runs until the process is stopped.
 pub fn run(opts: &ServeOptions) -> Result<()> {
     let mut cfg = AgentConfig::load(&opts.config)?;
+    crate::disks::verify_identity(&crate::disks::SystemPaths::default(), &cfg)
+        .context("mt-agent refuses to start")?;
     let volume =
         crate::retention::check(&cfg.retention_mount).context("mt-agent refuses to start")?;
+    // Held while serving: check-retention and a second agent see the volume as taken.
+    let _lock = crate::retention::lock(&volume.path)
+        .map_err(anyhow::Error::msg)
+        .context("mt-agent refuses to start")?;
     let addr = opts
         .listen
         .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, cfg.port)));

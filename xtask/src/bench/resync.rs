@@ -156,11 +156,9 @@ impl ResyncBench {
         // the same disk as the images.
         let (_, def) = crate::util::load_definition(None)?;
         let cfg = mt_agent::config::AgentConfig {
-            port: def.agent.port,
             retention_mount: "/dev/shm".into(),
-            rpo_threshold_minutes: def.policy.rpo_threshold_minutes,
-            retention_hours: def.policy.retention_hours,
-            app_consistent_frequency_minutes: def.policy.app_consistent_frequency_minutes,
+            retention_disk: None,
+            ..crate::util::agent_config(&def)
         };
         let config = dir.join("agent.toml");
         std::fs::write(&config, toml::to_string(&cfg)?)?;

@@ -318,13 +318,7 @@ fn build_agent(sh: &Shell) -> Result<Utf8PathBuf> {
 
 /// The agent's configuration file, from the definition: one source for port, policy and paths.
 pub fn agent_config_toml(def: &Definition) -> Result<String> {
-    let cfg = mt_agent::config::AgentConfig {
-        port: def.agent.port,
-        retention_mount: def.retention_disk.mount.clone().into(),
-        rpo_threshold_minutes: def.policy.rpo_threshold_minutes,
-        retention_hours: def.policy.retention_hours,
-        app_consistent_frequency_minutes: def.policy.app_consistent_frequency_minutes,
-    };
+    let cfg = util::agent_config(def);
     Ok(toml::to_string_pretty(&cfg)?)
 }
 
