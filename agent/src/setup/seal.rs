@@ -1,6 +1,7 @@
 //! Template sealing: what must differ between deployed copies of the appliance is removed
 //! here and created on each copy's first boot (SSH host keys, machine IDs, the MAC-bound
-//! network rules and the MAC/UUID lines of el6's ifcfg files, DHCP leases).
+//! network rules and the MAC/UUID lines of el6's ifcfg files, DHCP leases, and the agent's own
+//! per-copy identity: its replication keys, authorised senders and recorded disk IDs).
 
 use super::{Change, Root};
 
@@ -29,6 +30,23 @@ pub fn changes(root: &Root) -> Vec<Change> {
             prefix: "dhclient".into(),
         },
     ];
+    // Each deployed copy makes its own key pair and records its own disks: a template that
+    // carried them would give every copy the same identity.
+    for dir in [
+        crate::net::auth::DEFAULT_SERVER_STATE,
+        crate::net::auth::DEFAULT_SENDER_STATE,
+    ] {
+        c.push(Change::RemoveMatching {
+            dir: dir.into(),
+            prefix: String::new(),
+        });
+    }
+    if let Some((dir, name)) = crate::disks::IDENTITY_FILE.rsplit_once('/') {
+        c.push(Change::RemoveMatching {
+            dir: dir.into(),
+            prefix: name.into(),
+        });
+    }
     for name in root.list(IFCFG_DIR) {
         if !name.starts_with("ifcfg-") || name == "ifcfg-lo" {
             continue;

@@ -48,6 +48,12 @@ pub(crate) fn debian_root(name: &str) -> Utf8PathBuf {
     put(&root, "/etc/ssh/ssh_host_ed25519_key", "secret");
     put(&root, "/etc/ssh/sshd_config", "keep");
     put(&root, "/var/lib/dhcp/dhclient.eth0.leases", "lease");
+    put(&root, "/var/lib/mt-agent/serve/server.key", "secret");
+    put(
+        &root,
+        "/var/lib/mt-agent/disk-identity.toml",
+        "os = \"x\"\n",
+    );
     put(
         &root,
         "/etc/default/kdump-tools",
@@ -235,6 +241,8 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
     assert!(first.iter().any(|l| l.contains("ssh_host_ed25519_key")));
     assert_eq!(std::fs::read(root.join("etc/machine-id")).unwrap(), b"");
     assert!(!root.join("var/lib/dhcp/dhclient.eth0.leases").exists());
+    assert!(!root.join("var/lib/mt-agent/serve/server.key").exists());
+    assert!(!root.join("var/lib/mt-agent/disk-identity.toml").exists());
     assert!(root.join("etc/ssh/sshd_config").exists());
     for unit in [SERVICE, FIRSTBOOT_SERVICE] {
         let wants = root.join(format!("etc/systemd/system/multi-user.target.wants/{unit}"));
