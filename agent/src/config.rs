@@ -5,6 +5,9 @@ use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mt-agent/agent.toml";
+/// The agent's enrolment passphrase (one line, mode 600, owned by root); written at first boot
+/// from the OVF property `mt.agent_passphrase`, never at build time.
+pub const PASSPHRASE_PATH: &str = "/etc/mt-agent/passphrase";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod frame;
 pub mod journal;
+pub mod ovfenv;
 pub mod retention;
 pub mod serve;
 pub mod setup;
