@@ -656,15 +656,16 @@ impl DeployProperty {
         }
     }
 
-    /// DSP0243 `ovf:qualifiers` (CIM qualifiers vSphere turns into field checks).
+    /// DSP0243 `ovf:qualifiers`: CIM qualifiers, comma-separated as DSP8023 documents the
+    /// attribute (vSphere turns them into field checks in the deploy wizard).
     pub fn qualifiers(self) -> Option<&'static str> {
         match self {
-            DeployProperty::Hostname => Some("MinLen(1) MaxLen(253)"),
+            DeployProperty::Hostname => Some("MinLen(1),MaxLen(253)"),
             DeployProperty::IpMode => Some("ValueMap{\"dhcp\",\"static\"}"),
-            DeployProperty::IpPrefix => Some("MinValue(8) MaxValue(30)"),
+            DeployProperty::IpPrefix => Some("MinValue(8),MaxValue(30)"),
             DeployProperty::DnsServers => Some("MaxLen(47)"),
             DeployProperty::DnsSearch | DeployProperty::NtpServer => Some("MaxLen(253)"),
-            DeployProperty::AgentPassphrase => Some("MinLen(8) MaxLen(1024)"),
+            DeployProperty::AgentPassphrase => Some("MinLen(8),MaxLen(1024)"),
             DeployProperty::RootSshKey => Some("MaxLen(8192)"),
             DeployProperty::IpAddress | DeployProperty::Gateway => None,
         }
