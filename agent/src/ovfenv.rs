@@ -738,6 +738,23 @@ fn with_managed_key(current: &str, key: &str) -> String {
     out
 }
 
+/// Makes a newly written host name the running one (`hostname NAME`), so the first boot
+/// after deployment already carries it; the network files take effect as networking starts.
+pub fn activate(runner: &dyn Runner, changes: &Changes, config: &DeployConfig) -> Result<()> {
+    let hostname_written = changes
+        .written
+        .iter()
+        .any(|p| p == "/etc/hostname" || p == "/etc/sysconfig/network");
+    if let (true, Some(h)) = (hostname_written, &config.hostname) {
+        match runner.run("hostname", &[h]) {
+            Ok((true, _)) => {}
+            Ok((false, _)) => bail!("hostname {h} failed; the name takes effect at the next boot"),
+            Err(e) => bail!("cannot run hostname {h}: {e}; the name takes effect at the next boot"),
+        }
+    }
+    Ok(())
+}
+
 /// Where the running configuration came from, for `mt-agent status`.
 pub fn describe_source(record: &Utf8Path) -> String {
     match std::fs::read_to_string(record) {
@@ -846,6 +863,10 @@ pub fn run_apply(
         out.push_str(&format!("warning: {w}\n"));
     }
     let changes = apply(root, distro, &env, &transport)?;
+    if root == "/" {
+        // The running system read its host name before first boot got here.
+        activate(runner, &changes, &env.config)?;
+    }
     if changes.is_empty() {
         out.push_str(&format!(
             "OVF environment from {transport}: unchanged, nothing written\n"

@@ -468,6 +468,7 @@ impl Runner for FakeGuest {
                 }
                 Ok((true, String::new()))
             }
+            "hostname" => Ok((true, String::new())),
             "umount" => {
                 let f = Utf8Path::new(args[0]).join("ovf-env.xml");
                 let _ = std::fs::remove_file(f);
@@ -523,4 +524,37 @@ fn without_vmware_tools_the_cdrom_carrying_ovf_env_xml_is_read_and_unmounted() {
         calls: Default::default(),
     };
     assert_eq!(ovfenv::read_environment(&none).unwrap(), None);
+}
+
+#[test]
+fn a_new_host_name_is_made_the_running_one_and_an_unchanged_one_is_not() {
+    let root = scratch("activate");
+    let env = ovfenv::parse(&env_xml(&static_props())).unwrap();
+    let guest = FakeGuest {
+        guestinfo: None,
+        cdroms: vec![],
+        calls: Default::default(),
+    };
+    let changes = ovfenv::apply(&root, Distro::Debian12, &env, &Transport::GuestInfo).unwrap();
+    ovfenv::activate(&guest, &changes, &env.config).unwrap();
+    let again = ovfenv::apply(&root, Distro::Debian12, &env, &Transport::GuestInfo).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    ovfenv::activate(&guest, &again, &env.config).unwrap();
+    assert_eq!(*guest.calls.borrow(), ["hostname mt7.dr.example.com"]);
+}
+
+#[test]
+fn show_prints_the_configuration_with_the_passphrase_masked() {
+    let dir = scratch("show");
+    let env = dir.join("ovf-env.xml");
+    std::fs::write(&env, env_xml(&static_props())).unwrap();
+    let out = ok(&["ovfenv", "show", "--from", env.as_str()]);
+    assert!(
+        out.contains("network: static 192.168.10.20/24 gateway 192.168.10.1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("agent passphrase: (set)") && !out.contains("horse"),
+        "{out}"
+    );
 }
