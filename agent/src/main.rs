@@ -42,10 +42,73 @@ enum Command {
         #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
         config: camino::Utf8PathBuf,
     },
-    /// Check the retention volume, listen on the configured port and announce readiness.
+    /// Check the retention volume, listen on the configured port, announce readiness, then
+    /// accept enrolments and replication sessions.
     Serve {
         #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
         config: camino::Utf8PathBuf,
+        /// Listen on ADDR (e.g. 127.0.0.1:0) instead of every address on the configured port.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// The journals' directory [default: the configuration's retention mount].
+        #[arg(long, env = "MT_AGENT_RETENTION")]
+        retention: Option<Utf8PathBuf>,
+        /// Most bytes the journals may take; credit stops before it is reached.
+        #[arg(long, env = "MT_AGENT_RETENTION_BUDGET", value_parser = parse_bytes)]
+        retention_budget: Option<u64>,
+        /// Group-commit size per session: writes are made durable and acknowledged per this
+        /// many bytes (memory per session grows with it).
+        #[arg(long, value_parser = parse_bytes, default_value_t = DEFAULT_BATCH_BYTES)]
+        batch: u64,
+        /// The master target's key and the senders it authorised.
+        #[arg(long, value_name = "DIR", default_value = mt_agent::net::auth::DEFAULT_SERVER_STATE)]
+        state: Utf8PathBuf,
+        /// The enrolment passphrase (one line, mode 600).
+        #[arg(long, value_name = "FILE", default_value = mt_agent::net::auth::PASSPHRASE_PATH)]
+        passphrase_file: Utf8PathBuf,
+    },
+    /// Enrol this process server with a master target: prove its passphrase, pin its key.
+    Enrol {
+        /// The master target, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+        /// A file holding the master target's passphrase (one line, mode 600).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Utf8PathBuf,
+        /// This sender's key and pinned master-target keys.
+        #[arg(long, value_name = "DIR", default_value = mt_agent::net::auth::DEFAULT_SENDER_STATE)]
+        state: Utf8PathBuf,
+    },
+    /// Replicate a group to a master target: a full copy or delta resync of source disks,
+    /// and/or a recorded change stream. Resumes from the last acknowledged position.
+    Send {
+        group: String,
+        /// The master target, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+        /// NAME=SOURCE (a file or block device), once per disk, in the group's order.
+        #[arg(long = "disk")]
+        disks: Vec<String>,
+        /// Copy every block of the sources.
+        #[arg(long, conflicts_with = "delta")]
+        full: bool,
+        /// Send only blocks that differ from the master target's copy.
+        #[arg(long)]
+        delta: bool,
+        /// Then send this recorded change stream (the frame format `apply --from` reads).
+        #[arg(long, value_name = "FILE")]
+        stream: Option<Utf8PathBuf>,
+        /// Enrol first with this passphrase file if no key is pinned for the master target.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<Utf8PathBuf>,
+        #[arg(long, value_name = "DIR", default_value = mt_agent::net::auth::DEFAULT_SENDER_STATE)]
+        state: Utf8PathBuf,
+        /// Keep reconnecting this many seconds after a lost connection.
+        #[arg(long, default_value_t = 300)]
+        retry_for: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Install the agent into a root file system at image build time (service, configuration,
     /// template sealing). Safe to run again: only differences are written.
@@ -55,9 +118,40 @@ enum Command {
         root: camino::Utf8PathBuf,
         #[arg(long, value_enum)]
         distro: mt_agent::setup::Distro,
-        /// The agent.toml to install (rendered from the appliance definition).
+        /// The agent.toml to install (rendered from the appliance definition) [default: the
+        /// one already installed in the root].
         #[arg(long)]
-        config: camino::Utf8PathBuf,
+        config: Option<camino::Utf8PathBuf>,
+        /// Print the changes as a unified diff; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Adapt this copy of the appliance to its VM (run once per boot before serve): blacklist
+    /// the OS disk for multipath, format (only if blank) and mount the retention disk, create
+    /// SSH host keys, record the own disks' IDs. Safe to re-run.
+    Firstboot {
+        #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
+        config: Utf8PathBuf,
+        #[command(flatten)]
+        sys: SystemArgs,
+    },
+    /// Every SCSI disk with its stable ID, size and role (os, retention, target, free).
+    Disks {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
+        config: Utf8PathBuf,
+        #[command(flatten)]
+        sys: SystemArgs,
+    },
+    /// Check a volume (its mount point, or a block device) against the runbook's criteria for
+    /// a retention volume, one line per criterion.
+    CheckRetention {
+        path: Utf8PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "MT_AGENT_CONFIG", default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
+        config: Utf8PathBuf,
     },
     /// Define replication groups.
     #[command(subcommand)]
@@ -121,6 +215,27 @@ enum Command {
     },
 }
 
+/// Where sysfs, /dev and the system root are (tests point them at a fake tree).
+#[derive(Args, Clone)]
+struct SystemArgs {
+    #[arg(long, default_value = "/sys", hide = true)]
+    sys_root: Utf8PathBuf,
+    #[arg(long, default_value = "/dev", hide = true)]
+    dev_root: Utf8PathBuf,
+    #[arg(long, default_value = "/", hide = true)]
+    system_root: Utf8PathBuf,
+}
+
+impl SystemArgs {
+    fn paths(&self) -> mt_agent::disks::SystemPaths {
+        mt_agent::disks::SystemPaths {
+            sys: self.sys_root.clone(),
+            dev: self.dev_root.clone(),
+            root: self.system_root.clone(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum OvfenvCommand {
     /// Read and validate the OVF environment and print it (the passphrase masked).
@@ -134,7 +249,7 @@ enum OvfenvCommand {
         #[arg(long, default_value = "/")]
         root: Utf8PathBuf,
         #[arg(long, value_enum)]
-        distro: mt_agent::ovfenv::Distro,
+        distro: mt_agent::setup::Distro,
         /// Read this ovf-env.xml instead of VMware tools or the CD-ROM.
         #[arg(long, value_name = "FILE")]
         from: Option<Utf8PathBuf>,
@@ -239,12 +354,168 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = mt_agent::config::AgentConfig::load(&config)?;
             println!("{}", toml::to_string_pretty(&cfg)?);
         }
-        Command::Serve { config } => mt_agent::serve::run(&config)?,
+        Command::Serve {
+            config,
+            listen,
+            retention,
+            retention_budget,
+            batch,
+            state,
+            passphrase_file,
+        } => mt_agent::serve::run(&mt_agent::serve::ServeOptions {
+            config,
+            listen,
+            retention,
+            retention_budget,
+            batch_bytes: batch,
+            state,
+            passphrase_file,
+        })?,
+        Command::Enrol {
+            to,
+            passphrase_file,
+            state,
+        } => {
+            let pass = mt_agent::net::auth::read_passphrase(&passphrase_file)?;
+            let auth = mt_agent::net::auth::SenderAuth::load(&state)?;
+            let key = auth.enrol(&to, &pass)?;
+            println!(
+                "enrolled with {to}: its key {} is pinned; this sender's key {} is authorised there",
+                mt_agent::net::auth::hex(&key),
+                mt_agent::net::auth::hex(&auth.public_key())
+            );
+        }
+        Command::Send {
+            group,
+            to,
+            disks,
+            full,
+            delta,
+            stream,
+            passphrase_file,
+            state,
+            retry_for,
+            json,
+        } => {
+            use mt_agent::net::sender::{self, ResyncMode, SendOptions};
+            let auth = mt_agent::net::auth::SenderAuth::load(&state)?;
+            if auth.pinned(&to)?.is_none() {
+                if let Some(f) = &passphrase_file {
+                    let pass = mt_agent::net::auth::read_passphrase(f)?;
+                    let key = auth.enrol(&to, &pass)?;
+                    eprintln!(
+                        "mt-agent: enrolled with {to}, pinned key {}",
+                        mt_agent::net::auth::hex(&key)
+                    );
+                }
+            }
+            let mut sources = Vec::new();
+            for d in &disks {
+                let Some((name, path)) = d.split_once('=') else {
+                    bail!("--disk {d:?}: expected NAME=SOURCE (a file or block device)");
+                };
+                sources.push((name.to_owned(), Utf8PathBuf::from(path)));
+            }
+            let resync = match (full, delta) {
+                (true, _) => Some(ResyncMode::Full),
+                (_, true) => Some(ResyncMode::Delta),
+                _ => None,
+            };
+            let opts = SendOptions {
+                target: to,
+                group: group.clone(),
+                disks: sources,
+                resync,
+                stream,
+                state,
+                retry_for: std::time::Duration::from_secs(retry_for),
+            };
+            let r = sender::send(&opts, &|l| eprintln!("mt-agent: {l}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "group {group}: acknowledged through LSN {}; {} of {} compared blocks changed ({} bytes), {} frames, wire {} bytes sent / {} received ({} of hashes), {} reconnects",
+                    r.acked, r.blocks_changed, r.blocks_compared, r.changed_bytes, r.frames_sent,
+                    r.wire_bytes_sent, r.wire_bytes_received, r.hash_bytes_received, r.reconnects
+                );
+            }
+        }
         Command::Setup {
             root,
             distro,
             config,
-        } => mt_agent::setup::run(&root, distro, &config)?,
+            dry_run,
+        } => mt_agent::setup::run(&root, distro, config.as_deref(), dry_run)?,
+        Command::Firstboot { config, sys } => {
+            let cfg = mt_agent::config::AgentConfig::load(&config)?;
+            let done = mt_agent::firstboot::run_firstboot(
+                &cfg,
+                &sys.paths(),
+                &mt_agent::firstboot::SystemTools,
+            )?;
+            if done.is_empty() {
+                println!("mt-agent firstboot: this copy is already set up, nothing to change");
+            }
+            for line in done {
+                println!("mt-agent firstboot: {line}");
+            }
+        }
+        Command::Disks { json, config, sys } => {
+            let cfg = mt_agent::config::AgentConfig::load(&config)?;
+            let Some(rule) = mt_agent::disks::rule_of(&cfg) else {
+                bail!("{config} has no [retention_disk] (scsi_unit, fs, label): the roles of the appliance's own disks come from it");
+            };
+            let targets = replication_targets(&cfg)
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect::<Vec<_>>();
+            let disks = mt_agent::disks::discover(&sys.paths(), rule, &targets)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&disks)?);
+            } else {
+                print!("{}", mt_agent::disks::render(&disks));
+            }
+        }
+        Command::CheckRetention { path, json, config } => {
+            let cfg = mt_agent::config::AgentConfig::load(&config).ok();
+            let mut ctx = mt_agent::retention::Context::default();
+            let exe = std::env::current_exe()
+                .ok()
+                .and_then(|p| Utf8PathBuf::from_path_buf(p).ok());
+            let own = exe
+                .iter()
+                .filter_map(|e| e.parent().map(Utf8Path::to_owned))
+                .chain([Utf8PathBuf::from("/var/lib/mt-agent")]);
+            for dir in own {
+                if let Some(dev) = mt_agent::retention::device_of(&dir) {
+                    ctx.install.push((dir, dev));
+                }
+            }
+            if let Some(cfg) = &cfg {
+                use std::os::unix::fs::{FileTypeExt, MetadataExt};
+                for (what, target) in replication_targets(cfg) {
+                    if let Ok(m) = std::fs::metadata(&target) {
+                        if m.file_type().is_block_device() {
+                            ctx.targets.push((format!("{what} ({target})"), m.rdev()));
+                        }
+                    }
+                }
+            }
+            let findings = mt_agent::retention::assess(&path, &ctx);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&findings)?);
+            } else {
+                for f in &findings {
+                    let mark = if f.ok { "ok  " } else { "FAIL" };
+                    println!("{mark} {}: {}", f.criterion, f.message);
+                }
+            }
+            let failed = findings.iter().filter(|f| !f.ok).count();
+            if failed > 0 {
+                bail!("{path} is not eligible as a retention volume ({failed} criteria failed)");
+            }
+        }
         Command::Group(GroupCommand::Create {
             group,
             disks,
@@ -380,6 +651,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every group's disk targets on the configured retention volume ("group/disk", target).
+fn replication_targets(cfg: &mt_agent::config::AgentConfig) -> Vec<(String, Utf8PathBuf)> {
+    let vol = RetentionVolume {
+        fs: Arc::new(RealFs),
+        clock: Arc::new(SystemClock),
+        root: cfg.retention_mount.clone(),
+        policy: Policy::from_config(cfg),
+        budget: None,
+        batch_bytes: DEFAULT_BATCH_BYTES,
+    };
+    let mut out = Vec::new();
+    if !vol.root.is_dir() {
+        return out;
+    }
+    for g in vol.groups() {
+        match vol.open_group(&g) {
+            Ok(j) => out.extend(
+                j.disks()
+                    .iter()
+                    .map(|d| (format!("{g}/{}", d.name), d.target.clone())),
+            ),
+            Err(e) => eprintln!("mt-agent: warning: group {g} cannot be read: {e}"),
+        }
+    }
+    out
 }
 
 /// The disk capacity for a target: `--size` (creating a missing file target), or its size.

@@ -42,12 +42,8 @@ pub const KEYS: [&str; 10] = [
     "root_ssh_key",
 ];
 
-/// The guest distribution whose configuration files `apply` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Distro {
-    Debian12,
-    El6,
-}
+/// The guest distribution whose configuration files `apply` writes (the one `setup` knows).
+pub use crate::setup::Distro;
 
 /// How the document reached the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -700,7 +696,7 @@ fn files(root: &Utf8Path, distro: Distro, c: &DeployConfig) -> Result<Vec<Desire
         }
     }
     if let Some(p) = &c.agent_passphrase {
-        file(crate::config::PASSPHRASE_PATH, format!("{p}\n"), 0o600);
+        file(crate::net::auth::PASSPHRASE_PATH, format!("{p}\n"), 0o600);
     }
     if let Some(key) = &c.root_ssh_key {
         let path = root.join("root/.ssh/authorized_keys");

@@ -3,6 +3,11 @@
 //! the configured path (not a directory on the OS disk), not FAT/FAT32/exFAT, of non-zero
 //! capacity, and writable. Facts are gathered from the kernel (`stat`, `statfs`) and judged by
 //! a pure function, so every refusal is testable without a real disk.
+//!
+//! `assess` is the whole list for `mt-agent check-retention PATH` (one finding per criterion,
+//! for a mounted directory or for a block device an operator means to use): also not the
+//! agent's install/cache volume, not a replication target, not locked by a running agent, and
+//! enough free space for the policy.
 
 use camino::{Utf8Path, Utf8PathBuf};
 use std::os::unix::fs::MetadataExt;
@@ -190,4 +195,267 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
         assert!(matches!(check(&path), Err(RetentionError::Missing(_))));
     }
+}
+
+/// The lock file a running agent holds (flock) on its retention volume.
+pub const LOCK_FILE: &str = ".mt-agent.lock";
+
+/// Takes the volume's lock for as long as the returned file stays open; refuses if another
+/// process holds it.
+pub fn lock(path: &Utf8Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let p = path.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&p)
+        .map_err(|e| format!("cannot open {p}: {e}"))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&p).unwrap_or_default();
+        return Err(format!(
+            "{path} is locked by another mt-agent (pid {}, lock file {p}): stop it or choose another volume",
+            holder.trim()
+        ));
+    }
+    use std::io::Write;
+    let _ = f.set_len(0);
+    let _ = (&f).write_all(format!("{}\n", std::process::id()).as_bytes());
+    Ok(f)
+}
+
+/// What else on the system a candidate volume must not be.
+#[derive(Debug, Default, Clone)]
+pub struct Context {
+    /// Devices (st_dev) of the agent's install and cache directories, with their paths.
+    pub install: Vec<(Utf8PathBuf, u64)>,
+    /// Replication targets that are block devices: (group/disk, device number).
+    pub targets: Vec<(String, u64)>,
+    /// The space the policy needs free on the volume.
+    pub min_free_bytes: u64,
+}
+
+/// The least free space a retention volume needs: the journal stops acknowledging at
+/// `NEARLY_FULL_PERCENT` full, and needs room for at least one group-commit batch.
+pub fn min_free_bytes(capacity: u64) -> u64 {
+    let nearly_full = crate::journal::policy::NEARLY_FULL_PERCENT;
+    (capacity / 100 * (100 - nearly_full)).max(crate::journal::DEFAULT_BATCH_BYTES)
+}
+
+/// One criterion of the runbook and how the volume fared.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub criterion: &'static str,
+    pub ok: bool,
+    pub message: String,
+}
+
+/// The device (st_dev) a path lives on.
+pub fn device_of(path: &Utf8Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.dev())
+}
+
+/// The whole disk a (partition) device number belongs to, via `/sys/dev/block/M:m`.
+fn whole_disk(dev: u64) -> u64 {
+    let (maj, min) = (libc::major(dev), libc::minor(dev));
+    let node = format!("/sys/dev/block/{maj}:{min}");
+    if std::path::Path::new(&node).join("partition").exists() {
+        if let Ok(t) = std::fs::read_to_string(format!("{node}/../dev")) {
+            if let Some((a, b)) = t.trim().split_once(':') {
+                if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                    return libc::makedev(a, b);
+                }
+            }
+        }
+    }
+    dev
+}
+
+fn in_use_as_target(dev: u64, ctx: &Context) -> Option<String> {
+    ctx.targets
+        .iter()
+        .find(|(_, t)| *t == dev || whole_disk(dev) == *t || whole_disk(*t) == dev)
+        .map(|(what, _)| what.clone())
+}
+
+/// Where the device `dev` is mounted, from /proc/self/mountinfo.
+fn mounted_at(dev: u64) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    info.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let mm = f.nth(2)?;
+        let _root = f.next()?;
+        let at = f.next()?;
+        (mm == want).then(|| at.to_owned())
+    })
+}
+
+/// Every criterion for `path` (a directory where the volume is mounted, or a block device).
+pub fn assess(path: &Utf8Path, ctx: &Context) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut push = |criterion, r: Result<String, String>| {
+        let (ok, message) = match r {
+            Ok(m) => (true, m),
+            Err(m) => (false, m),
+        };
+        out.push(Finding {
+            criterion,
+            ok,
+            message,
+        });
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(_) => {
+            push(
+                "exists",
+                Err(RetentionError::Missing(path.to_owned()).to_string()),
+            );
+            return out;
+        }
+    };
+    use std::os::unix::fs::FileTypeExt;
+    if meta.file_type().is_block_device() {
+        assess_device(path, meta.rdev(), ctx, &mut push);
+        return out;
+    }
+    let dev = meta.dev();
+    push(
+        "not the agent's install/cache volume",
+        match ctx.install.iter().find(|(_, d)| *d == dev) {
+            Some((p, _)) => Err(format!("{path} is on the volume mt-agent itself lives on ({p}): the journal would fill the agent's own disk. Use the retention disk")),
+            None => Ok(format!("{path} is not where mt-agent is installed")),
+        },
+    );
+    let f = match facts(path) {
+        Ok(f) => f,
+        Err(e) => {
+            push("readable", Err(e.to_string()));
+            return out;
+        }
+    };
+    let crit = |spoil: fn(&VolumeFacts) -> bool, err: RetentionError, ok: String| {
+        if spoil(&f) {
+            Err(err.to_string())
+        } else {
+            Ok(ok)
+        }
+    };
+    let p = || path.to_owned();
+    push(
+        "a file system of its own",
+        crit(
+            |f| !f.is_mount_point,
+            RetentionError::NotAMountPoint(p()),
+            format!("{path} is a mounted file system"),
+        ),
+    );
+    push(
+        "not FAT/FAT32",
+        crit(
+            |f| f.fs_magic == MSDOS_SUPER_MAGIC || f.fs_magic == EXFAT_SUPER_MAGIC,
+            RetentionError::Fat(p()),
+            format!("{path} is not FAT (statfs type {:#x})", f.fs_magic),
+        ),
+    );
+    push(
+        "non-zero capacity",
+        crit(
+            |f| f.capacity_bytes == 0,
+            RetentionError::ZeroCapacity(p()),
+            format!("{path} holds {} bytes", f.capacity_bytes),
+        ),
+    );
+    push(
+        "not in use as a replication target",
+        match in_use_as_target(dev, ctx) {
+            Some(what) => Err(format!("{path} is on a disk that is the replication target {what}: recovery points and replicated writes cannot share it")),
+            None => Ok(format!("{path} is no replication target's disk")),
+        },
+    );
+    push(
+        "not locked",
+        lock(path).map(|_| format!("no other mt-agent holds {path}")),
+    );
+    push(
+        "writable",
+        match check(path) {
+            Ok(_) => Ok(format!("{path} accepted a test write")),
+            Err(e @ (RetentionError::ReadOnly(_) | RetentionError::NotWritable { .. })) => {
+                Err(e.to_string())
+            }
+            Err(_) => Err(format!("{path} was not tried for writing (see above)")),
+        },
+    );
+    let need = ctx.min_free_bytes.max(min_free_bytes(f.capacity_bytes));
+    push(
+        "enough free space for the policy",
+        if f.free_bytes >= need {
+            Ok(format!(
+                "{} bytes free (at least {need} needed)",
+                f.free_bytes
+            ))
+        } else {
+            Err(format!("{path} has {} bytes free of {}; the journal stops acknowledging writes at {}% full and needs one batch of room: free at least {need} bytes", f.free_bytes, f.capacity_bytes, crate::journal::policy::NEARLY_FULL_PERCENT))
+        },
+    );
+    out
+}
+
+fn assess_device(
+    path: &Utf8Path,
+    rdev: u64,
+    ctx: &Context,
+    push: &mut dyn FnMut(&'static str, Result<String, String>),
+) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut head = vec![0u8; 4096];
+    let size = std::fs::File::open(path).and_then(|mut f| {
+        let size = f.seek(SeekFrom::End(0))?;
+        f.seek(SeekFrom::Start(0))?;
+        let n = f.read(&mut head)?;
+        head.truncate(n);
+        Ok(size)
+    });
+    let size = match size {
+        Ok(s) => s,
+        Err(e) => {
+            push("readable", Err(format!("cannot read {path}: {e}")));
+            return;
+        }
+    };
+    push(
+        "non-zero capacity",
+        if size == 0 {
+            Err(RetentionError::ZeroCapacity(path.to_owned()).to_string())
+        } else {
+            Ok(format!("{path} holds {size} bytes"))
+        },
+    );
+    let fat = head.get(54..57) == Some(b"FAT") || head.get(82..87) == Some(b"FAT32");
+    push(
+        "not FAT/FAT32",
+        if fat {
+            Err(RetentionError::Fat(path.to_owned()).to_string())
+        } else {
+            Ok(format!("{path} carries no FAT file system"))
+        },
+    );
+    push(
+        "not in use as a replication target",
+        match in_use_as_target(rdev, ctx) {
+            Some(what) => Err(format!("{path} is the replication target {what}: recovery points and replicated writes cannot share it")),
+            None => Ok(format!("{path} is no replication target")),
+        },
+    );
+    push(
+        "not in use for anything else",
+        match mounted_at(rdev) {
+            Some(at) => Err(format!("{path} is mounted at {at}: unmount it, or give that mount point to check-retention")),
+            None => Ok(format!("{path} is not mounted")),
+        },
+    );
 }

@@ -176,9 +176,14 @@ fn xml_special_characters_in_a_value_reach_the_passphrase_file_unescaped() {
     );
     let root = scratch("special");
     ovfenv::apply(&root, Distro::Debian12, &env, &Transport::GuestInfo).unwrap();
-    let path = root.join("etc/mt-agent/passphrase");
+    let path = root.join(mt_agent::net::auth::PASSPHRASE_PATH.trim_start_matches('/'));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "p&ss<w>rd \"x'\n");
     assert_eq!(mode(&path), 0o600);
+    assert_eq!(
+        mt_agent::net::auth::read_passphrase(&path).unwrap(),
+        "p&ss<w>rd \"x'",
+        "the receiver reads back exactly what the deploy wizard was given"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

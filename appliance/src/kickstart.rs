@@ -31,6 +31,8 @@ pub const EXTRAS_VOLUME_LABEL: &str = "MTEXTRAS";
 pub const EXTRAS_RPM_DIR: &str = "rpms";
 /// File name of the static `mt-agent` binary at the root of the extras CD.
 pub const EXTRAS_AGENT_FILE: &str = "mt-agent";
+/// File name of the agent's configuration (rendered from the definition) on the extras CD.
+pub const EXTRAS_AGENT_CONFIG_FILE: &str = "agent.toml";
 /// Where the agent is installed in the appliance.
 pub const AGENT_INSTALL_PATH: &str = "/usr/sbin/mt-agent";
 /// The `--distro` that `mt-agent setup` is called with on this base.
@@ -216,6 +218,7 @@ struct ExtrasCtx {
     label: &'static str,
     rpm_dir: &'static str,
     agent_file: &'static str,
+    agent_config_file: &'static str,
     target_dir: &'static str,
     files: Vec<String>,
 }
@@ -354,6 +357,7 @@ impl KickstartValues {
                 label: EXTRAS_VOLUME_LABEL,
                 rpm_dir: EXTRAS_RPM_DIR,
                 agent_file: EXTRAS_AGENT_FILE,
+                agent_config_file: EXTRAS_AGENT_CONFIG_FILE,
                 target_dir: EXTRAS_TARGET_DIR,
                 files: extras_files,
             },

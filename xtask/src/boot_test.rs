@@ -49,6 +49,12 @@ pub struct BootTest {
     pub(crate) work: Option<Utf8PathBuf>,
 }
 
+/// What booting needs on the host.
+pub const TOOLS: [host::Tool; 2] = [
+    tool("qemu-system-x86_64", "qemu-system-x86"),
+    tool("qemu-img", "qemu-utils"),
+];
+
 /// How long a working KVM guest takes at most to print its first kernel line.
 const KVM_PROBE: Duration = Duration::from_secs(60);
 const READY_PREFIX: &str = mt_agent::serve::READY_PREFIX;
@@ -69,14 +75,7 @@ pub fn probe_command(p: LogicalPackage) -> &'static str {
 
 impl BootTest {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        host::ensure(
-            sh,
-            "boot-test",
-            &[
-                tool("qemu-system-x86_64", "qemu-system-x86"),
-                tool("qemu-img", "qemu-utils"),
-            ],
-        )?;
+        host::ensure(sh, "boot-test", &TOOLS)?;
         let (_, def) = util::load_definition(self.definition.as_deref())?;
         let name = def.appliance.name.clone();
         let work = match &self.work {
@@ -460,9 +459,12 @@ echo \"MTCHK agent $(systemctl is-active mt-agent.service)\"; \
 for s in {services}; do echo \"MTCHK service $s $(systemctl is-active $s)\"; done; \
 echo \"MTCHK hostkeys $(ls /etc/ssh/ssh_host_*_key 2>/dev/null | wc -l)\"; \
 echo \"MTCHK machineid $(cat /etc/machine-id)\"; \
+echo \"MTCHK hostname $(hostname) $(hostname -f 2>/dev/null)\"; \
+echo \"MTCHK addr $(ip -4 -o addr show dev {device} | awk '{{print $4}}')\"; \
 echo \"MTCHK failed-units $(systemctl list-units --state=failed --no-legend --plain | awk '{{print $1}}' | tr '\\n' ' ')\"; \
 echo MTCHK-''END\n",
         tools = tools.join(" "),
+        device = def.network.device,
     )
 }
 
@@ -590,6 +592,35 @@ fn judge_report(def: &Definition, hw: &VmHardware, report: &[String]) -> Vec<Out
         ok: id.len() == 32,
         detail: id,
     });
+    let (short, fqdn) = {
+        let h = &def.network.hostname;
+        (h.split('.').next().unwrap_or(h).to_string(), h.clone())
+    };
+    let names = field("hostname").into_iter().next().unwrap_or_default();
+    out.push(Outcome {
+        what: format!("host name {fqdn}"),
+        ok: names.first() == Some(&short) && names.get(1) == Some(&fqdn),
+        detail: names.join(" "),
+    });
+    let addr = field("addr").into_iter().next().unwrap_or_default();
+    let (what, ok) = match def.network.static_ip() {
+        Some(ip) => {
+            let want = format!("{}/{}", ip.address, ip.prefix);
+            (
+                format!("{} has the static address {want}", def.network.device),
+                addr.first() == Some(&want),
+            )
+        }
+        None => (
+            format!("{} has a DHCP address", def.network.device),
+            !addr.is_empty(),
+        ),
+    };
+    out.push(Outcome {
+        what,
+        ok,
+        detail: addr.join(" "),
+    });
     let state = field("system")
         .first()
         .and_then(|v| v.first().cloned())
@@ -631,6 +662,8 @@ mod tests {
             "swap swap".into(),
             "agent active".into(),
             "system running".into(),
+            "hostname mt-appliance mt-appliance.localdomain".into(),
+            "addr 10.0.2.15/24".into(),
             "service multipathd active".into(),
             "hostkeys 3".into(),
             format!("machineid {}", "a".repeat(32)),

@@ -126,6 +126,8 @@ pub struct Machine {
     pub log: Utf8PathBuf,
     pub accel: Accel,
     started: Instant,
+    /// QEMU's own error output, quoted when it exits early.
+    err_log: Utf8PathBuf,
 }
 
 pub struct Forward {
@@ -240,7 +242,11 @@ impl Machine {
                 Err(_) => {
                     let err =
                         std::fs::read_to_string(qemu_log.with_extension("err")).unwrap_or_default();
-                    bail!("qemu-system-x86_64 exited at start:\n{err}");
+                    let first = err.lines().find(|l| l.contains("error")).unwrap_or("");
+                    bail!(
+                        "qemu-system-x86_64 exited at start: {}\n{err}",
+                        first.trim()
+                    );
                 }
             }
         };
@@ -265,6 +271,7 @@ impl Machine {
             log,
             accel,
             started: Instant::now(),
+            err_log: qemu_log.with_extension("err"),
         })
     }
 
@@ -281,7 +288,13 @@ impl Machine {
                 return Ok(at);
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("the VM exited ({status}) before the console showed {needle:?}");
+                let err = std::fs::read_to_string(&self.err_log).unwrap_or_default();
+                let why = err
+                    .lines()
+                    .find(|l| l.contains("error"))
+                    .map(|l| format!(": {}", l.trim()))
+                    .unwrap_or_default();
+                bail!("the VM exited ({status}) before the console showed {needle:?}{why}");
             }
             if Instant::now() >= deadline {
                 bail!(

@@ -24,6 +24,11 @@ pub fn agent_config() -> AgentConfig {
         rpo_threshold_minutes: def.policy.rpo_threshold_minutes,
         retention_hours: def.policy.retention_hours,
         app_consistent_frequency_minutes: def.policy.app_consistent_frequency_minutes,
+        retention_disk: Some(mt_agent::config::RetentionDiskConfig {
+            scsi_unit: def.retention_disk.scsi_unit,
+            fs: def.retention_disk.fs.as_str().to_owned(),
+            label: def.retention_disk.label.clone(),
+        }),
     }
 }
 

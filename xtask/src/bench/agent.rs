@@ -93,11 +93,9 @@ impl AgentBench {
         let agent = root.join("target/release/mt-agent");
         let (_, def) = crate::util::load_definition(None)?;
         let cfg = mt_agent::config::AgentConfig {
-            port: def.agent.port,
             retention_mount: dir.join("retention"),
-            rpo_threshold_minutes: def.policy.rpo_threshold_minutes,
-            retention_hours: def.policy.retention_hours,
-            app_consistent_frequency_minutes: def.policy.app_consistent_frequency_minutes,
+            retention_disk: None,
+            ..crate::util::agent_config(&def)
         };
         crate::util::write_atomic(&dir.join("agent.toml"), toml::to_string(&cfg)?.as_bytes())?;
         let disk = self.disk_mib * MIB;

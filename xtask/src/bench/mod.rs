@@ -3,6 +3,7 @@
 //! here asserts a time.
 
 mod agent;
+mod resync;
 pub mod vmdk;
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +22,8 @@ enum What {
     Vmdk(vmdk::BenchVmdk),
     /// mt-agent apply throughput and write amplification vs plain writes and fio.
     Agent(agent::AgentBench),
+    /// Delta resync and full copy by mt-agent send over loopback vs rsync.
+    Resync(resync::ResyncBench),
 }
 
 impl Bench {
@@ -28,6 +31,7 @@ impl Bench {
         match self.what {
             What::Vmdk(b) => b.run(sh),
             What::Agent(b) => b.run(sh),
+            What::Resync(b) => b.run(sh),
         }
     }
 }

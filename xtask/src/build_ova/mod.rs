@@ -98,7 +98,7 @@ impl BuildOva {
         if def.appliance.base == Base::Centos6 {
             return self.build_centos6(sh, &def);
         }
-        preflight(sh, &def)?;
+        preflight(sh, &def, !self.raw_only && !self.no_boot_test)?;
         let root = util::workspace_root();
         let build_dir = match &self.build_dir {
             Some(d) => absolute(d),
@@ -137,41 +137,42 @@ impl BuildOva {
         if self.raw_only {
             eprintln!("raw disks:\n  os        {os_raw}\n  retention {retention_raw}");
         } else {
-            let t = Instant::now();
             let build_id = format!(
                 "{} {}",
                 def.appliance.version,
                 os.dir.file_name().unwrap_or("os-disk")
             );
-            let ova = pack(&def, &os_raw, &retention_raw, &out_dir, build_id)?;
-            timings.push(("pack + verify".to_string(), t.elapsed(), false));
+            // The OVA gets its final name only after it passed verify-ova and its boot test, so
+            // an interrupted or failed run never leaves a file that looks ready to hand out.
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("cannot create {out_dir}"))?;
+            let ova = out_dir.join(format!("{}.ova", def.appliance.name));
+            remove_abandoned_staging(&out_dir, &def.appliance.name)?;
+            let staging = out_dir.join(format!(
+                ".{}.ova{STAGING_MARK}{}",
+                def.appliance.name,
+                std::process::id()
+            ));
+            let result = self.pack_and_boot(
+                sh,
+                &def,
+                &def_path,
+                &os_raw,
+                &retention_raw,
+                &staging,
+                build_id,
+                &mut timings,
+            );
+            if let Err(e) = result {
+                let _ = std::fs::remove_file(&staging);
+                return Err(e);
+            }
+            std::fs::rename(&staging, &ova)
+                .with_context(|| format!("cannot rename {staging} to {ova}"))?;
             eprintln!(
                 "OVA: {ova} ({})",
                 progress::human_bytes(std::fs::metadata(&ova)?.len())
             );
-            if !self.no_boot_test {
-                let t = Instant::now();
-                let test = crate::boot_test::BootTest {
-                    ova: Some(ova.clone()),
-                    definition: Some(def_path.clone()),
-                    password: self.password.clone(),
-                    raw: Vec::new(),
-                    accel: "auto".into(),
-                    timeout: 900,
-                    work: None,
-                };
-                if let Err(e) = test.run(sh) {
-                    // The OVA is complete and verified, but it did not boot: it must not look
-                    // ready to hand out.
-                    let failed = ova.with_extension("ova.failed-boot-test");
-                    std::fs::rename(&ova, &failed)
-                        .with_context(|| format!("cannot rename {ova}"))?;
-                    return Err(e.context(format!(
-                        "the OVA did not pass its boot test; kept as {failed} for inspection"
-                    )));
-                }
-                timings.push(("boot test".to_string(), t.elapsed(), false));
-            }
         }
         eprintln!("\nstage                 time      ");
         for (name, elapsed, reused) in &timings {
@@ -194,6 +195,74 @@ impl BuildOva {
     }
 }
 
+impl BuildOva {
+    /// Packs into `staging`, verifies, and boots it once unless `--no-boot-test`.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_and_boot(
+        &self,
+        sh: &Shell,
+        def: &Definition,
+        def_path: &Utf8Path,
+        os_raw: &Utf8Path,
+        retention_raw: &Utf8Path,
+        staging: &Utf8Path,
+        build_id: String,
+        timings: &mut Vec<(String, std::time::Duration, bool)>,
+    ) -> Result<()> {
+        let t = Instant::now();
+        pack(def, os_raw, retention_raw, staging, build_id)?;
+        timings.push(("pack + verify".to_string(), t.elapsed(), false));
+        if self.no_boot_test {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let test = crate::boot_test::BootTest {
+            ova: Some(staging.to_owned()),
+            definition: Some(def_path.to_owned()),
+            password: self.password.clone(),
+            raw: Vec::new(),
+            accel: "auto".into(),
+            timeout: 900,
+            work: None,
+        };
+        if let Err(e) = test.run(sh) {
+            // Complete and verified, but it did not boot: kept for inspection under a name
+            // that cannot be mistaken for a finished OVA.
+            let failed = staging
+                .parent()
+                .unwrap_or(Utf8Path::new("."))
+                .join(format!("{}.ova.failed-boot-test", def.appliance.name));
+            std::fs::rename(staging, &failed)
+                .with_context(|| format!("cannot rename {staging}"))?;
+            return Err(e.context(format!(
+                "the OVA did not pass its boot test; kept as {failed} for inspection"
+            )));
+        }
+        timings.push(("boot test".to_string(), t.elapsed(), false));
+        Ok(())
+    }
+}
+
+const STAGING_MARK: &str = ".unverified-";
+
+/// OVAs of runs that were interrupted before their checks finished.
+fn remove_abandoned_staging(out_dir: &Utf8Path, name: &str) -> Result<()> {
+    let prefix = format!(".{name}.ova{STAGING_MARK}");
+    for entry in std::fs::read_dir(out_dir).with_context(|| format!("cannot list {out_dir}"))? {
+        let entry = entry?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        if !Utf8Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("removing the unverified OVA of an interrupted build: {out_dir}/{file}");
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {out_dir}/{file}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn report(
     name: &str,
     out: &cache::StageOutput,
@@ -212,7 +281,7 @@ fn report(
 }
 
 /// Everything the build needs, checked before the first minute is spent.
-fn preflight(sh: &Shell, def: &Definition) -> Result<()> {
+fn preflight(sh: &Shell, def: &Definition, boot_test: bool) -> Result<()> {
     if !host::is_root() {
         bail!("build-ova must run as root: mmdebstrap installs packages as root, and only root can recreate the root file system's owners and device nodes before mke2fs copies them into the image (no loop device or mount is used). Run it as root, e.g. `sudo -E cargo xtask build-ova`.");
     }
@@ -220,6 +289,9 @@ fn preflight(sh: &Shell, def: &Definition) -> Result<()> {
     tools.push(tool("musl-gcc", "musl-tools"));
     if def.retention_disk.fs == appliance::definition::FileSystem::Xfs {
         tools.push(tool("mkfs.xfs", "xfsprogs"));
+    }
+    if boot_test {
+        tools.extend(crate::boot_test::TOOLS);
     }
     host::ensure(sh, "build-ova", &tools)?;
     host::ensure_musl_target(sh)
@@ -246,13 +318,7 @@ fn build_agent(sh: &Shell) -> Result<Utf8PathBuf> {
 
 /// The agent's configuration file, from the definition: one source for port, policy and paths.
 pub fn agent_config_toml(def: &Definition) -> Result<String> {
-    let cfg = mt_agent::config::AgentConfig {
-        port: def.agent.port,
-        retention_mount: def.retention_disk.mount.clone().into(),
-        rpo_threshold_minutes: def.policy.rpo_threshold_minutes,
-        retention_hours: def.policy.retention_hours,
-        app_consistent_frequency_minutes: def.policy.app_consistent_frequency_minutes,
-    };
+    let cfg = util::agent_config(def);
     Ok(toml::to_string_pretty(&cfg)?)
 }
 
@@ -263,12 +329,10 @@ fn pack(
     def: &Definition,
     os: &Utf8Path,
     retention: &Utf8Path,
-    out_dir: &Utf8Path,
+    out: &Utf8Path,
     build_id: String,
-) -> Result<Utf8PathBuf> {
+) -> Result<()> {
     use appliance::ovf::DiskRole;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {out_dir}"))?;
-    let out = out_dir.join(format!("{}.ova", def.appliance.name));
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => Some(v.trim().parse::<u64>().with_context(|| {
             format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
@@ -287,7 +351,7 @@ fn pack(
         appliance::ova::pack(
             def,
             &[(DiskRole::Os, os), (DiskRole::Retention, retention)],
-            &out,
+            out,
             &opts,
         )
         .with_context(|| format!("packing {out}"))?
@@ -300,7 +364,7 @@ fn pack(
         raw_dir: None,
     };
     let report =
-        appliance::verify::verify_ova(&out, &verify).with_context(|| format!("verifying {out}"))?;
+        appliance::verify::verify_ova(out, &verify).with_context(|| format!("verifying {out}"))?;
     let errors: Vec<String> = report
         .findings
         .iter()
@@ -311,7 +375,7 @@ fn pack(
         eprintln!("verify-ova: {f}");
     }
     if !errors.is_empty() {
-        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(out);
         bail!(
             "the OVA failed verify-ova ({} error(s)); it was removed:\n{}",
             errors.len(),
@@ -319,11 +383,11 @@ fn pack(
         );
     }
     eprintln!(
-        "verify-ova: {out} OK for vSphere {} (sha256 {})",
+        "verify-ova: OK for vSphere {} (sha256 {})",
         def.appliance.vsphere_compat.as_str(),
         summary.sha256
     );
-    Ok(out)
+    Ok(())
 }
 
 /// A path given on the command line is relative to where the user ran the command.

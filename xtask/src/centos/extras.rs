@@ -82,6 +82,10 @@ pub fn build_cd(
     }
     std::fs::copy(agent, staging.join(EXTRAS_AGENT_FILE))
         .with_context(|| format!("cannot copy {agent} into {staging}"))?;
+    // setup in %post installs the agent configuration from the definition, never a default.
+    let config = staging.join(appliance::kickstart::EXTRAS_AGENT_CONFIG_FILE);
+    std::fs::write(&config, crate::build_ova::agent_config_toml(def)?)
+        .with_context(|| format!("cannot write {config}"))?;
     if out.exists() {
         std::fs::remove_file(out).with_context(|| format!("cannot remove the old {out}"))?;
     }

@@ -1,0 +1,509 @@
+//! Who may talk to whom. Each end has a static X25519 key pair kept in its state directory.
+//! Enrolment (once): the sender proves it knows the master target's passphrase (a Noise XXpsk3
+//! handshake whose pre-shared key is PBKDF2-HMAC-SHA256 of the passphrase with the agent's own
+//! salt); both ends learn each other's static key; the master target records the sender's key
+//! as authorised and the sender pins the master target's key. Every later session is a Noise XX
+//! handshake that the master target accepts only from an authorised key and the sender only
+//! with the pinned key. This module never stores or logs the passphrase or a derived key.
+
+use super::transport::{self, Channel, ENROL_PATTERN, HELLO_MAGIC, MODE_ENROL, MODE_SESSION};
+use super::{Message, PROTOCOL_VERSION};
+use anyhow::{anyhow, bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use std::collections::BTreeSet;
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// Where the master target's passphrase is read from (one line; readable only by root). The
+/// appliance's first boot writes it; `mt-agent serve --passphrase-file` overrides it.
+pub const PASSPHRASE_PATH: &str = "/etc/mt-agent/passphrase";
+/// The master target's keys and authorised senders.
+pub const DEFAULT_SERVER_STATE: &str = "/var/lib/mt-agent/serve";
+/// A sender's key and the master-target keys it pinned.
+pub const DEFAULT_SENDER_STATE: &str = "/var/lib/mt-agent/send";
+/// PBKDF2-HMAC-SHA256 rounds (OWASP 2023 guidance for this KDF): an offline guess costs as
+/// much as an enrolment.
+pub const KDF_ROUNDS: u32 = 600_000;
+const SALT_LEN: usize = 16;
+/// How long the handshake may take before an unresponsive peer is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A static key pair, stored as two hex lines (private, public) in a file only root can read.
+#[derive(Clone)]
+pub struct KeyPair {
+    pub private: [u8; 32],
+    pub public: [u8; 32],
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("cannot read /dev/urandom")?;
+    Ok(b)
+}
+
+/// Writes a file only its owner can read, atomically (temp file in the same directory, rename).
+fn write_private(path: &Utf8Path, text: &str) -> Result<()> {
+    let dir = path.parent().unwrap_or(Utf8Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap_or("state")));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {tmp}"))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {tmp}"))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {tmp} to {path}"))?;
+    Ok(())
+}
+
+impl KeyPair {
+    /// Loads `DIR/key`, creating it on first use.
+    pub fn load_or_create(dir: &Utf8Path) -> Result<KeyPair> {
+        let path = dir.join("key");
+        if path.exists() {
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+            let mut lines = text.lines();
+            let (Some(private), Some(public)) = (
+                lines.next().and_then(unhex32),
+                lines.next().and_then(unhex32),
+            ) else {
+                bail!("{path} is not a key file (two lines of 64 hex digits); move it away to make a new key, then enrol again");
+            };
+            return Ok(KeyPair { private, public });
+        }
+        let kp = snow::Builder::new(transport::SESSION_PATTERN.parse()?)
+            .generate_keypair()
+            .map_err(|e| anyhow!("cannot generate a key: {e}"))?;
+        let pair = KeyPair {
+            private: kp.private.as_slice().try_into()?,
+            public: kp.public.as_slice().try_into()?,
+        };
+        write_private(
+            &path,
+            &format!("{}\n{}\n", hex(&pair.private), hex(&pair.public)),
+        )?;
+        Ok(pair)
+    }
+}
+
+/// Reads the passphrase: the first line of a file nobody but its owner may read.
+pub fn read_passphrase(path: &Utf8Path) -> Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!("cannot read the passphrase file {path} (the master target's passphrase, one line)")
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "the passphrase file {path} is readable by others (mode {:o}); run chmod 600 {path}",
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        bail!("the passphrase file {path} is empty");
+    }
+    Ok(line.to_owned())
+}
+
+fn derive_psk(passphrase: &str, salt: &[u8], rounds: u32) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(passphrase.as_bytes(), salt, rounds, &mut out);
+    out
+}
+
+/// The master target's side: its key, salt, passphrase and authorised senders.
+pub struct ServerAuth {
+    dir: Utf8PathBuf,
+    key: KeyPair,
+    salt: [u8; SALT_LEN],
+    passphrase_file: Utf8PathBuf,
+    /// Derived on the first enrolment, then kept (one slow derivation per agent run).
+    psk: OnceLock<std::result::Result<[u8; 32], String>>,
+    authorised: Mutex<BTreeSet<[u8; 32]>>,
+}
+
+/// What a sender asked for after a successful handshake.
+pub enum Accepted {
+    /// A replication session from an authorised sender.
+    Session(Channel),
+    /// A sender was just enrolled (the connection is finished).
+    Enrolled([u8; 32]),
+}
+
+impl ServerAuth {
+    pub fn load(dir: &Utf8Path, passphrase_file: &Utf8Path) -> Result<ServerAuth> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+        let key = KeyPair::load_or_create(dir)?;
+        let salt_path = dir.join("salt");
+        let salt = if salt_path.exists() {
+            let t = std::fs::read_to_string(&salt_path)
+                .with_context(|| format!("cannot read {salt_path}"))?;
+            let b = unhex32(&format!("{:0<64}", t.trim()))
+                .filter(|_| t.trim().len() == 2 * SALT_LEN)
+                .ok_or_else(|| anyhow!("{salt_path} is not 32 hex digits"))?;
+            b[..SALT_LEN].try_into()?
+        } else {
+            let s: [u8; SALT_LEN] = random()?;
+            write_private(&salt_path, &format!("{}\n", hex(&s)))?;
+            s
+        };
+        let mut authorised = BTreeSet::new();
+        let auth_path = dir.join("authorised-senders");
+        if auth_path.exists() {
+            let text = std::fs::read_to_string(&auth_path)
+                .with_context(|| format!("cannot read {auth_path}"))?;
+            for (n, line) in text.lines().enumerate() {
+                let word = line.split_whitespace().next().unwrap_or("");
+                if word.is_empty() || word.starts_with('#') {
+                    continue;
+                }
+                let k = unhex32(word)
+                    .ok_or_else(|| anyhow!("{auth_path} line {}: not a 64-hex-digit key", n + 1))?;
+                authorised.insert(k);
+            }
+        }
+        Ok(ServerAuth {
+            dir: dir.to_owned(),
+            key,
+            salt,
+            passphrase_file: passphrase_file.to_owned(),
+            psk: OnceLock::new(),
+            authorised: Mutex::new(authorised),
+        })
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.public
+    }
+
+    fn psk(&self) -> std::result::Result<[u8; 32], String> {
+        self.psk
+            .get_or_init(|| {
+                read_passphrase(&self.passphrase_file)
+                    .map(|p| derive_psk(&p, &self.salt, KDF_ROUNDS))
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+    }
+
+    fn authorise(&self, key: [u8; 32], peer: &str) -> Result<()> {
+        let mut set = self.authorised.lock().unwrap_or_else(|e| e.into_inner());
+        if set.insert(key) {
+            let mut text =
+                String::from("# senders enrolled with the passphrase: key, first address\n");
+            for k in set.iter() {
+                let note = if *k == key { peer } else { "" };
+                text.push_str(&format!("{} {note}\n", hex(k)));
+            }
+            write_private(&self.dir.join("authorised-senders"), &text)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the server side of the handshake on a fresh connection. An error is the reason the
+    /// peer was refused (already told to the peer where possible).
+    pub fn accept(&self, mut stream: TcpStream) -> Result<Accepted> {
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        // The banner: what the port answered before replication existed, kept for probes.
+        writeln!(stream, "mt-agent {}", env!("CARGO_PKG_VERSION"))?;
+        let mut hello = [0u8; 7];
+        stream
+            .read_exact(&mut hello)
+            .map_err(|e| anyhow!("no hello ({e})"))?;
+        if hello[..4] != HELLO_MAGIC {
+            bail!(
+                "not an mt-agent replication peer (the first bytes are {:02x?}, not \"MTRP\")",
+                &hello[..4]
+            );
+        }
+        let version = u16::from_le_bytes([hello[4], hello[5]]);
+        if version != PROTOCOL_VERSION {
+            bail!("protocol version {version}; this agent speaks {PROTOCOL_VERSION}");
+        }
+        let mode = hello[6];
+        let params = match mode {
+            MODE_ENROL => ENROL_PATTERN,
+            MODE_SESSION => transport::SESSION_PATTERN,
+            m => bail!("unknown hello mode {m}"),
+        };
+        let mut prologue = hello.to_vec();
+        let psk;
+        let mut builder = snow::Builder::new(params.parse()?)
+            .local_private_key(&self.key.private)
+            .map_err(|e| anyhow!("{e}"))?;
+        if mode == MODE_ENROL {
+            let mut offer = self.salt.to_vec();
+            offer.extend_from_slice(&KDF_ROUNDS.to_le_bytes());
+            transport::write_record(&mut stream, &offer)?;
+            prologue.extend_from_slice(&offer);
+            psk = match self.psk() {
+                Ok(k) => k,
+                Err(why) => {
+                    let _ = transport::write_status(
+                        &mut stream,
+                        Some("this master target has no passphrase set; enrolment is closed"),
+                    );
+                    bail!("enrolment refused: {why}");
+                }
+            };
+            builder = builder.psk(3, &psk).map_err(|e| anyhow!("{e}"))?;
+        }
+        let mut hs = builder
+            .prologue(&prologue)
+            .map_err(|e| anyhow!("{e}"))?
+            .build_responder()
+            .map_err(|e| anyhow!("{e}"))?;
+        let mut buf = vec![0u8; 65535];
+        let m1 =
+            transport::read_record(&mut stream).context("the sender left before the handshake")?;
+        hs.read_message(&m1, &mut buf)
+            .map_err(|e| anyhow!("bad first handshake message: {e}"))?;
+        let n = hs
+            .write_message(&[], &mut buf)
+            .map_err(|e| anyhow!("{e}"))?;
+        transport::write_record(&mut stream, &buf[..n])?;
+        let m3 = transport::read_record(&mut stream).context(
+            "the sender left during the handshake (a sender whose pin does not match this master target's key does that)",
+        )?;
+        if hs.read_message(&m3, &mut buf).is_err() {
+            let why = if mode == MODE_ENROL {
+                "wrong passphrase (the enrolment handshake does not authenticate)"
+            } else {
+                "the handshake does not authenticate"
+            };
+            let _ = transport::write_status(&mut stream, Some(why));
+            bail!("{why}");
+        }
+        let remote: [u8; 32] = hs
+            .get_remote_static()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| anyhow!("no sender key in the handshake"))?;
+        if mode == MODE_SESSION {
+            let known = self
+                .authorised
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&remote);
+            if !known {
+                let why = format!(
+                    "unknown sender key {}: enrol it first (mt-agent enrol with the master target's passphrase)",
+                    hex(&remote)
+                );
+                let _ = transport::write_status(&mut stream, Some(&why));
+                bail!("{why}");
+            }
+        }
+        transport::write_status(&mut stream, None)?;
+        stream.set_read_timeout(None)?;
+        let noise = hs
+            .into_stateless_transport_mode()
+            .map_err(|e| anyhow!("{e}"))?;
+        let mut ch = Channel::new(stream, noise)?;
+        if mode == MODE_ENROL {
+            self.authorise(remote, &peer)?;
+            ch.tx.send(&Message::Enrolled)?;
+            return Ok(Accepted::Enrolled(remote));
+        }
+        Ok(Accepted::Session(ch))
+    }
+}
+
+/// The sender's side: its key and the master-target keys it pinned.
+pub struct SenderAuth {
+    dir: Utf8PathBuf,
+    key: KeyPair,
+}
+
+fn pin_path(dir: &Utf8Path, target: &str) -> Utf8PathBuf {
+    let safe: String = target
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join("pinned").join(safe)
+}
+
+impl SenderAuth {
+    pub fn load(dir: &Utf8Path) -> Result<SenderAuth> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+        Ok(SenderAuth {
+            dir: dir.to_owned(),
+            key: KeyPair::load_or_create(dir)?,
+        })
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.public
+    }
+
+    /// The master-target key pinned for `target` (HOST:PORT), if enrolled.
+    pub fn pinned(&self, target: &str) -> Result<Option<[u8; 32]>> {
+        let p = pin_path(&self.dir, target);
+        if !p.exists() {
+            return Ok(None);
+        }
+        let t = std::fs::read_to_string(&p).with_context(|| format!("cannot read {p}"))?;
+        unhex32(&t).map(Some).ok_or_else(|| {
+            anyhow!("{p} is not a pinned key (64 hex digits); delete it and enrol again")
+        })
+    }
+
+    fn connect(&self, target: &str, mode: u8) -> Result<TcpStream> {
+        let mut stream =
+            TcpStream::connect(target).with_context(|| format!("cannot connect to {target}"))?;
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        let mut banner = Vec::new();
+        std::io::BufReader::new((&stream).take(128))
+            .read_until(b'\n', &mut banner)
+            .with_context(|| format!("{target} sent no banner"))?;
+        if banner.is_empty() {
+            // The listener went away between accept and banner (a restart): worth retrying.
+            return Err(anyhow::Error::new(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{target} closed the connection before its banner"),
+            )));
+        }
+        if !banner.starts_with(b"mt-agent ") {
+            bail!(
+                "{target} is not an mt-agent (its banner is {:?})",
+                String::from_utf8_lossy(&banner)
+            );
+        }
+        let mut hello = HELLO_MAGIC.to_vec();
+        hello.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        hello.push(mode);
+        stream.write_all(&hello)?;
+        Ok(stream)
+    }
+
+    fn finish(
+        target: &str,
+        mut stream: TcpStream,
+        mut hs: snow::HandshakeState,
+        expect: Option<[u8; 32]>,
+    ) -> Result<Channel> {
+        let mut buf = vec![0u8; 65535];
+        let n = hs
+            .write_message(&[], &mut buf)
+            .map_err(|e| anyhow!("{e}"))?;
+        transport::write_record(&mut stream, &buf[..n])?;
+        let m2 = transport::read_record(&mut stream)
+            .with_context(|| format!("{target} closed the connection during the handshake"))?;
+        hs.read_message(&m2, &mut buf)
+            .map_err(|e| anyhow!("{target}: bad handshake message: {e}"))?;
+        let server: [u8; 32] = hs
+            .get_remote_static()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| anyhow!("{target} sent no key"))?;
+        if let Some(pinned) = expect {
+            if server != pinned {
+                bail!(
+                    "refused: {target} presented key {} but key {} is pinned for it; if the master target was rebuilt, delete the pin and enrol again",
+                    hex(&server),
+                    hex(&pinned)
+                );
+            }
+        }
+        let n = hs
+            .write_message(&[], &mut buf)
+            .map_err(|e| anyhow!("{e}"))?;
+        transport::write_record(&mut stream, &buf[..n])?;
+        if let Some(why) = transport::read_status(&mut stream)
+            .with_context(|| format!("{target} closed the connection during the handshake"))?
+        {
+            bail!("{target} refused the connection: {why}");
+        }
+        stream.set_read_timeout(None)?;
+        let noise = hs
+            .into_stateless_transport_mode()
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(Channel::new(stream, noise)?)
+    }
+
+    /// Proves the passphrase to `target`, pins its key and has this sender's key authorised.
+    pub fn enrol(&self, target: &str, passphrase: &str) -> Result<[u8; 32]> {
+        let mut stream = self.connect(target, MODE_ENROL)?;
+        let offer = transport::read_record(&mut stream)
+            .with_context(|| format!("{target} sent no enrolment offer"))?;
+        if offer.len() != SALT_LEN + 4 {
+            bail!("{target} sent a malformed enrolment offer");
+        }
+        let rounds = u32::from_le_bytes(offer[SALT_LEN..].try_into()?);
+        if !(100_000..=10_000_000).contains(&rounds) {
+            bail!("{target} asks for {rounds} key-derivation rounds (100000 to 10000000 allowed)");
+        }
+        let psk = derive_psk(passphrase, &offer[..SALT_LEN], rounds);
+        let mut prologue = HELLO_MAGIC.to_vec();
+        prologue.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        prologue.push(MODE_ENROL);
+        prologue.extend_from_slice(&offer);
+        let hs = snow::Builder::new(ENROL_PATTERN.parse()?)
+            .local_private_key(&self.key.private)
+            .and_then(|b| b.psk(3, &psk))
+            .and_then(|b| b.prologue(&prologue))
+            .and_then(|b| b.build_initiator())
+            .map_err(|e| anyhow!("{e}"))?;
+        let mut ch = Self::finish(target, stream, hs, None)?;
+        match ch.rx.recv() {
+            Ok(Some(Message::Enrolled)) => {}
+            other => bail!("{target} did not confirm the enrolment ({other:?})"),
+        }
+        write_private(
+            &pin_path(&self.dir, target),
+            &format!("{}\n", hex(&ch.remote_key)),
+        )?;
+        Ok(ch.remote_key)
+    }
+
+    /// Opens a replication session with an enrolled master target.
+    pub fn session(&self, target: &str) -> Result<Channel> {
+        let Some(pinned) = self.pinned(target)? else {
+            bail!("no key is pinned for {target}: enrol first (mt-agent enrol --to {target} --passphrase-file FILE)");
+        };
+        let stream = self.connect(target, MODE_SESSION)?;
+        let mut prologue = HELLO_MAGIC.to_vec();
+        prologue.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        prologue.push(MODE_SESSION);
+        let hs = snow::Builder::new(transport::SESSION_PATTERN.parse()?)
+            .local_private_key(&self.key.private)
+            .and_then(|b| b.prologue(&prologue))
+            .and_then(|b| b.build_initiator())
+            .map_err(|e| anyhow!("{e}"))?;
+        Self::finish(target, stream, hs, Some(pinned))
+    }
+}

@@ -1,0 +1,341 @@
+//! Network replication between a process server (`mt-agent send`) and the master target
+//! (`mt-agent serve`). Protocol and security design: `agent/docs/protocol.md`.
+//!
+//! Layers, bottom up: [`transport`] (TCP, the Noise handshake, an encrypted and authenticated
+//! byte channel), [`auth`] (keys, passphrase enrolment, pinning), the messages in this module
+//! (length-limited, versioned; replication frames from [`crate::frame`] travel inside them
+//! unchanged), and the two ends, [`receiver`] and [`sender`], with [`resync`] for block hashing.
+//! Nothing here writes to a target except through the retention journal's public API.
+
+pub mod auth;
+pub mod receiver;
+pub mod resync;
+pub mod sender;
+pub mod transport;
+
+use crate::frame::{FRAME_HASH_LEN, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
+use std::io::Read;
+
+/// The version of the message layer (the frame format has its own).
+pub const PROTOCOL_VERSION: u16 = 1;
+/// A message body is never larger than the largest frame.
+pub const MAX_MESSAGE_BODY: u32 =
+    FRAME_HEADER_LEN as u32 + MAX_FRAME_PAYLOAD + FRAME_HASH_LEN as u32;
+/// Hashes per [`Message::Hashes`]: 512 x 64 KiB = 32 MiB of disk per message.
+pub const HASHES_PER_MESSAGE: usize = 512;
+/// Delta resync compares blocks of this size.
+pub const RESYNC_BLOCK: u32 = 64 << 10;
+
+const MSG_FRAME: u8 = 1;
+const MSG_POSITION: u8 = 2;
+const MSG_CREDIT: u8 = 3;
+const MSG_ACK: u8 = 4;
+const MSG_HASH_REQUEST: u8 = 5;
+const MSG_HASHES: u8 = 6;
+const MSG_HASHES_DONE: u8 = 7;
+const MSG_FLUSH: u8 = 8;
+const MSG_REFUSED: u8 = 9;
+const MSG_ENROLLED: u8 = 10;
+
+/// One message of the replication session (inside the encrypted channel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A replication frame, exactly as [`crate::frame::encode`] makes it (checked by the
+    /// receiver with the frame decoder before anything reaches the journal).
+    Frame(Vec<u8>),
+    /// Receiver -> sender after the start frame: everything up to this LSN is durable.
+    Position { acked: u64 },
+    /// Receiver -> sender: the sender may send this many more bytes of frames.
+    Credit { bytes: u64 },
+    /// Receiver -> sender: durable (acknowledged) through this LSN.
+    Ack { lsn: u64 },
+    /// Sender -> receiver: hash every disk in blocks of this size and stream the hashes.
+    HashRequest { block_size: u32 },
+    /// Receiver -> sender: BLAKE3 of consecutive blocks of one disk.
+    Hashes {
+        disk: u32,
+        first_block: u64,
+        hashes: Vec<[u8; 32]>,
+    },
+    /// Receiver -> sender: every block of this disk has been hashed.
+    HashesDone { disk: u32 },
+    /// Sender -> receiver: make everything received durable and acknowledge it.
+    Flush,
+    /// Either side, before closing: why. `retry` says whether the same request may succeed later.
+    Refused { retry: bool, why: String },
+    /// Receiver -> sender at the end of an enrolment.
+    Enrolled,
+}
+
+impl Message {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Frame(_) => "frame",
+            Message::Position { .. } => "position",
+            Message::Credit { .. } => "credit",
+            Message::Ack { .. } => "ack",
+            Message::HashRequest { .. } => "hash-request",
+            Message::Hashes { .. } => "hashes",
+            Message::HashesDone { .. } => "hashes-done",
+            Message::Flush => "flush",
+            Message::Refused { .. } => "refused",
+            Message::Enrolled => "enrolled",
+        }
+    }
+
+    /// Type byte, little-endian body length, body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        let kind = match self {
+            Message::Frame(f) => {
+                body.extend_from_slice(f);
+                MSG_FRAME
+            }
+            Message::Position { acked } => {
+                body.extend_from_slice(&acked.to_le_bytes());
+                MSG_POSITION
+            }
+            Message::Credit { bytes } => {
+                body.extend_from_slice(&bytes.to_le_bytes());
+                MSG_CREDIT
+            }
+            Message::Ack { lsn } => {
+                body.extend_from_slice(&lsn.to_le_bytes());
+                MSG_ACK
+            }
+            Message::HashRequest { block_size } => {
+                body.extend_from_slice(&block_size.to_le_bytes());
+                MSG_HASH_REQUEST
+            }
+            Message::Hashes {
+                disk,
+                first_block,
+                hashes,
+            } => {
+                body.extend_from_slice(&disk.to_le_bytes());
+                body.extend_from_slice(&first_block.to_le_bytes());
+                for h in hashes {
+                    body.extend_from_slice(h);
+                }
+                MSG_HASHES
+            }
+            Message::HashesDone { disk } => {
+                body.extend_from_slice(&disk.to_le_bytes());
+                MSG_HASHES_DONE
+            }
+            Message::Flush => MSG_FLUSH,
+            Message::Refused { retry, why } => {
+                body.push(u8::from(*retry));
+                body.extend_from_slice(why.as_bytes());
+                MSG_REFUSED
+            }
+            Message::Enrolled => MSG_ENROLLED,
+        };
+        let mut out = Vec::with_capacity(5 + body.len());
+        out.push(kind);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Reads one message. Errors say what was wrong; the caller adds which message it was.
+    /// Never allocates more than [`MAX_MESSAGE_BODY`] and never panics.
+    pub fn read_from(r: &mut impl Read) -> Result<Option<Message>, String> {
+        let mut head = [0u8; 5];
+        match read_full(r, &mut head)? {
+            0 => return Ok(None),
+            5 => {}
+            n => {
+                return Err(format!(
+                    "the connection ends {n} bytes into a message header"
+                ))
+            }
+        }
+        let kind = head[0];
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+        if len > MAX_MESSAGE_BODY {
+            return Err(format!(
+                "a message of {len} bytes exceeds the limit of {MAX_MESSAGE_BODY}"
+            ));
+        }
+        let mut body = vec![0u8; len as usize];
+        let got = read_full(r, &mut body)?;
+        if got < body.len() {
+            return Err(format!(
+                "the connection ends {got} bytes into a {len}-byte message body"
+            ));
+        }
+        Message::decode(kind, body).map(Some)
+    }
+
+    fn decode(kind: u8, body: Vec<u8>) -> Result<Message, String> {
+        let fixed = |n: usize| -> Result<&[u8], String> {
+            if body.len() == n {
+                Ok(&body[..])
+            } else {
+                Err(format!(
+                    "message type {kind} has a {}-byte body, expected {n}",
+                    body.len()
+                ))
+            }
+        };
+        let u64_of = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]));
+        let u32_of = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().unwrap_or([0; 4]));
+        Ok(match kind {
+            MSG_FRAME => Message::Frame(body),
+            MSG_POSITION => Message::Position {
+                acked: u64_of(fixed(8)?),
+            },
+            MSG_CREDIT => Message::Credit {
+                bytes: u64_of(fixed(8)?),
+            },
+            MSG_ACK => Message::Ack {
+                lsn: u64_of(fixed(8)?),
+            },
+            MSG_HASH_REQUEST => {
+                let block_size = u32_of(fixed(4)?);
+                if block_size == 0
+                    || block_size > MAX_FRAME_PAYLOAD
+                    || !u64::from(block_size).is_multiple_of(crate::frame::BLOCK_SIZE)
+                {
+                    return Err(format!(
+                        "hash block size {block_size} is not a multiple of 4096 up to {MAX_FRAME_PAYLOAD}"
+                    ));
+                }
+                Message::HashRequest { block_size }
+            }
+            MSG_HASHES => {
+                if body.len() < 12 || !(body.len() - 12).is_multiple_of(32) {
+                    return Err(format!(
+                        "a hashes message of {} bytes is not 12 + 32 per hash",
+                        body.len()
+                    ));
+                }
+                let hashes: Vec<[u8; 32]> = body[12..]
+                    .chunks_exact(32)
+                    .map(|c| c.try_into().unwrap_or([0; 32]))
+                    .collect();
+                if hashes.len() > HASHES_PER_MESSAGE {
+                    return Err(format!("{} hashes in one message", hashes.len()));
+                }
+                Message::Hashes {
+                    disk: u32_of(&body[..4]),
+                    first_block: u64_of(&body[4..12]),
+                    hashes,
+                }
+            }
+            MSG_HASHES_DONE => Message::HashesDone {
+                disk: u32_of(fixed(4)?),
+            },
+            MSG_FLUSH => {
+                fixed(0)?;
+                Message::Flush
+            }
+            MSG_REFUSED => {
+                if body.is_empty() || body.len() > 4096 {
+                    return Err("a refusal without a reason or with more than 4 KiB".into());
+                }
+                Message::Refused {
+                    retry: body[0] != 0,
+                    why: String::from_utf8_lossy(&body[1..]).into_owned(),
+                }
+            }
+            MSG_ENROLLED => {
+                fixed(0)?;
+                Message::Enrolled
+            }
+            k => return Err(format!("unknown message type {k}")),
+        })
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, String> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(got)
+}
+
+/// Decodes the single replication frame a [`Message::Frame`] carries (no more, no less).
+pub fn decode_frame(bytes: &[u8], index: u64) -> Result<crate::frame::Frame, String> {
+    let mut r = crate::frame::FrameReader::new(bytes);
+    let f = match r.next_frame() {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(format!("frame #{index}: empty")),
+        Err(e) => return Err(format!("frame #{index}: {}", e.what)),
+    };
+    if r.position().1 != bytes.len() as u64 {
+        return Err(format!("frame #{index}: trailing bytes after the frame"));
+    }
+    Ok(f)
+}
+
+/// The property the fuzz target (`agent/fuzz`) and its stable-toolchain stand-in
+/// (`tests/replication_fuzz.rs`) check on arbitrary bytes: the frame and message decoders
+/// return or refuse without panicking, never read past a limit, and whatever they accept is
+/// exactly what the encoder makes of it (nothing unchecked slips through). Panics on a violation.
+pub fn check_decoders(data: &[u8]) {
+    let mut r = crate::frame::FrameReader::new(data);
+    let mut at = 0usize;
+    while let Ok(Some(f)) = r.next_frame() {
+        let end = r.position().1 as usize;
+        assert_eq!(
+            crate::frame::encode(&f),
+            data[at..end],
+            "a decoded frame does not re-encode to its bytes"
+        );
+        at = end;
+    }
+    let mut m = data;
+    while let Ok(Some(msg)) = Message::read_from(&mut m) {
+        if let Message::Frame(bytes) = &msg {
+            if let Ok(f) = decode_frame(bytes, 0) {
+                assert_eq!(&crate::frame::encode(&f), bytes);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_oversized_ones_are_refused_before_allocating() {
+        let all = vec![
+            Message::Frame(vec![1, 2, 3]),
+            Message::Position { acked: 7 },
+            Message::Credit { bytes: 1 << 20 },
+            Message::Ack { lsn: 9 },
+            Message::HashRequest { block_size: 65536 },
+            Message::Hashes {
+                disk: 1,
+                first_block: 5,
+                hashes: vec![[3; 32]; 4],
+            },
+            Message::HashesDone { disk: 1 },
+            Message::Flush,
+            Message::Refused {
+                retry: true,
+                why: "busy".into(),
+            },
+            Message::Enrolled,
+        ];
+        let bytes: Vec<u8> = all.iter().flat_map(|m| m.encode()).collect();
+        let mut r = &bytes[..];
+        for m in &all {
+            assert_eq!(Message::read_from(&mut r).unwrap().as_ref(), Some(m));
+        }
+        assert_eq!(Message::read_from(&mut r).unwrap(), None);
+        let mut huge = vec![MSG_FRAME];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        let e = Message::read_from(&mut &huge[..]).unwrap_err();
+        assert!(e.contains("exceeds the limit"), "{e}");
+    }
+}

@@ -1,0 +1,134 @@
+//! The Debian 12 part of setup: systemd units for the agent and its first boot (enabled by
+//! their `.wants` links), the host-key unit, an empty machine-id, kdump-tools and nftables
+//! when their packages are in the root (a note saying so when they are not).
+
+use super::{
+    firewall, kdump, mount_unit, Change, Plan, Root, AGENT_BINARY, FIRSTBOOT_SERVICE,
+    HOST_KEYS_SERVICE, SERVICE,
+};
+use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
+
+const UNIT_DIR: &str = "/etc/systemd/system";
+
+fn agent_unit(cfg: &AgentConfig) -> String {
+    let mount = mount_unit(cfg.retention_mount.as_str());
+    format!(
+        "[Unit]
+Description=mt-agent, the master target's replication agent
+Documentation=man:mt-agent(8)
+# Wanted, not required: without the disk the agent starts, refuses and says why on the console
+# instead of being skipped silently; and each automatic restart asks for the mount again, so a
+# disk that appeared late (slow device probing) is mounted and used.
+Wants=network-online.target {mount}
+After=network-online.target local-fs.target {mount} {FIRSTBOOT_SERVICE}
+
+[Service]
+ExecStart={AGENT_BINARY} serve --config {DEFAULT_CONFIG_PATH}
+Restart=on-failure
+RestartSec=10
+# Core dumps of the agent are kept (kernel.core_pattern points at /var/crash).
+LimitCORE=infinity
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}
+
+/// First boot: before the network is configured and sshd reads its host keys; after the
+/// host-key unit so the two never write the same key at once. On Debian multipathd starts
+/// before the local file systems (which first boot needs), so it is told to re-read the
+/// blacklist afterwards instead of being ordered after first boot (that would be a cycle).
+fn firstboot_unit() -> String {
+    format!(
+        "[Unit]
+Description=mt-agent first boot: OS disk blacklist, retention disk, SSH host keys
+DefaultDependencies=no
+After=local-fs.target {HOST_KEYS_SERVICE}
+Before=network-pre.target ssh.service {SERVICE} shutdown.target
+Wants=network-pre.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={AGENT_BINARY} firstboot --config {DEFAULT_CONFIG_PATH}
+# The OS disk's blacklist entry takes effect now (the '-': multipathd may not be running).
+ExecStartPost=-/usr/sbin/multipathd reconfigure
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}
+
+const HOST_KEYS_UNIT: &str = "[Unit]
+Description=Create this copy's SSH host keys (the template ships none)
+Before=ssh.service
+ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=ssh.service
+";
+
+pub fn plan(root: &Root, cfg: &AgentConfig, p: &mut Plan) {
+    let unit = |name: &str, text: String| Change::File {
+        path: format!("{UNIT_DIR}/{name}"),
+        contents: text.into_bytes(),
+        mode: 0o644,
+    };
+    let wants = |target: &str, name: &str, dir: &str| Change::Symlink {
+        path: format!("{UNIT_DIR}/{target}.wants/{name}"),
+        target: format!("{dir}/{name}"),
+    };
+    p.changes.extend([
+        unit(SERVICE, agent_unit(cfg)),
+        wants("multi-user.target", SERVICE, UNIT_DIR),
+        unit(FIRSTBOOT_SERVICE, firstboot_unit()),
+        wants("multi-user.target", FIRSTBOOT_SERVICE, UNIT_DIR),
+        unit(HOST_KEYS_SERVICE, HOST_KEYS_UNIT.into()),
+        wants("ssh.service", HOST_KEYS_SERVICE, UNIT_DIR),
+        // systemd creates a machine ID on the first boot that finds this file empty.
+        Change::File {
+            path: "/etc/machine-id".into(),
+            contents: Vec::new(),
+            mode: 0o444,
+        },
+    ]);
+    match root.read_text(kdump::DEBIAN_DEFAULTS) {
+        Some(cur) => p.changes.push(Change::File {
+            path: kdump::DEBIAN_DEFAULTS.into(),
+            contents: kdump::debian_defaults(&cur).into_bytes(),
+            mode: 0o644,
+        }),
+        None => p.notes.push(format!(
+            "{} is not in the root (kdump-tools is not installed): kernel crash dumps are not configured",
+            kdump::DEBIAN_DEFAULTS
+        )),
+    }
+    if root.exists("/usr/sbin/nft") {
+        p.changes.push(Change::File {
+            path: "/etc/nftables.conf".into(),
+            contents: firewall::nftables(cfg.port).into_bytes(),
+            mode: 0o755,
+        });
+        p.changes.push(Change::Symlink {
+            path: format!("{UNIT_DIR}/sysinit.target.wants/nftables.service"),
+            target: "/lib/systemd/system/nftables.service".into(),
+        });
+    } else {
+        p.notes.push(format!(
+            "nft is not in the root (the nftables package is not installed): no firewall rules written; only ports {} and {} should be reachable",
+            firewall::SSH_PORT,
+            cfg.port
+        ));
+    }
+}

@@ -1,0 +1,58 @@
+//! Firewall rules opening only SSH and the agent's port (plus loopback, ICMP and replies):
+//! `iptables-save` format for el6's iptables service, an nftables ruleset on Debian.
+
+pub const SSH_PORT: u16 = 22;
+
+pub fn iptables(agent_port: u16) -> String {
+    format!(
+        "# The master target's firewall (mt-agent setup): only SSH and the agent's port are open.\n\
+         *filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT\n\
+         -A INPUT -p icmp -j ACCEPT\n\
+         -A INPUT -i lo -j ACCEPT\n\
+         -A INPUT -m state --state NEW -m tcp -p tcp --dport {SSH_PORT} -j ACCEPT\n\
+         -A INPUT -m state --state NEW -m tcp -p tcp --dport {agent_port} -j ACCEPT\n\
+         -A INPUT -j REJECT --reject-with icmp-host-prohibited\n\
+         -A FORWARD -j REJECT --reject-with icmp-host-prohibited\n\
+         COMMIT\n"
+    )
+}
+
+pub fn ip6tables(agent_port: u16) -> String {
+    format!(
+        "# The master target's IPv6 firewall (mt-agent setup): only SSH and the agent's port are open.\n\
+         *filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT\n\
+         -A INPUT -p ipv6-icmp -j ACCEPT\n\
+         -A INPUT -i lo -j ACCEPT\n\
+         -A INPUT -m state --state NEW -m tcp -p tcp --dport {SSH_PORT} -j ACCEPT\n\
+         -A INPUT -m state --state NEW -m tcp -p tcp --dport {agent_port} -j ACCEPT\n\
+         -A INPUT -j REJECT --reject-with icmp6-adm-prohibited\n\
+         -A FORWARD -j REJECT --reject-with icmp6-adm-prohibited\n\
+         COMMIT\n"
+    )
+}
+
+pub fn nftables(agent_port: u16) -> String {
+    format!(
+        "#!/usr/sbin/nft -f\n\
+         # The master target's firewall (mt-agent setup): only SSH and the agent's port are open.\n\
+         flush ruleset\n\n\
+         table inet filter {{\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy drop;\n\
+         \t\tct state established,related accept\n\
+         \t\tct state invalid drop\n\
+         \t\tiif \"lo\" accept\n\
+         \t\tmeta l4proto {{ icmp, ipv6-icmp }} accept\n\
+         \t\ttcp dport {{ {SSH_PORT}, {agent_port} }} accept\n\
+         \t}}\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority filter; policy drop;\n\
+         \t}}\n\
+         \tchain output {{\n\
+         \t\ttype filter hook output priority filter; policy accept;\n\
+         \t}}\n\
+         }}\n"
+    )
+}

@@ -1,0 +1,60 @@
+//! Crash dumps to `/var/crash` (the OS disk's crash partition): el6's kexec-tools reads
+//! `/etc/kdump.conf`, Debian's kdump-tools `/etc/default/kdump-tools`. The reserved memory
+//! (`crashkernel=`) is on the kernel command line, which the bootloader's builder owns.
+
+pub const CRASH_DIR: &str = "/var/crash";
+pub const EL6_CONF: &str = "/etc/kdump.conf";
+pub const DEBIAN_DEFAULTS: &str = "/etc/default/kdump-tools";
+
+pub fn el6_conf() -> String {
+    format!(
+        "# kdump (mt-agent setup): vmcores go to the crash partition.\n\
+         path {CRASH_DIR}\n\
+         core_collector makedumpfile -c --message-level 1 -d 31\n"
+    )
+}
+
+/// Debian's defaults file with kdump on and the dump directory set; other lines are kept.
+pub fn debian_defaults(current: &str) -> String {
+    let wanted = [
+        ("USE_KDUMP", "1".to_string()),
+        ("KDUMP_COREDIR", format!("\"{CRASH_DIR}\"")),
+    ];
+    let mut out = String::new();
+    let mut seen = [false; 2];
+    for line in current.lines() {
+        let key = line
+            .trim_start_matches('#')
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim();
+        match wanted.iter().position(|(k, _)| *k == key) {
+            Some(i) if !seen[i] && line.contains('=') => {
+                seen[i] = true;
+                out.push_str(&format!("{}={}\n", wanted[i].0, wanted[i].1));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    for (i, (k, v)) in wanted.iter().enumerate() {
+        if !seen[i] {
+            out.push_str(&format!("{k}={v}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debian_defaults_are_edited_in_place_and_stable() {
+        let cur = "# kdump-tools configuration\nUSE_KDUMP=0\n#KDUMP_COREDIR=\"/var/crash\"\nKDUMP_SYSCTL=\"kernel.panic_on_oops=1\"\n";
+        let once = super::debian_defaults(cur);
+        assert_eq!(once, "# kdump-tools configuration\nUSE_KDUMP=1\nKDUMP_COREDIR=\"/var/crash\"\nKDUMP_SYSCTL=\"kernel.panic_on_oops=1\"\n");
+        assert_eq!(super::debian_defaults(&once), once);
+    }
+}

@@ -1,0 +1,246 @@
+//! Shared rig for the replication tests: a scratch directory on tmpfs, an agent configuration,
+//! `mt-agent serve` run as a child process on a loopback port, the `mt-agent` binary for every
+//! other step, and a seeded generator for disk contents and changes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mt-agent");
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+/// xorshift64*: reproducible test data without a crate.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+pub struct Rig {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub server: Option<Child>,
+    pub addr: String,
+    pub port: u16,
+    /// Extra arguments for `serve` (e.g. a retention budget).
+    pub serve_args: Vec<String>,
+}
+
+impl Rig {
+    /// A scratch directory on /dev/shm (a tmpfs mount, so `serve`'s retention check passes and
+    /// flushes are cheap), with a passphrase file and an agent configuration.
+    pub fn new(name: &str) -> Rig {
+        let dir = PathBuf::from("/dev/shm").join(format!("mt-net-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ret")).unwrap();
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            "port = 0\nretention_mount = \"/dev/shm\"\nrpo_threshold_minutes = 15\nretention_hours = 24\napp_consistent_frequency_minutes = 60\n",
+        )
+        .unwrap();
+        write_secret(&dir.join("passphrase"), PASSPHRASE);
+        Rig {
+            dir,
+            config,
+            server: None,
+            addr: String::new(),
+            port: 0,
+            serve_args: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    /// Starts `mt-agent serve` (on the previous port if there was one) and waits for readiness.
+    pub fn start_server(&mut self) {
+        let listen = format!("127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("serve.log"))
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .args(["--listen", &listen, "--retention"])
+            .arg(self.path("ret"))
+            .arg("--state")
+            .arg(self.path("server-state"))
+            .arg("--passphrase-file")
+            .arg(self.path("passphrase"))
+            .args(&self.serve_args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.starts_with("mt-agent: ready port="),
+            "{line:?}: {}",
+            self.log()
+        );
+        let port: u16 = line["mt-agent: ready port=".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        self.port = port;
+        self.addr = format!("127.0.0.1:{port}");
+        self.server = Some(child);
+    }
+
+    pub fn kill_server(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("serve.log")).unwrap_or_default()
+    }
+
+    /// Runs `mt-agent ARGS` with the rig's configuration and retention directory in the
+    /// environment (journal commands) and returns its output.
+    pub fn mt(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("MT_AGENT_CONFIG", &self.config)
+            .env("MT_AGENT_RETENTION", self.path("ret"))
+            .output()
+            .unwrap()
+    }
+
+    pub fn mt_ok(&self, args: &[&str]) -> String {
+        let out = self.mt(args);
+        assert!(
+            out.status.success(),
+            "mt-agent {args:?} failed: {}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates group `g` with one target per (name, size), targets zero-filled files.
+    pub fn create_group(&self, group: &str, disks: &[(&str, u64)]) {
+        let mut args = vec!["group".to_string(), "create".into(), group.into()];
+        for (name, size) in disks {
+            let t = self.path(&format!("target-{name}.img"));
+            std::fs::File::create(&t).unwrap().set_len(*size).unwrap();
+            args.push("--disk".into());
+            args.push(format!("{name}={}", t.display()));
+        }
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        self.mt_ok(&a);
+    }
+
+    pub fn target(&self, name: &str) -> PathBuf {
+        self.path(&format!("target-{name}.img"))
+    }
+
+    /// `mt-agent send` with the rig's sender state; the report as JSON.
+    pub fn send(&self, state: &str, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "send".to_string(),
+            "--to".into(),
+            self.addr.clone(),
+            "--state".into(),
+            self.path(state).display().to_string(),
+            "--json".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        self.mt(&a)
+    }
+
+    /// Every file of the group's journal with its contents' hash (to prove nothing changed);
+    /// the empty lock file any opening of the group creates is left out.
+    pub fn journal_fingerprint(&self, group: &str) -> Vec<(String, String)> {
+        let dir = self.path("ret").join("groups").join(group);
+        let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name() != "lock")
+            .map(|e| {
+                let data = std::fs::read(e.path()).unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    blake3::hash(&data).to_hex().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.kill_server();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("{text}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+pub fn random_file(path: &Path, size: u64, rng: &mut Rng) -> Vec<u8> {
+    let mut data = vec![0u8; size as usize];
+    rng.fill(&mut data);
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+/// Rewrites `fraction` of the 64 KiB blocks of `data` (distinct blocks) and saves it.
+pub fn change_blocks(path: &Path, data: &mut [u8], fraction: f64, rng: &mut Rng) -> u64 {
+    let block = 64 << 10;
+    let blocks = data.len() / block;
+    let want = ((blocks as f64) * fraction).ceil() as usize;
+    let mut chosen = std::collections::BTreeSet::new();
+    while chosen.len() < want {
+        chosen.insert(rng.below(blocks as u64) as usize);
+    }
+    for b in &chosen {
+        rng.fill(&mut data[b * block..(b + 1) * block]);
+    }
+    std::fs::write(path, &*data).unwrap();
+    (chosen.len() * block) as u64
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -1,0 +1,305 @@
+//! `cargo xtask bench resync`: delta resync of one image pair by `mt-agent send --delta` over
+//! loopback (into a real journal on disk) against `rsync -I --inplace --no-whole-file` on the
+//! same files, at 1% and 10% changed 64 KiB blocks, in one run; then a full copy by
+//! `mt-agent send --full` against the disk's direct read speed. Prints time ratios, bytes on the
+//! wire against changed bytes, and throughput. Both sides start from a warm page cache.
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
+use std::process::{Child, Stdio};
+use std::time::Instant;
+use xshell::{cmd, Shell};
+
+const BLOCK: u64 = 64 << 10;
+const MIB: f64 = (1 << 20) as f64;
+
+/// Delta resync and full copy of mt-agent vs rsync.
+#[derive(clap::Args)]
+pub struct ResyncBench {
+    /// Image size (e.g. 1GiB, 4GiB).
+    #[arg(long, default_value = "1GiB")]
+    size: appliance::units::ByteSize,
+    /// Working directory [default: target/bench-resync].
+    #[arg(long)]
+    dir: Option<Utf8PathBuf>,
+}
+
+/// xorshift64*: fast reproducible image contents.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+fn random_image(path: &Utf8Path, size: u64, rng: &mut Rng) -> Result<()> {
+    let mut f = std::io::BufWriter::with_capacity(
+        4 << 20,
+        std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?,
+    );
+    let mut buf = vec![0u8; 4 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill(&mut buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// Rewrites `percent`% of the 64 KiB blocks of `path` (distinct, random); returns the bytes.
+fn change_blocks(path: &Utf8Path, size: u64, percent: u64, rng: &mut Rng) -> Result<u64> {
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let blocks = size / BLOCK;
+    let mut chosen = std::collections::BTreeSet::new();
+    while (chosen.len() as u64) < blocks * percent / 100 {
+        chosen.insert(rng.next() % blocks);
+    }
+    let mut buf = vec![0u8; BLOCK as usize];
+    for b in &chosen {
+        rng.fill(&mut buf);
+        f.write_all_at(&buf, b * BLOCK)?;
+    }
+    f.sync_all()?;
+    Ok(chosen.len() as u64 * BLOCK)
+}
+
+/// Reads a file to warm the page cache (both contenders then start equal).
+fn warm(path: &Utf8Path) -> Result<()> {
+    std::io::copy(&mut std::fs::File::open(path)?, &mut std::io::sink())?;
+    Ok(())
+}
+
+fn same(a: &Utf8Path, b: &Utf8Path) -> Result<()> {
+    let (fa, fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut x, mut y) = (vec![0u8; 4 << 20], vec![0u8; 4 << 20]);
+    let mut at = 0u64;
+    loop {
+        let n = fa.read_at(&mut x, at)?;
+        let m = fb.read_at(&mut y, at)?;
+        if n != m || x[..n] != y[..m] {
+            bail!("{a} and {b} differ near byte {at}");
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        at += n as u64;
+    }
+}
+
+/// rsync's statistics: (seconds, literal data, bytes sent + received).
+fn rsync(sh: &Shell, src: &Utf8Path, dst: &Utf8Path) -> Result<(f64, u64, u64)> {
+    let t = Instant::now();
+    let out = cmd!(sh, "rsync -I --inplace --no-whole-file --stats {src} {dst}").read()?;
+    let secs = t.elapsed().as_secs_f64();
+    let num = |label: &str| -> Result<u64> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .and_then(|v| v.split_whitespace().next())
+            .map(|v| v.replace(',', ""))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {label:?} in rsync --stats:\n{out}"))
+    };
+    Ok((
+        secs,
+        num("Literal data: ")?,
+        num("Total bytes sent: ")? + num("Total bytes received: ")?,
+    ))
+}
+
+/// Direct (uncached) read speed of the disk under `path`, by dd with O_DIRECT.
+fn direct_read_mib_s(sh: &Shell, path: &Utf8Path, size: u64) -> Result<f64> {
+    let t = Instant::now();
+    cmd!(
+        sh,
+        "dd if={path} of=/dev/null bs=4M iflag=direct status=none"
+    )
+    .run()?;
+    Ok(size as f64 / MIB / t.elapsed().as_secs_f64())
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ResyncBench {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let size = self.size.bytes() - self.size.bytes() % BLOCK;
+        let root = crate::util::workspace_root();
+        let dir = self.dir.clone().unwrap_or(root.join("target/bench-resync"));
+        if sh.path_exists(&dir) {
+            sh.remove_path(&dir)?;
+        }
+        sh.create_dir(dir.join("retention"))?;
+        eprintln!("building mt-agent (release)");
+        cmd!(sh, "cargo build --release --quiet -p mt-agent").run()?;
+        let agent = root.join("target/release/mt-agent");
+        // serve refuses to start unless its configured retention mount is a mount point of its
+        // own; /dev/shm is one on every Linux host. The journals live in dir (--retention), on
+        // the same disk as the images.
+        let (_, def) = crate::util::load_definition(None)?;
+        let cfg = mt_agent::config::AgentConfig {
+            retention_mount: "/dev/shm".into(),
+            retention_disk: None,
+            ..crate::util::agent_config(&def)
+        };
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, toml::to_string(&cfg)?)?;
+        let pass = dir.join("passphrase");
+        std::fs::write(&pass, "bench passphrase\n")?;
+        std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+
+        eprintln!("writing a {} MiB image pair", size >> 20);
+        let mut rng = Rng(0x0b5e_55ed);
+        let base = dir.join("base.img");
+        random_image(&base, size, &mut rng)?;
+        std::fs::File::open(&base)?.sync_all()?;
+
+        let (ret, state) = (dir.join("retention"), dir.join("server-state"));
+        let mut child = std::process::Command::from(cmd!(
+            sh,
+            "{agent} serve --config {config} --listen 127.0.0.1:0 --retention {ret} --state {state} --passphrase-file {pass}"
+        ));
+        let mut server = Server(
+            child
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(dir.join("serve.log"))?)
+                .spawn()
+                .context("cannot start mt-agent serve")?,
+        );
+        let mut line = String::new();
+        BufReader::new(server.0.stdout.take().context("no stdout")?).read_line(&mut line)?;
+        let port = line
+            .split("port=")
+            .nth(1)
+            .and_then(|p| p.split_whitespace().next())
+            .with_context(|| format!("no readiness line from mt-agent serve: {line:?}"))?;
+        let to = format!("127.0.0.1:{port}");
+        let sender = dir.join("sender-state");
+        cmd!(
+            sh,
+            "{agent} enrol --to {to} --passphrase-file {pass} --state {sender}"
+        )
+        .quiet()
+        .ignore_stdout()
+        .run()?;
+
+        println!(
+            "delta resync of a {} MiB image over loopback, journal on disk, page cache warm",
+            size >> 20
+        );
+        println!(
+            "{:>7} {:>10} {:>10} {:>8} {:>12} {:>12} {:>10} {:>12} {:>12}",
+            "changed",
+            "mt-agent s",
+            "rsync s",
+            "speedup",
+            "changed MiB",
+            "wire MiB",
+            "wire/chg",
+            "hash KiB",
+            "rsync MiB"
+        );
+        for percent in [1u64, 10] {
+            let src = dir.join(format!("src-{percent}.img"));
+            let target = dir.join(format!("target-{percent}.img"));
+            let rdst = dir.join(format!("rsync-{percent}.img"));
+            for p in [&src, &target, &rdst] {
+                std::fs::copy(&base, p)?;
+                // The agent flushes what it writes; nothing dirty from the setup may be billed to it.
+                std::fs::File::open(p)?.sync_all()?;
+            }
+            let changed = change_blocks(&src, size, percent, &mut rng)?;
+            let group = format!("g{percent}");
+            cmd!(sh, "{agent} group create {group} --disk d0={target} --config {config} --retention {ret}")
+                .quiet()
+                .ignore_stdout()
+                .run()?;
+            for p in [&src, &target, &rdst] {
+                warm(p)?;
+            }
+            let t = Instant::now();
+            let report = cmd!(
+                sh,
+                "{agent} send {group} --to {to} --state {sender} --delta --disk d0={src} --json"
+            )
+            .quiet()
+            .read()?;
+            let ours = t.elapsed().as_secs_f64();
+            let r: serde_json::Value = serde_json::from_str(&report)?;
+            let wire = r["wire_bytes_sent"].as_u64().unwrap_or(0)
+                + r["wire_bytes_received"].as_u64().unwrap_or(0);
+            let hashes = r["hash_bytes_received"].as_u64().unwrap_or(0);
+            if r["changed_bytes"].as_u64() != Some(changed) {
+                bail!(
+                    "mt-agent sent {} changed bytes, {changed} changed",
+                    r["changed_bytes"]
+                );
+            }
+            same(&src, &target)?;
+            let (theirs, _literal, rwire) = rsync(sh, &src, &rdst)?;
+            same(&src, &rdst)?;
+            println!(
+                "{:>6}% {:>10.2} {:>10.2} {:>7.2}x {:>12.1} {:>12.1} {:>10.3} {:>12.1} {:>12.1}",
+                percent,
+                ours,
+                theirs,
+                theirs / ours,
+                changed as f64 / MIB,
+                wire as f64 / MIB,
+                wire as f64 / (changed + hashes) as f64,
+                hashes as f64 / 1024.0,
+                rwire as f64 / MIB,
+            );
+            for p in [&src, &target, &rdst] {
+                std::fs::remove_file(p)?;
+            }
+        }
+
+        let target = dir.join("target-full.img");
+        std::fs::File::create(&target)?.set_len(size)?;
+        cmd!(
+            sh,
+            "{agent} group create gfull --disk d0={target} --config {config} --retention {ret}"
+        )
+        .quiet()
+        .ignore_stdout()
+        .run()?;
+        let read = direct_read_mib_s(sh, &base, size)?;
+        warm(&base)?;
+        let t = Instant::now();
+        cmd!(
+            sh,
+            "{agent} send gfull --to {to} --state {sender} --full --disk d0={base} --json"
+        )
+        .quiet()
+        .ignore_stdout()
+        .run()?;
+        let full = size as f64 / MIB / t.elapsed().as_secs_f64();
+        same(&base, &target)?;
+        println!(
+            "full copy: {full:.0} MiB/s through the journal (fsynced); direct read of the disk {read:.0} MiB/s; ratio {:.2}",
+            full / read
+        );
+        drop(server);
+        sh.remove_path(&dir)?;
+        Ok(())
+    }
+}
