@@ -8,6 +8,7 @@ pub mod firstboot;
 pub mod frame;
 pub mod journal;
 pub mod net;
+pub mod ovfenv;
 pub mod retention;
 pub mod serve;
 pub mod setup;

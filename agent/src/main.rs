@@ -156,6 +156,9 @@ enum Command {
     /// Define replication groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Deploy-time configuration from the OVF environment (vSphere's deploy wizard values).
+    #[command(subcommand)]
+    Ovfenv(OvfenvCommand),
     /// List a group's recovery points (and "latest", the newest acknowledged state).
     Points {
         group: String,
@@ -181,6 +184,9 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// The record of the applied OVF environment (where the configuration came from).
+        #[arg(long, env = "MT_AGENT_OVFENV_RECORD", default_value = mt_agent::ovfenv::RECORD_PATH, hide = true)]
+        ovfenv_record: Utf8PathBuf,
         #[command(flatten)]
         j: JournalArgs,
     },
@@ -228,6 +234,26 @@ impl SystemArgs {
             root: self.system_root.clone(),
         }
     }
+}
+
+#[derive(Subcommand)]
+enum OvfenvCommand {
+    /// Read and validate the OVF environment and print it (the passphrase masked).
+    Show {
+        /// Read this ovf-env.xml instead of VMware tools or the CD-ROM.
+        #[arg(long, value_name = "FILE")]
+        from: Option<Utf8PathBuf>,
+    },
+    /// Apply the OVF environment to a root file system; unchanged values write nothing.
+    Apply {
+        #[arg(long, default_value = "/")]
+        root: Utf8PathBuf,
+        #[arg(long, value_enum)]
+        distro: mt_agent::setup::Distro,
+        /// Read this ovf-env.xml instead of VMware tools or the CD-ROM.
+        #[arg(long, value_name = "FILE")]
+        from: Option<Utf8PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -567,15 +593,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 r.undo_bytes_applied
             );
         }
-        Command::Status { json, j } => {
+        Command::Status {
+            json,
+            ovfenv_record,
+            j,
+        } => {
             let vol = j.volume()?;
             let st = policy::volume_status(&vol);
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 print!("{}", policy::render(&st));
+                println!("{}", mt_agent::ovfenv::describe_source(&ovfenv_record));
             }
         }
+        Command::Ovfenv(OvfenvCommand::Show { from }) => print!(
+            "{}",
+            mt_agent::ovfenv::show(from.as_deref(), &mt_agent::ovfenv::SystemRunner)?
+        ),
+        Command::Ovfenv(OvfenvCommand::Apply { root, distro, from }) => print!(
+            "{}",
+            mt_agent::ovfenv::run_apply(
+                &root,
+                distro,
+                from.as_deref(),
+                &mt_agent::ovfenv::SystemRunner
+            )?
+        ),
         Command::Apply {
             group,
             from,

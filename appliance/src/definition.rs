@@ -31,6 +31,9 @@ pub struct Definition {
     pub packages: Vec<LogicalPackage>,
     pub policy: Policy,
     pub agent: Agent,
+    /// Deploy-time properties (OVF ProductSection); optional, every field has a default.
+    #[serde(default)]
+    pub deploy: Deploy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -556,6 +559,191 @@ pub struct Agent {
     pub port: u16,
 }
 
+/// The OVF `ProductSection ovf:class` of the deploy-time properties. vSphere names each
+/// property in the OVF environment `<class>.<key>`, so the guest reads `mt.hostname` etc.
+pub const DEPLOY_PRODUCT_CLASS: &str = "mt";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    /// Whether the OVF offers the deploy-time properties (and declares the environment transports).
+    #[serde(default = "default_true")]
+    pub properties: bool,
+    /// Default of the `ntp_server` property; the other defaults come from `[network]` and
+    /// `[system]`. Empty: the deploy wizard starts empty and the guest keeps its NTP settings.
+    #[serde(default = "default_ntp_server")]
+    pub ntp_server: String,
+    /// Default of the `dns_search` property; absent: the domain part of `network.hostname`.
+    #[serde(default)]
+    pub dns_search: Option<String>,
+}
+
+impl Default for Deploy {
+    fn default() -> Self {
+        Deploy {
+            properties: true,
+            ntp_server: default_ntp_server(),
+            dns_search: None,
+        }
+    }
+}
+
+fn default_ntp_server() -> String {
+    "pool.ntp.org".to_string()
+}
+
+/// The value type of a deploy-time property, as the OVF declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployType {
+    /// `ovf:type="string"`.
+    String,
+    /// `ovf:type="string"` with `vmw:qualifiers="Ip"`: vSphere offers an IPv4 field.
+    Ipv4,
+    /// `ovf:type="uint8"`.
+    Uint8,
+}
+
+/// One deploy-time property the OVF offers and `mt-agent ovfenv` applies in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeployProperty {
+    Hostname,
+    IpMode,
+    IpAddress,
+    IpPrefix,
+    Gateway,
+    DnsServers,
+    DnsSearch,
+    NtpServer,
+    AgentPassphrase,
+    RootSshKey,
+}
+
+impl DeployProperty {
+    pub const ALL: [DeployProperty; 10] = [
+        DeployProperty::Hostname,
+        DeployProperty::IpMode,
+        DeployProperty::IpAddress,
+        DeployProperty::IpPrefix,
+        DeployProperty::Gateway,
+        DeployProperty::DnsServers,
+        DeployProperty::DnsSearch,
+        DeployProperty::NtpServer,
+        DeployProperty::AgentPassphrase,
+        DeployProperty::RootSshKey,
+    ];
+
+    /// `ovf:key`; the environment carries `<DEPLOY_PRODUCT_CLASS>.<key>`.
+    pub fn key(self) -> &'static str {
+        match self {
+            DeployProperty::Hostname => "hostname",
+            DeployProperty::IpMode => "ip_mode",
+            DeployProperty::IpAddress => "ip_address",
+            DeployProperty::IpPrefix => "ip_prefix",
+            DeployProperty::Gateway => "gateway",
+            DeployProperty::DnsServers => "dns_servers",
+            DeployProperty::DnsSearch => "dns_search",
+            DeployProperty::NtpServer => "ntp_server",
+            DeployProperty::AgentPassphrase => "agent_passphrase",
+            DeployProperty::RootSshKey => "root_ssh_key",
+        }
+    }
+
+    pub fn value_type(self) -> DeployType {
+        match self {
+            DeployProperty::IpAddress | DeployProperty::Gateway => DeployType::Ipv4,
+            DeployProperty::IpPrefix => DeployType::Uint8,
+            _ => DeployType::String,
+        }
+    }
+
+    /// DSP0243 `ovf:qualifiers`: CIM qualifiers, comma-separated as DSP8023 documents the
+    /// attribute (vSphere turns them into field checks in the deploy wizard).
+    pub fn qualifiers(self) -> Option<&'static str> {
+        match self {
+            DeployProperty::Hostname => Some("MinLen(1),MaxLen(253)"),
+            DeployProperty::IpMode => Some("ValueMap{\"dhcp\",\"static\"}"),
+            DeployProperty::IpPrefix => Some("MinValue(8),MaxValue(30)"),
+            DeployProperty::DnsServers => Some("MaxLen(47)"),
+            DeployProperty::DnsSearch | DeployProperty::NtpServer => Some("MaxLen(253)"),
+            DeployProperty::AgentPassphrase => Some("MinLen(8),MaxLen(1024)"),
+            DeployProperty::RootSshKey => Some("MaxLen(8192)"),
+            DeployProperty::IpAddress | DeployProperty::Gateway => None,
+        }
+    }
+
+    /// Marked `ovf:password="true"`: vSphere masks it and asks twice.
+    pub fn is_password(self) -> bool {
+        self == DeployProperty::AgentPassphrase
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DeployProperty::Hostname => "Host name",
+            DeployProperty::IpMode => "IP address assignment",
+            DeployProperty::IpAddress => "IPv4 address",
+            DeployProperty::IpPrefix => "Network prefix length",
+            DeployProperty::Gateway => "Default gateway",
+            DeployProperty::DnsServers => "DNS servers",
+            DeployProperty::DnsSearch => "DNS search domain",
+            DeployProperty::NtpServer => "NTP server",
+            DeployProperty::AgentPassphrase => "Agent enrolment passphrase",
+            DeployProperty::RootSshKey => "SSH public key for root",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            DeployProperty::Hostname => "Fully qualified host name of the master target (lower-case letters, digits, - and .).",
+            DeployProperty::IpMode => "dhcp, or static to use the address, prefix, gateway and DNS servers below.",
+            DeployProperty::IpAddress => "The static IPv4 address (ignored with dhcp).",
+            DeployProperty::IpPrefix => "The static network's prefix length, 8-30 (24 is 255.255.255.0).",
+            DeployProperty::Gateway => "The default gateway, inside the static network (ignored with dhcp).",
+            DeployProperty::DnsServers => "Up to 3 DNS server IPv4 addresses separated by commas (needed with static).",
+            DeployProperty::DnsSearch => "The DNS search domain, e.g. example.com; empty for none.",
+            DeployProperty::NtpServer => "Host name or IPv4 address of the NTP server; empty keeps the image's setting.",
+            DeployProperty::AgentPassphrase => "The passphrase a sender must present to replicate to this master target (at least 8 characters). Stored readable only by root.",
+            DeployProperty::RootSshKey => "An OpenSSH public key (ssh-ed25519 AAAA... comment) allowed to log in as root; empty for none.",
+        }
+    }
+
+    /// The value the deploy wizard starts with, derived from the build-time definition.
+    /// The passphrase never has one: no secret is baked into the image.
+    pub fn default_value(self, def: &Definition) -> String {
+        let n = &def.network;
+        let opt = |a: Option<Ipv4Addr>| a.map(|a| a.to_string()).unwrap_or_default();
+        match self {
+            DeployProperty::Hostname => n.hostname.clone(),
+            DeployProperty::IpMode => match n.mode {
+                NetworkMode::Dhcp => "dhcp".into(),
+                NetworkMode::Static => "static".into(),
+            },
+            DeployProperty::IpAddress => opt(n.address),
+            DeployProperty::IpPrefix => n.prefix.unwrap_or(24).to_string(),
+            DeployProperty::Gateway => opt(n.gateway),
+            DeployProperty::DnsServers => n
+                .dns
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            DeployProperty::DnsSearch => def.deploy.dns_search.clone().unwrap_or_else(|| {
+                n.hostname
+                    .split_once('.')
+                    .map(|(_, domain)| domain.to_string())
+                    .unwrap_or_default()
+            }),
+            DeployProperty::NtpServer => def.deploy.ntp_server.clone(),
+            DeployProperty::AgentPassphrase => String::new(),
+            DeployProperty::RootSshKey => def
+                .system
+                .ssh_authorized_keys
+                .first()
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// One thing wrong with a definition: the field (a dotted path) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -673,6 +861,7 @@ impl Definition {
         if self.agent.port == 0 {
             v.err("agent.port", "must be a TCP port between 1 and 65535");
         }
+        self.validate_deploy(&mut v);
         v.errors
     }
 
@@ -999,6 +1188,30 @@ impl Definition {
         }
     }
 
+    fn validate_deploy(&self, v: &mut Validator) {
+        let d = &self.deploy;
+        if !d.ntp_server.is_empty()
+            && d.ntp_server.parse::<Ipv4Addr>().is_err()
+            && !valid_hostname(&d.ntp_server)
+        {
+            v.err(
+                "deploy.ntp_server",
+                format!(
+                    "{:?} is neither an IPv4 address nor a host name; use \"\" for none",
+                    d.ntp_server
+                ),
+            );
+        }
+        if let Some(search) = &d.dns_search {
+            if !search.is_empty() && !valid_hostname(search) {
+                v.err(
+                    "deploy.dns_search",
+                    format!("{search:?} is not a domain name (dot-separated labels of a-z 0-9 -)"),
+                );
+            }
+        }
+    }
+
     fn validate_system(&self, v: &mut Validator) {
         let s = &self.system;
         if s.language != "en_US.UTF-8" {
@@ -1286,6 +1499,32 @@ mod tests {
             Some(false)
         );
         assert_eq!(VsphereCompat::V8_0.knows_guest_id("ubuntu-64"), None);
+    }
+
+    #[test]
+    fn deploy_defaults_come_from_the_build_time_values_and_never_carry_a_passphrase() {
+        let path = Utf8Path::new(env!("CARGO_MANIFEST_DIR")).join("appliance.toml");
+        let mut def = Definition::load(&path).unwrap();
+        def.network.mode = NetworkMode::Static;
+        def.network.hostname = "mt7.dr.example.com".into();
+        def.network.address = Some(Ipv4Addr::new(10, 1, 2, 3));
+        def.network.prefix = Some(23);
+        def.network.gateway = Some(Ipv4Addr::new(10, 1, 2, 1));
+        def.network.dns = vec![Ipv4Addr::new(10, 1, 2, 53), Ipv4Addr::new(10, 1, 2, 54)];
+        assert!(def.validate().is_empty());
+        let got = |p: DeployProperty| p.default_value(&def);
+        assert_eq!(got(DeployProperty::Hostname), "mt7.dr.example.com");
+        assert_eq!(got(DeployProperty::IpMode), "static");
+        assert_eq!(got(DeployProperty::IpAddress), "10.1.2.3");
+        assert_eq!(got(DeployProperty::IpPrefix), "23");
+        assert_eq!(got(DeployProperty::Gateway), "10.1.2.1");
+        assert_eq!(got(DeployProperty::DnsServers), "10.1.2.53,10.1.2.54");
+        assert_eq!(got(DeployProperty::DnsSearch), "dr.example.com");
+        assert_eq!(got(DeployProperty::AgentPassphrase), "");
+        def.deploy.dns_search = Some("Bad_Domain".into());
+        def.deploy.ntp_server = "ntp server".into();
+        let fields: Vec<String> = def.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["deploy.ntp_server", "deploy.dns_search"]);
     }
 
     #[test]

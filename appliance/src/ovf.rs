@@ -10,7 +10,9 @@
 //! XML is written with quick-xml (every attribute and text is escaped by the writer) and read with
 //! roxmltree (namespace-aware, keeps byte positions for messages). This module never does I/O.
 
-use crate::definition::{Definition, OS_DISK_SCSI_UNIT};
+use crate::definition::{
+    Definition, DeployProperty, DeployType, DEPLOY_PRODUCT_CLASS, OS_DISK_SCSI_UNIT,
+};
 use crate::units::MIB;
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
@@ -151,6 +153,38 @@ fn item(w: &mut W, mut children: Vec<(&str, String)>) -> io::Result<()> {
     Ok(())
 }
 
+/// The OVF environment transports the VirtualHardwareSection declares (DSP0243 9.3): VMware
+/// tools (`guestinfo.ovfEnv`) and a CD-ROM carrying `ovf-env.xml`.
+pub const OVF_ENV_TRANSPORTS: &str = "com.vmware.guestInfo iso";
+
+/// One `Property` of the deploy-time ProductSection. The schema wants Label before Description.
+fn deploy_property(w: &mut W, def: &Definition, p: DeployProperty) -> io::Result<()> {
+    let default = p.default_value(def);
+    let ovf_type = match p.value_type() {
+        DeployType::String | DeployType::Ipv4 => "string",
+        DeployType::Uint8 => "uint8",
+    };
+    let mut attrs: Vec<(&str, &str)> = vec![("ovf:key", p.key()), ("ovf:type", ovf_type)];
+    if let Some(q) = p.qualifiers() {
+        attrs.push(("ovf:qualifiers", q));
+    }
+    attrs.push(("ovf:userConfigurable", "true"));
+    attrs.push(("ovf:value", &default));
+    if p.is_password() {
+        attrs.push(("ovf:password", "true"));
+    }
+    if p.value_type() == DeployType::Ipv4 {
+        attrs.push(("vmw:qualifiers", "Ip"));
+    }
+    w.create_element("Property")
+        .with_attributes(attrs)
+        .write_inner_content(|w| {
+            text(w, "Label", p.label())?;
+            text(w, "Description", p.description())
+        })?;
+    Ok(())
+}
+
 /// Renders the descriptor for `def` with the written disk files (one per [`DiskRole`]).
 pub fn render(
     def: &Definition,
@@ -247,13 +281,22 @@ pub fn render(
                                 ),
                             )
                         })?;
-                    w.create_element("ProductSection")
-                        .write_inner_content(|w| {
-                            text(w, "Info", "Information about the installed software")?;
-                            text(w, "Product", name)?;
-                            text(w, "Version", version)?;
-                            text(w, "FullVersion", &format!("{version} build {}", build.build_id))
-                        })?;
+                    let mut product = w.create_element("ProductSection");
+                    if def.deploy.properties {
+                        product = product.with_attribute(("ovf:class", DEPLOY_PRODUCT_CLASS));
+                    }
+                    product.write_inner_content(|w| {
+                        text(w, "Info", "Information about the installed software")?;
+                        text(w, "Product", name)?;
+                        text(w, "Version", version)?;
+                        text(w, "FullVersion", &format!("{version} build {}", build.build_id))?;
+                        if def.deploy.properties {
+                            for p in DeployProperty::ALL {
+                                deploy_property(w, def, p)?;
+                            }
+                        }
+                        Ok(())
+                    })?;
                     w.create_element("OperatingSystemSection")
                         .with_attributes([
                             ("ovf:id", cim_os.to_string().as_str()),
@@ -262,7 +305,11 @@ pub fn render(
                         .write_inner_content(|w| {
                             text(w, "Info", "The kind of installed guest operating system")
                         })?;
-                    w.create_element("VirtualHardwareSection")
+                    let mut hardware = w.create_element("VirtualHardwareSection");
+                    if def.deploy.properties {
+                        hardware = hardware.with_attribute(("ovf:transport", OVF_ENV_TRANSPORTS));
+                    }
+                    hardware
                         .write_inner_content(|w| {
                             text(w, "Info", "Virtual hardware requirements")?;
                             w.create_element("System").write_inner_content(|w| {
@@ -370,6 +417,23 @@ pub fn render(
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
+/// A ProductSection `Property`: what the deploy wizard asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvfProperty {
+    pub key: String,
+    pub ovf_type: String,
+    pub qualifiers: Option<String>,
+    /// `vmw:qualifiers` (`Ip`: vSphere checks for an IP address).
+    pub vmw_qualifiers: Option<String>,
+    pub user_configurable: bool,
+    pub password: bool,
+    /// `ovf:value`, the default.
+    pub value: Option<String>,
+    pub label: Option<String>,
+    pub description: Option<String>,
+    pub offset: usize,
+}
+
 /// The hardware and packaging an OVF declares, as far as vSphere import and the boot test care.
 /// Every element keeps `offset`, its byte offset in the descriptor, so that a finding can point
 /// at it.
@@ -408,6 +472,8 @@ pub struct OvfDescriptor {
     pub annotation: Option<String>,
     /// Byte offset of a `BootOrderSection`, which makes vSphere flip EFI images to BIOS.
     pub boot_order_section: Option<usize>,
+    /// `VirtualHardwareSection ovf:transport`, split on spaces (`com.vmware.guestInfo`, `iso`).
+    pub transports: Vec<String>,
     /// Byte offset of a VirtualBox-specific section (`vbox:Machine`).
     pub virtualbox_section: Option<usize>,
 }
@@ -502,6 +568,9 @@ pub struct OvfProduct {
     pub product: Option<String>,
     pub version: Option<String>,
     pub full_version: Option<String>,
+    /// `ovf:class`: prefixes every property key in the OVF environment.
+    pub class: Option<String>,
+    pub properties: Vec<OvfProperty>,
 }
 
 impl OvfDescriptor {
@@ -784,6 +853,23 @@ impl OvfDescriptor {
             product: child_text(p, NS_OVF, "Product"),
             version: child_text(p, NS_OVF, "Version"),
             full_version: child_text(p, NS_OVF, "FullVersion"),
+            class: attr(p, NS_OVF, "class").map(str::to_string),
+            properties: p
+                .children()
+                .filter(|c| is(c, NS_OVF, "Property"))
+                .map(|c| OvfProperty {
+                    key: attr(c, NS_OVF, "key").unwrap_or("").to_string(),
+                    ovf_type: attr(c, NS_OVF, "type").unwrap_or("").to_string(),
+                    qualifiers: attr(c, NS_OVF, "qualifiers").map(str::to_string),
+                    vmw_qualifiers: attr(c, NS_VMW, "qualifiers").map(str::to_string),
+                    user_configurable: attr(c, NS_OVF, "userConfigurable") == Some("true"),
+                    password: attr(c, NS_OVF, "password") == Some("true"),
+                    value: attr(c, NS_OVF, "value").map(str::to_string),
+                    label: child_text(c, NS_OVF, "Label"),
+                    description: child_text(c, NS_OVF, "Description"),
+                    offset: c.range().start,
+                })
+                .collect(),
         });
         let annotation = child(vs, NS_OVF, "AnnotationSection")
             .and_then(|a| child_text(a, NS_OVF, "Annotation"));
@@ -808,6 +894,9 @@ impl OvfDescriptor {
                 "the VirtualSystem has no VirtualHardwareSection",
             )
         })?;
+        let transports = attr(hw, NS_OVF, "transport")
+            .map(|t| t.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
         let hardware_families = child(hw, NS_OVF, "System")
             .and_then(|s| child_text(s, NS_VSSD, "VirtualSystemType"))
             .map(|t| t.split_whitespace().map(str::to_string).collect())
@@ -973,6 +1062,7 @@ impl OvfDescriptor {
             product,
             annotation,
             boot_order_section,
+            transports,
             virtualbox_section,
         })
     }

@@ -875,6 +875,31 @@ fn check_descriptor(cx: &mut Ctx, ovf: &TarEntry, d: &OvfDescriptor) {
             "no vmw:Config firmware: vSphere assumes BIOS; state bios or efi to match the disk",
         );
     }
+    if let Some(product) = &d.product {
+        for p in product.properties.iter().filter(|p| p.password) {
+            if p.value.as_deref().is_some_and(|v| !v.is_empty()) {
+                cx.add(
+                    Severity::Error,
+                    m,
+                    "ProductSection/Property",
+                    at(p.offset),
+                    format!(
+                        "the password property {} has a default value: a secret is baked into the template; leave ovf:value empty",
+                        p.key
+                    ),
+                );
+            }
+        }
+        if !product.properties.is_empty() && d.transports.is_empty() {
+            cx.add(
+                Severity::Warning,
+                m,
+                "VirtualHardwareSection",
+                hw_at,
+                "ProductSection properties but no ovf:transport: vSphere hands the guest no OVF environment (declare \"com.vmware.guestInfo iso\")",
+            );
+        }
+    }
     if let Some(o) = d.boot_order_section {
         cx.add(
             Severity::Warning,

@@ -333,6 +333,47 @@ fn verify_reports_an_ovf_size_that_is_not_the_file_size() {
 }
 
 #[test]
+fn verify_reports_a_baked_in_passphrase_and_properties_without_a_transport() {
+    let dir = scratch("ova-ovf-passphrase");
+    let def = small_definition();
+    let mut parts = qemu_parts(&dir, &def);
+    let ovf = String::from_utf8(parts.ovf.clone()).unwrap();
+    let r = verify(&good_ova("ova-ovf-passphrase-good").0, VsphereCompat::V6_7);
+    assert!(
+        !show(&r).contains("ProductSection/Property") && !show(&r).contains("ovf:transport"),
+        "{}",
+        show(&r)
+    );
+    let needle = "ovf:key=\"agent_passphrase\"";
+    let at = ovf
+        .find(needle)
+        .expect("the OVF offers the passphrase property");
+    let value = at + ovf[at..].find("ovf:value=\"\"").unwrap();
+    let bad = format!(
+        "{}ovf:value=\"hunter22\"{}",
+        &ovf[..value],
+        &ovf[value + "ovf:value=\"\"".len()..]
+    )
+    .replace(" ovf:transport=\"com.vmware.guestInfo iso\"", "");
+    parts.ovf = bad.into_bytes();
+    remanifest(&mut parts, def.manifest_algorithm());
+    let out = dir.join("bad.ova");
+    pack_parts(&out, &parts, &parts.order());
+    let r = verify(&out, VsphereCompat::V6_7);
+    error_with(
+        &r,
+        &["ProductSection/Property", "agent_passphrase", "baked"],
+    );
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.severity == Severity::Warning && f.message.contains("no ovf:transport")),
+        "{}",
+        show(&r)
+    );
+}
+
+#[test]
 fn verify_reports_a_truncated_vmdk() {
     let dir = scratch("ova-truncated-vmdk");
     let def = small_definition();

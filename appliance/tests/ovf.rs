@@ -3,7 +3,9 @@
 
 mod support;
 
-use appliance::definition::{Base, NicKind, ScsiController, VsphereCompat};
+use appliance::definition::{
+    Base, DeployProperty, NicKind, ScsiController, VsphereCompat, DEPLOY_PRODUCT_CLASS,
+};
 use appliance::ovf::{
     self, BuildInfo, ControllerKind, DiskFile, DiskRole, OvfDescriptor, DISK_ENABLE_UUID,
     NETWORK_NAME, STREAM_OPTIMIZED_FORMAT,
@@ -101,6 +103,39 @@ fn assert_agrees(def: &Definition, disks: &[DiskFile], build: &BuildInfo, xml: &
         product.full_version.as_deref(),
         Some(format!("{} build {}", def.appliance.version, build.build_id).as_str())
     );
+    if def.deploy.properties {
+        assert_eq!(product.class.as_deref(), Some(DEPLOY_PRODUCT_CLASS));
+        assert_eq!(d.transports, ["com.vmware.guestInfo", "iso"]);
+        let keys: Vec<&str> = product.properties.iter().map(|p| p.key.as_str()).collect();
+        let want: Vec<&str> = DeployProperty::ALL.iter().map(|p| p.key()).collect();
+        assert_eq!(keys, want);
+        for (p, got) in DeployProperty::ALL.iter().zip(&product.properties) {
+            assert!(got.user_configurable, "{}", got.key);
+            assert_eq!(got.password, p.is_password(), "{}", got.key);
+            assert_eq!(got.value.as_deref(), Some(p.default_value(def).as_str()));
+            assert_eq!(got.label.as_deref(), Some(p.label()));
+            assert_eq!(got.description.as_deref(), Some(p.description()));
+            assert_eq!(got.qualifiers.as_deref(), p.qualifiers());
+        }
+        let passphrase = product.properties.iter().find(|p| p.password).unwrap();
+        assert_eq!(passphrase.key, "agent_passphrase");
+        assert_eq!(passphrase.value.as_deref(), Some(""), "no baked-in secret");
+        let ip = product
+            .properties
+            .iter()
+            .find(|p| p.key == "ip_address")
+            .unwrap();
+        assert_eq!(ip.vmw_qualifiers.as_deref(), Some("Ip"));
+        let prefix = product
+            .properties
+            .iter()
+            .find(|p| p.key == "ip_prefix")
+            .unwrap();
+        assert_eq!(prefix.ovf_type, "uint8");
+    } else {
+        assert!(product.properties.is_empty());
+        assert!(d.transports.is_empty());
+    }
     let annotation = d.annotation.as_deref().expect("an AnnotationSection");
     assert!(annotation.contains(&def.appliance.version) && annotation.contains(&build.build_id));
 }
@@ -154,6 +189,21 @@ fn the_retention_disk_sits_at_its_configured_scsi_unit() {
     def.retention_disk.scsi_unit = 9;
     assert!(def.validate().is_empty());
     check(&def, "unit9");
+}
+
+#[test]
+fn deploy_properties_of_a_static_build_are_schema_valid_and_can_be_left_out() {
+    let mut def = default_definition();
+    def.network.mode = appliance::definition::NetworkMode::Static;
+    def.network.address = Some("192.168.10.20".parse().unwrap());
+    def.network.prefix = Some(24);
+    def.network.gateway = Some("192.168.10.1".parse().unwrap());
+    def.network.dns = vec!["192.168.10.2".parse().unwrap()];
+    def.deploy.dns_search = Some("dr.example.com".into());
+    assert!(def.validate().is_empty(), "{:?}", def.validate());
+    check(&def, "deploy-static");
+    def.deploy.properties = false;
+    check(&def, "deploy-none");
 }
 
 #[test]
