@@ -74,9 +74,12 @@ fn kvm_runs_a_guest(sh: &Shell, dir: &Utf8Path) -> Result<bool> {
     std::fs::write(&log, b"").with_context(|| format!("cannot write {log}"))?;
     let serial = format!("file:{log}");
     let floppy = format!("file={disk},format=raw,if=floppy");
+    // The probe runs with exactly the accelerator arguments the install would use: on some
+    // hosts KVM runs a plain guest but aborts once `-cpu host` asks for MSRs it cannot set.
+    let accel = Accel::Kvm.qemu_args();
     let mut qemu: Command = cmd!(
         sh,
-        "qemu-system-x86_64 -accel kvm -machine pc -m 16 -nodefaults -display none -monitor none -serial {serial} -no-reboot -drive {floppy}"
+        "qemu-system-x86_64 {accel...} -machine pc -m 16 -nodefaults -display none -monitor none -serial {serial} -no-reboot -drive {floppy}"
     )
     .into();
     let mut child = qemu
