@@ -467,14 +467,21 @@ mod tests {
             .iter()
             .map(|e| e.file.as_str())
             .collect();
-        assert_eq!(files, ["xfsprogs-3.1.1-16.el6.x86_64.rpm"]);
+        assert_eq!(
+            files,
+            [
+                "xfsprogs-3.1.1-16.el6.x86_64.rpm",
+                "rsync-3.0.6-12.el6.x86_64.rpm",
+                "wget-1.12-5.el6_6.1.x86_64.rpm"
+            ]
+        );
     }
 
     #[test]
     fn external_files_use_x86_64_and_unknown_digests_are_refused() {
         let el6 = PackageManifest::shipped(Base::Centos6);
         let files = el6.external_files();
-        assert_eq!(files.len(), 3);
+        assert_eq!(files.len(), 5);
         for f in files {
             assert!(
                 f.url.contains("/x86_64/") && f.url.ends_with(".x86_64.rpm"),

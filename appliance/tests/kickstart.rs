@@ -277,7 +277,7 @@ fn a_definition_needing_no_external_file_still_renders_valid_post_scripts() {
     let t = edit(
         &shipped_text(),
         "packages = [\"xfsprogs\", \"perl\", \"lsscsi\", \"rsync\", \"wget\", \"kexec-tools\", \"multipath\", \"reiserfs\"]",
-        "packages = [\"perl\", \"rsync\"]",
+        "packages = [\"perl\", \"lsscsi\"]",
     );
     check_all(&t, "parse-no-external");
     let (_, ks) = render(&t);

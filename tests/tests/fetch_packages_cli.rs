@@ -7,10 +7,12 @@ use camino::{Utf8Path, Utf8PathBuf};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 
-/// The external files the shipped definition needs (from the shipped manifest).
-const FILES: [&str; 3] = [
+/// The external files the shipped definition needs (from the shipped manifest), sorted by name.
+const FILES: [&str; 5] = [
     "kmod-reiserfs-0.0-1.el6.elrepo.x86_64.rpm",
     "reiserfs-utils-3.6.21-1.el6.elrepo.x86_64.rpm",
+    "rsync-3.0.6-12.el6.x86_64.rpm",
+    "wget-1.12-5.el6_6.1.x86_64.rpm",
     "xfsprogs-3.1.1-16.el6.x86_64.rpm",
 ];
 
@@ -163,7 +165,7 @@ fn pinned_files_are_downloaded_and_accepted() {
 fn a_tampered_file_is_refused_naming_the_file_and_both_digests() {
     let dir = scratch("fetch-tampered");
     let www = served_dir(&dir);
-    let tampered = FILES[2];
+    let tampered = FILES[4];
     let mut evil = content(tampered);
     evil.extend_from_slice(b"one more line\n");
     std::fs::write(www.join(tampered), &evil).unwrap();
@@ -182,7 +184,7 @@ fn a_tampered_file_is_refused_naming_the_file_and_both_digests() {
     );
     assert!(err.contains(&sha256(&evil)), "actual digest: {err}");
     // The good files are kept, the tampered one (and no partial download) is not.
-    assert_eq!(listing(&dest), &FILES[..2]);
+    assert_eq!(listing(&dest), &FILES[..4]);
 }
 
 #[test]
