@@ -371,9 +371,12 @@ fn checks(
     }
 
     let start = Instant::now();
-    login(vm, &args.password, at)?;
+    login(vm, &args.password, 0, at)?;
     let report = run_guest_script(vm, def, ovf.is_some())?;
     outcomes.extend(judge_report(def, hw, &report, ovf));
+    if let Some(o) = ovf {
+        outcomes.extend(reboot_checks(args, def, vm, o)?);
+    }
     let pos = vm.buffer.len();
     vm.send("systemctl poweroff\n")?;
     let status = vm.wait_exit(Duration::from_secs(300))?;
@@ -449,10 +452,11 @@ fn agent_port_check(host_port: u16, guest_port: u16) -> Outcome {
 
 const PROMPT: &str = "MTPROMPT# ";
 
-fn login(vm: &mut Machine, password: &str, from: usize) -> Result<()> {
+/// Logs in on the console of the boot that began at `boot` (0, or where a reboot was asked).
+fn login(vm: &mut Machine, password: &str, boot: usize, from: usize) -> Result<()> {
     // The getty may have printed its prompt before or after the agent's line.
     let mut pos = vm
-        .wait_for("login: ", 0, Duration::from_secs(300))
+        .wait_for("login: ", boot, Duration::from_secs(300))
         .context("waiting for the serial console's login prompt")?;
     pos = pos.max(from);
     vm.send("root\n")?;
@@ -714,6 +718,57 @@ fn judge_report(
         out.extend(o.judge(&def.network.device, report));
     }
     out
+}
+
+/// The `--ovf-env` mode reboots once: the static address must survive, and applying the same
+/// environment again must find nothing to change.
+fn reboot_checks(
+    args: &BootTest,
+    def: &Definition,
+    vm: &mut Machine,
+    o: &OvfEnvTest,
+) -> Result<Vec<Outcome>> {
+    let boot = vm.buffer.len();
+    vm.send("systemctl reboot\n")?;
+    let at = vm
+        .wait_for(READY_PREFIX, boot, Duration::from_secs(args.timeout))
+        .context("waiting for the agent's readiness line after the reboot")?;
+    login(vm, &args.password, boot, at)?;
+    let pos = vm.buffer.len();
+    let device = &def.network.device;
+    vm.send(&format!(
+        "echo \"MTCHK ovf-addr $(ip -4 -o addr show dev {device} | sed 's/^[0-9]*: //')\"; \
+echo \"MTCHK ovf-unchanged $(journalctl -b -o cat -u mt-agent-ovfenv.service | grep -c 'unchanged, nothing written')\"; \
+echo MTCHK-''END\n"
+    ))?;
+    let end = vm
+        .wait_for("MTCHK-END", pos, Duration::from_secs(300))
+        .context("waiting for the checks after the reboot")?;
+    let text = qemu::strip_escapes(&vm.buffer.text_between(pos, end));
+    let line = |kind: &str| -> String {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(kind).map(|r| r.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    if let Some(IpConfig::Static {
+        address, prefix, ..
+    }) = &o.config.ip
+    {
+        let addr = line("MTCHK ovf-addr");
+        out.push(Outcome {
+            what: format!("after a reboot: {device} still {address}/{prefix} (static)"),
+            ok: addr.contains(&format!(" {address}/{prefix} ")) && !addr.contains("dynamic"),
+            detail: addr,
+        });
+    }
+    let unchanged = line("MTCHK ovf-unchanged");
+    out.push(Outcome {
+        what: "after a reboot: ovfenv apply wrote nothing".into(),
+        ok: unchanged == "1",
+        detail: format!("{unchanged} 'unchanged' line(s) in this boot's journal"),
+    });
+    Ok(out)
 }
 
 /// The `--ovf-env` mode: the document, the CD carrying it and what it should set.
