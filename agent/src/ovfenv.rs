@@ -603,7 +603,9 @@ fn files(root: &Utf8Path, distro: Distro, c: &DeployConfig) -> Result<Vec<Desire
         };
         match distro {
             Distro::Debian12 => {
-                file("/etc/hostname", format!("{h}\n"), 0o644);
+                // Debian keeps the short name in /etc/hostname (as the image build does) and
+                // the FQDN in /etc/hosts, so `hostname` is short and `hostname -f` the FQDN.
+                file("/etc/hostname", format!("{short}\n"), 0o644);
                 file(
                     "/etc/hosts",
                     format!("127.0.0.1\tlocalhost\n127.0.1.1\t{names}\n\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"),
@@ -737,11 +739,14 @@ fn with_managed_key(current: &str, key: &str) -> String {
 /// Makes a newly written host name the running one (`hostname NAME`), so the first boot
 /// after deployment already carries it; the network files take effect as networking starts.
 pub fn activate(runner: &dyn Runner, changes: &Changes, config: &DeployConfig) -> Result<()> {
-    let hostname_written = changes
-        .written
-        .iter()
-        .any(|p| p == "/etc/hostname" || p == "/etc/sysconfig/network");
-    if let (true, Some(h)) = (hostname_written, &config.hostname) {
+    let written = |p: &str| changes.written.iter().any(|w| w == p);
+    // The name as the distribution keeps it: short on Debian, the FQDN on el6.
+    let name = match &config.hostname {
+        Some(h) if written("/etc/hostname") => Some(h.split('.').next().unwrap_or(h)),
+        Some(h) if written("/etc/sysconfig/network") => Some(h.as_str()),
+        _ => None,
+    };
+    if let Some(h) = name {
         match runner.run("hostname", &[h]) {
             Ok((true, _)) => {}
             Ok((false, _)) => bail!("hostname {h} failed; the name takes effect at the next boot"),

@@ -45,11 +45,12 @@ impl Distro {
 pub const AGENT_BINARY: &str = "/usr/sbin/mt-agent";
 pub const SERVICE: &str = "mt-agent.service";
 pub const FIRSTBOOT_SERVICE: &str = "mt-agent-firstboot.service";
+pub const OVFENV_SERVICE: &str = "mt-agent-ovfenv.service";
 pub const HOST_KEYS_SERVICE: &str = "mt-ssh-host-keys.service";
 /// The marker of the changes applied (see `Marker`).
 pub const MARKER: &str = "/etc/mt-agent/setup.applied";
 /// Version of the set of changes; raise it whenever `plan` changes what it writes.
-pub const CHANGES_VERSION: u32 = 2;
+pub const CHANGES_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {

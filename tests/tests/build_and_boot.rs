@@ -1,14 +1,19 @@
 //! The product's main path, end to end, the way a user runs it: `cargo xtask build-ova` with the
 //! default definition builds an OVA, and `cargo xtask boot-test` boots that OVA in QEMU with the
 //! hardware its OVF declares and checks the appliance from inside (mounts, tools, disk IDs, the
-//! agent, a clean power-off). Needs root, network access to Debian's archive and minutes of CPU.
+//! agent, a clean power-off). The same OVA is then deployed the way vSphere hands over OVF
+//! properties: `boot-test --ovf-env-test` attaches an `ovf-env.xml` CD (the iso transport) and
+//! checks the host name, static address, resolver and the agent's passphrase took effect, and
+//! that only that passphrase enrols a sender. One build serves both boots (CI time). Needs
+//! root, network access to Debian's archive and minutes of CPU.
 
 use camino::Utf8PathBuf;
 use xshell::{cmd, Shell};
 
 #[test]
 #[ignore = "slow: builds a Debian 12 OVA with mmdebstrap (root, network) and boots it in QEMU; run by cargo xtask test"]
-fn the_default_definition_builds_an_ova_that_boots_and_passes_the_guest_checks() {
+fn the_default_definition_builds_an_ova_that_boots_passes_the_guest_checks_and_applies_ovf_properties(
+) {
     let root = tests::workspace_root();
     let sh = Shell::new().unwrap();
     sh.change_dir(&root);
@@ -42,6 +47,21 @@ fn the_default_definition_builds_an_ova_that_boots_and_passes_the_guest_checks()
     assert!(
         console.contains("mt-agent: ready"),
         "{log} lacks the readiness line"
+    );
+
+    // Deploy time: the OVF environment on a CD, applied before the network comes up.
+    let work = root.join("build/e2e-boot-test-ovf-env");
+    cmd!(
+        sh,
+        "cargo xtask boot-test {ova} --ovf-env-test --work {work}"
+    )
+    .run()
+    .expect("boot-test --ovf-env-test failed");
+    assert_eq!(sha256_of(&ova), digest_before, "boot-test modified the OVA");
+    let console = std::fs::read_to_string(work.join("console.log")).unwrap();
+    assert!(
+        console.contains("OVF environment from iso (CD-ROM"),
+        "the console of the OVF boot does not show the environment being applied"
     );
 }
 

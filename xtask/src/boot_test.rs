@@ -13,14 +13,17 @@ use crate::build_ova::host::{self, tool};
 use crate::qemu::{self, Accel, Forward, Machine, VmDisk, VmHardware};
 use crate::util;
 use anyhow::{bail, Context, Result};
+use appliance::definition::DEPLOY_PRODUCT_CLASS;
 use appliance::definition::{
     FileSystem, LogicalPackage, NicKind, ScsiController, OS_DISK_SCSI_UNIT,
 };
 use appliance::ovf::OvfDescriptor;
 use appliance::Definition;
 use camino::{Utf8Path, Utf8PathBuf};
+use mt_agent::ovfenv::{DeployConfig, IpConfig};
 use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
+use xshell::cmd;
 use xshell::Shell;
 
 /// Boot an OVA in QEMU and check the appliance inside it.
@@ -47,6 +50,14 @@ pub struct BootTest {
     /// Work directory (default: build/boot-test-<name>/); console.log stays there.
     #[arg(long)]
     pub(crate) work: Option<Utf8PathBuf>,
+    /// Attach this ovf-env.xml on a CD-ROM (the OVF iso transport) and check that the guest
+    /// applied it: host name, static address, route, resolver, the agent's passphrase.
+    #[arg(long, value_name = "FILE.xml")]
+    pub(crate) ovf_env: Option<Utf8PathBuf>,
+    /// Like --ovf-env with a document built from test values that fit QEMU's user network
+    /// (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3) and a passphrase with XML specials.
+    #[arg(long, conflicts_with = "ovf_env")]
+    pub(crate) ovf_env_test: bool,
 }
 
 /// What booting needs on the host.
@@ -88,14 +99,32 @@ impl BootTest {
             std::fs::remove_dir_all(&work).with_context(|| format!("cannot clear {work}"))?;
         }
         std::fs::create_dir_all(&work)?;
-        let hw = match &self.ova {
+        let mut hw = match &self.ova {
             Some(ova) => ova_hardware(&crate::build_ova::absolute(ova), &work)?,
             None if self.raw.len() == 2 => raw_hardware(&def, &self.raw)?,
             None => {
                 bail!("give the OVA to boot (or, for debugging, --raw OS.raw --raw RETENTION.raw)")
             }
         };
-        let result = boot_and_check(sh, &self, &def, &hw, &work);
+        let ovf = match (&self.ovf_env, self.ovf_env_test) {
+            (Some(f), _) => {
+                let f = crate::build_ova::absolute(f);
+                let xml = std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read the OVF environment {f}"))?;
+                Some(OvfEnvTest::prepare(sh, &xml, f.as_ref(), &work)?)
+            }
+            (None, true) => Some(OvfEnvTest::prepare(
+                sh,
+                &test_environment(),
+                "the test values",
+                &work,
+            )?),
+            (None, false) => None,
+        };
+        if let Some(o) = &ovf {
+            hw.cdrom = Some(o.iso.clone());
+        }
+        let result = boot_and_check(sh, &self, &def, &hw, &work, ovf.as_ref());
         // Overlays and extracted disks are large and worthless afterwards; the console log stays.
         for entry in std::fs::read_dir(&work)?.flatten() {
             let n = entry.file_name().to_string_lossy().into_owned();
@@ -213,6 +242,7 @@ fn hardware_from_ovf(
         scsi,
         nic,
         disks,
+        cdrom: None,
     })
 }
 
@@ -232,6 +262,7 @@ fn raw_hardware(def: &Definition, raw: &[Utf8PathBuf]) -> Result<VmHardware> {
                 unit,
             })
             .collect(),
+        cdrom: None,
     })
 }
 
@@ -241,6 +272,7 @@ fn boot_and_check(
     def: &Definition,
     hw: &VmHardware,
     work: &Utf8Path,
+    ovf: Option<&OvfEnvTest>,
 ) -> Result<()> {
     let seed = def.appliance.name.as_str();
     let host_port = qemu::free_local_port()?;
@@ -257,7 +289,7 @@ fn boot_and_check(
         hw.disks.len()
     );
     let mut vm = start_vm(sh, args, hw, seed, work, &forwards)?;
-    let result = checks(args, def, hw, &mut vm, host_port);
+    let result = checks(args, def, hw, &mut vm, host_port, ovf);
     if let Err(e) = &result {
         eprintln!(
             "\nboot-test failed; the last console lines ({}):\n{}\n",
@@ -321,6 +353,7 @@ fn checks(
     hw: &VmHardware,
     vm: &mut Machine,
     host_port: u16,
+    ovf: Option<&OvfEnvTest>,
 ) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
     let at = vm
@@ -333,11 +366,17 @@ fn checks(
         vm.accel.as_str()
     );
     let mut outcomes = vec![agent_port_check(host_port, def.agent.port)];
+    if let Some(o) = ovf {
+        outcomes.extend(o.enrol_checks(host_port));
+    }
 
     let start = Instant::now();
-    login(vm, &args.password, at)?;
-    let report = run_guest_script(vm, def)?;
-    outcomes.extend(judge_report(def, hw, &report));
+    login(vm, &args.password, 0, at)?;
+    let report = run_guest_script(vm, def, ovf.is_some())?;
+    outcomes.extend(judge_report(def, hw, &report, ovf));
+    if let Some(o) = ovf {
+        outcomes.extend(reboot_checks(args, def, vm, o)?);
+    }
     let pos = vm.buffer.len();
     vm.send("systemctl poweroff\n")?;
     let status = vm.wait_exit(Duration::from_secs(300))?;
@@ -413,10 +452,11 @@ fn agent_port_check(host_port: u16, guest_port: u16) -> Outcome {
 
 const PROMPT: &str = "MTPROMPT# ";
 
-fn login(vm: &mut Machine, password: &str, from: usize) -> Result<()> {
+/// Logs in on the console of the boot that began at `boot` (0, or where a reboot was asked).
+fn login(vm: &mut Machine, password: &str, boot: usize, from: usize) -> Result<()> {
     // The getty may have printed its prompt before or after the agent's line.
     let mut pos = vm
-        .wait_for("login: ", 0, Duration::from_secs(300))
+        .wait_for("login: ", boot, Duration::from_secs(300))
         .context("waiting for the serial console's login prompt")?;
     pos = pos.max(from);
     vm.send("root\n")?;
@@ -445,7 +485,7 @@ fn package_services(def: &Definition) -> Vec<String> {
     appliance::packages::PackageManifest::shipped(def.appliance.base).services_for(def)
 }
 
-fn guest_script(def: &Definition) -> String {
+fn guest_script(def: &Definition, ovf: bool) -> String {
     let tools: Vec<&str> = def.packages.iter().map(|p| probe_command(*p)).collect();
     let services = package_services(def).join(" ");
     format!(
@@ -461,16 +501,34 @@ echo \"MTCHK hostkeys $(ls /etc/ssh/ssh_host_*_key 2>/dev/null | wc -l)\"; \
 echo \"MTCHK machineid $(cat /etc/machine-id)\"; \
 echo \"MTCHK hostname $(hostname) $(hostname -f 2>/dev/null)\"; \
 echo \"MTCHK addr $(ip -4 -o addr show dev {device} | awk '{{print $4}}')\"; \
+{ovf_lines}\
 echo \"MTCHK failed-units $(systemctl list-units --state=failed --no-legend --plain | awk '{{print $1}}' | tr '\\n' ' ')\"; \
 echo MTCHK-''END\n",
         tools = tools.join(" "),
         device = def.network.device,
+        ovf_lines = if ovf { ovf_guest_lines(&def.network.device) } else { String::new() },
     )
 }
 
-fn run_guest_script(vm: &mut Machine, def: &Definition) -> Result<Vec<String>> {
+/// The guest's view of what the OVF environment sets; the passphrase only as its SHA-256.
+fn ovf_guest_lines(device: &str) -> String {
+    format!(
+        "echo \"MTCHK ovf-addr $(ip -4 -o addr show dev {device} | sed 's/^[0-9]*: //')\"; \
+echo \"MTCHK ovf-iface $(grep '^iface {device} ' /etc/network/interfaces)\"; \
+echo \"MTCHK ovf-route $(ip -4 route show default | head -n 1)\"; \
+echo \"MTCHK ovf-resolv $(grep -E '^(nameserver|search) ' /etc/resolv.conf | tr '\\n' ' ')\"; \
+echo \"MTCHK ovf-passmode $(stat -c '%a %U' {pass})\"; \
+echo \"MTCHK ovf-passhash $(sha256sum < {pass} | cut -d' ' -f1)\"; \
+echo \"MTCHK ovf-source $(mt-agent status 2>&1 | grep '^configuration:')\"; \
+echo \"MTCHK ovf-unit $(systemctl is-active mt-agent-ovfenv.service)\"; \
+",
+        pass = mt_agent::net::auth::PASSPHRASE_PATH,
+    )
+}
+
+fn run_guest_script(vm: &mut Machine, def: &Definition, ovf: bool) -> Result<Vec<String>> {
     let pos = vm.buffer.len();
-    vm.send(&guest_script(def))?;
+    vm.send(&guest_script(def, ovf))?;
     let end = vm
         .wait_for("MTCHK-END", pos, Duration::from_secs(1200))
         .context("waiting for the in-guest checks")?;
@@ -481,7 +539,12 @@ fn run_guest_script(vm: &mut Machine, def: &Definition) -> Result<Vec<String>> {
         .collect())
 }
 
-fn judge_report(def: &Definition, hw: &VmHardware, report: &[String]) -> Vec<Outcome> {
+fn judge_report(
+    def: &Definition,
+    hw: &VmHardware,
+    report: &[String],
+    ovf: Option<&OvfEnvTest>,
+) -> Vec<Outcome> {
     let mut out = Vec::new();
     let field = |kind: &str| -> Vec<Vec<String>> {
         report
@@ -593,7 +656,9 @@ fn judge_report(def: &Definition, hw: &VmHardware, report: &[String]) -> Vec<Out
         detail: id,
     });
     let (short, fqdn) = {
-        let h = &def.network.hostname;
+        let h = ovf
+            .and_then(|o| o.config.hostname.as_ref())
+            .unwrap_or(&def.network.hostname);
         (h.split('.').next().unwrap_or(h).to_string(), h.clone())
     };
     let names = field("hostname").into_iter().next().unwrap_or_default();
@@ -603,7 +668,20 @@ fn judge_report(def: &Definition, hw: &VmHardware, report: &[String]) -> Vec<Out
         detail: names.join(" "),
     });
     let addr = field("addr").into_iter().next().unwrap_or_default();
+    let ovf_static = ovf.and_then(|o| match &o.config.ip {
+        Some(IpConfig::Static {
+            address, prefix, ..
+        }) => Some(format!("{address}/{prefix}")),
+        _ => None,
+    });
     let (what, ok) = match def.network.static_ip() {
+        _ if ovf_static.is_some() => {
+            let want = ovf_static.clone().unwrap_or_default();
+            (
+                format!("{} has the static address {want}", def.network.device),
+                addr.first() == Some(&want),
+            )
+        }
         Some(ip) => {
             let want = format!("{}/{}", ip.address, ip.prefix);
             (
@@ -636,7 +714,279 @@ fn judge_report(def: &Definition, hw: &VmHardware, report: &[String]) -> Vec<Out
         ok: failed_units.is_empty(),
         detail: failed_units.join(" "),
     });
+    if let Some(o) = ovf {
+        out.extend(o.judge(&def.network.device, report));
+    }
     out
+}
+
+/// The `--ovf-env` mode reboots once: the static address must survive, and applying the same
+/// environment again must find nothing to change.
+fn reboot_checks(
+    args: &BootTest,
+    def: &Definition,
+    vm: &mut Machine,
+    o: &OvfEnvTest,
+) -> Result<Vec<Outcome>> {
+    let boot = vm.buffer.len();
+    vm.send("systemctl reboot\n")?;
+    let at = vm
+        .wait_for(READY_PREFIX, boot, Duration::from_secs(args.timeout))
+        .context("waiting for the agent's readiness line after the reboot")?;
+    login(vm, &args.password, boot, at)?;
+    let pos = vm.buffer.len();
+    let device = &def.network.device;
+    vm.send(&format!(
+        "echo \"MTCHK ovf-addr $(ip -4 -o addr show dev {device} | sed 's/^[0-9]*: //')\"; \
+echo \"MTCHK ovf-unchanged $(journalctl -b -o cat -u mt-agent-ovfenv.service | grep -c 'unchanged, nothing written')\"; \
+echo MTCHK-''END\n"
+    ))?;
+    let end = vm
+        .wait_for("MTCHK-END", pos, Duration::from_secs(300))
+        .context("waiting for the checks after the reboot")?;
+    let text = qemu::strip_escapes(&vm.buffer.text_between(pos, end));
+    let line = |kind: &str| -> String {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(kind).map(|r| r.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    if let Some(IpConfig::Static {
+        address, prefix, ..
+    }) = &o.config.ip
+    {
+        let addr = line("MTCHK ovf-addr");
+        out.push(Outcome {
+            what: format!("after a reboot: {device} still {address}/{prefix} (static)"),
+            ok: addr.contains(&format!(" {address}/{prefix} ")) && !addr.contains("dynamic"),
+            detail: addr,
+        });
+    }
+    let unchanged = line("MTCHK ovf-unchanged");
+    out.push(Outcome {
+        what: "after a reboot: ovfenv apply wrote nothing".into(),
+        ok: unchanged == "1",
+        detail: format!("{unchanged} 'unchanged' line(s) in this boot's journal"),
+    });
+    Ok(out)
+}
+
+/// The `--ovf-env` mode: the document, the CD carrying it and what it should set.
+pub(crate) struct OvfEnvTest {
+    iso: Utf8PathBuf,
+    config: DeployConfig,
+    /// Passphrase files for the host-side enrolment (mode 600): the right one and a wrong one.
+    right: Option<Utf8PathBuf>,
+    wrong: Utf8PathBuf,
+    /// The workspace's own `mt-agent`, the sender side.
+    sender: Utf8PathBuf,
+    state: Utf8PathBuf,
+}
+
+/// An environment with QEMU user-network values, so the forwarded agent port keeps working,
+/// and a passphrase with characters XML must escape.
+pub fn test_environment() -> String {
+    let props = [
+        ("hostname", "mt-ovf.drill.test"),
+        ("ip_mode", "static"),
+        ("ip_address", "10.0.2.15"),
+        ("ip_prefix", "24"),
+        ("gateway", "10.0.2.2"),
+        ("dns_servers", "10.0.2.3"),
+        ("dns_search", "drill.test"),
+        ("agent_passphrase", "fail&back <drill> \"7\""),
+    ];
+    let mut x = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Environment xmlns=\"http://schemas.dmtf.org/ovf/environment/1\" xmlns:oe=\"http://schemas.dmtf.org/ovf/environment/1\" oe:id=\"\">\n  <PlatformSection>\n    <Kind>QEMU boot-test</Kind>\n  </PlatformSection>\n  <PropertySection>\n",
+    );
+    for (k, v) in props {
+        let v = v
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;");
+        x.push_str(&format!(
+            "    <Property oe:key=\"{DEPLOY_PRODUCT_CLASS}.{k}\" oe:value=\"{v}\"/>\n"
+        ));
+    }
+    x.push_str("  </PropertySection>\n</Environment>\n");
+    x
+}
+
+fn write_private(path: &Utf8Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).with_context(|| format!("cannot write {path}"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot chmod {path}"))
+}
+
+/// `xorriso -as mkisofs`: an ISO 9660 image with Rock Ridge and Joliet names.
+fn make_iso(sh: &Shell, dir: &Utf8Path, iso: &Utf8Path) -> Result<()> {
+    cmd!(
+        sh,
+        "xorriso -as mkisofs -quiet -R -J -V OVF_ENV -o {iso} {dir}"
+    )
+    .run()
+    .with_context(|| format!("cannot build {iso} (Debian package: xorriso)"))
+}
+
+/// Builds the workspace's `mt-agent` for the host: the sender that enrols.
+fn build_sender(sh: &Shell) -> Result<Utf8PathBuf> {
+    cmd!(sh, "cargo build -q -p mt-agent")
+        .run()
+        .context("cannot build the host's mt-agent (the sender side of the enrolment check)")?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(Utf8PathBuf::from)
+        .unwrap_or_else(|_| util::workspace_root().join("target"));
+    Ok(target.join("debug/mt-agent"))
+}
+
+impl OvfEnvTest {
+    fn prepare(sh: &Shell, xml: &str, origin: &str, work: &Utf8Path) -> Result<OvfEnvTest> {
+        let env = mt_agent::ovfenv::parse(xml)
+            .with_context(|| format!("the OVF environment from {origin} is not valid"))?;
+        let dir = work.join("ovf-env");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("ovf-env.xml"), xml)?;
+        let iso = work.join("ovf-env.iso");
+        make_iso(sh, &dir, &iso)?;
+        let right = match &env.config.agent_passphrase {
+            Some(p) => {
+                let f = work.join("passphrase-right");
+                write_private(&f, &format!("{p}\n"))?;
+                Some(f)
+            }
+            None => None,
+        };
+        let wrong = work.join("passphrase-wrong");
+        write_private(&wrong, "not-the-deploy-time-passphrase\n")?;
+        Ok(OvfEnvTest {
+            iso,
+            config: env.config,
+            right,
+            wrong,
+            sender: build_sender(sh)?,
+            state: work.join("sender-state"),
+        })
+    }
+
+    fn enrol(&self, host_port: u16, passphrase: &Utf8Path) -> (bool, String) {
+        let out = std::process::Command::new(&self.sender)
+            .args(["enrol", "--to", &format!("127.0.0.1:{host_port}")])
+            .arg("--passphrase-file")
+            .arg(passphrase)
+            .arg("--state")
+            .arg(&self.state)
+            .output();
+        match out {
+            Ok(o) => {
+                let text = String::from_utf8_lossy(if o.status.success() {
+                    &o.stdout
+                } else {
+                    &o.stderr
+                });
+                let line = text.lines().last().unwrap_or("").trim().to_string();
+                (o.status.success(), line)
+            }
+            Err(e) => (false, format!("cannot run {}: {e}", self.sender)),
+        }
+    }
+
+    /// From the host through the forwarded port: a wrong passphrase is refused, then the
+    /// deploy-time one enrols.
+    fn enrol_checks(&self, host_port: u16) -> Vec<Outcome> {
+        let Some(right) = &self.right else {
+            return Vec::new();
+        };
+        let (wrong_ok, wrong_detail) = self.enrol(host_port, &self.wrong);
+        let (right_ok, right_detail) = self.enrol(host_port, right);
+        vec![
+            Outcome {
+                what: "enrolment with a wrong passphrase refused".into(),
+                ok: !wrong_ok,
+                detail: wrong_detail,
+            },
+            Outcome {
+                what: "enrolment with the OVF passphrase accepted".into(),
+                ok: right_ok,
+                detail: right_detail,
+            },
+        ]
+    }
+
+    fn judge(&self, device: &str, report: &[String]) -> Vec<Outcome> {
+        let line = |kind: &str| -> String {
+            report
+                .iter()
+                .find_map(|l| l.strip_prefix(kind).map(|r| r.trim().to_string()))
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        let c = &self.config;
+        if let Some(IpConfig::Static {
+            address,
+            prefix,
+            gateway,
+        }) = &c.ip
+        {
+            let addr = line("ovf-addr");
+            out.push(Outcome {
+                what: format!("{device} {address}/{prefix} configured statically"),
+                ok: addr.contains(&format!(" {address}/{prefix} "))
+                    && !addr.contains("dynamic")
+                    && line("ovf-iface") == format!("iface {device} inet static"),
+                detail: format!("{addr} | {}", line("ovf-iface")),
+            });
+            let route = line("ovf-route");
+            out.push(Outcome {
+                what: format!("default route via {gateway}"),
+                ok: route.starts_with(&format!("default via {gateway} dev {device}")),
+                detail: route,
+            });
+            let resolv = line("ovf-resolv");
+            let mut want: Vec<String> = Vec::new();
+            if let Some(s) = c.dns_search.as_deref().filter(|s| !s.is_empty()) {
+                want.push(format!("search {s}"));
+            }
+            want.extend(c.dns_servers.iter().map(|d| format!("nameserver {d}")));
+            let want = want.join(" ");
+            out.push(Outcome {
+                what: "/etc/resolv.conf from the environment".into(),
+                ok: resolv == want,
+                detail: resolv,
+            });
+        }
+        if let Some(p) = &c.agent_passphrase {
+            use sha2::{Digest, Sha256};
+            let want: String = Sha256::digest(format!("{p}\n").as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let mode = line("ovf-passmode");
+            let hash = line("ovf-passhash");
+            out.push(Outcome {
+                what: format!(
+                    "{} mode 600 holds the passphrase",
+                    mt_agent::net::auth::PASSPHRASE_PATH
+                ),
+                ok: mode == "600 root" && hash == want,
+                detail: format!("mode {mode}, sha256 {}", &hash[..hash.len().min(16)]),
+            });
+        }
+        let source = line("ovf-source");
+        out.push(Outcome {
+            what: "mt-agent status: from the OVF environment via iso".into(),
+            ok: source.starts_with("configuration: OVF environment via iso"),
+            detail: source,
+        });
+        let unit = line("ovf-unit");
+        out.push(Outcome {
+            what: "mt-agent-ovfenv.service ran".into(),
+            ok: unit == "active",
+            detail: unit,
+        });
+        out
+    }
 }
 
 #[cfg(test)]
@@ -723,7 +1073,7 @@ mod tests {
 
     #[test]
     fn a_complete_report_passes_every_check() {
-        let outcomes = judge_report(&def(), &hw(), &good_report());
+        let outcomes = judge_report(&def(), &hw(), &good_report(), None);
         let failed: Vec<_> = outcomes.iter().filter(|o| !o.ok).map(|o| &o.what).collect();
         assert!(failed.is_empty(), "{failed:?}");
     }
@@ -741,7 +1091,7 @@ mod tests {
                 .into_iter()
                 .filter(|l| !l.starts_with(drop))
                 .collect();
-            let failed: Vec<String> = judge_report(&def(), &hw(), &report)
+            let failed: Vec<String> = judge_report(&def(), &hw(), &report, None)
                 .into_iter()
                 .filter(|o| !o.ok)
                 .map(|o| o.what)
@@ -751,5 +1101,95 @@ mod tests {
                 "dropping {drop:?}: {failed:?}"
             );
         }
+    }
+
+    fn ovf_test() -> OvfEnvTest {
+        let env = mt_agent::ovfenv::parse(&test_environment()).unwrap();
+        OvfEnvTest {
+            iso: "ovf-env.iso".into(),
+            config: env.config,
+            right: Some("right".into()),
+            wrong: "wrong".into(),
+            sender: "mt-agent".into(),
+            state: "state".into(),
+        }
+    }
+
+    fn ovf_report(passphrase: &str) -> Vec<String> {
+        use sha2::{Digest, Sha256};
+        let hash: String = Sha256::digest(format!("{passphrase}\n").as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        vec![
+            "ovf-addr eth0    inet 10.0.2.15/24 brd 10.0.2.255 scope global eth0\\       valid_lft forever preferred_lft forever".into(),
+            "ovf-iface iface eth0 inet static".into(),
+            "ovf-route default via 10.0.2.2 dev eth0 onlink".into(),
+            "ovf-resolv search drill.test nameserver 10.0.2.3 ".into(),
+            "ovf-passmode 600 root".into(),
+            format!("ovf-passhash {hash}"),
+            "ovf-source configuration: OVF environment via iso (CD-ROM /dev/sr0) (blake3 0123456789abcdef)".into(),
+            "ovf-unit active".into(),
+        ]
+    }
+
+    #[test]
+    fn the_test_environment_is_valid_and_escapes_its_passphrase() {
+        let xml = test_environment();
+        assert!(
+            xml.contains("fail&amp;back &lt;drill&gt; &quot;7&quot;"),
+            "{xml}"
+        );
+        let o = ovf_test();
+        assert_eq!(
+            o.config.agent_passphrase.as_deref(),
+            Some("fail&back <drill> \"7\"")
+        );
+        assert_eq!(o.config.hostname.as_deref(), Some("mt-ovf.drill.test"));
+    }
+
+    #[test]
+    fn the_ovf_checks_pass_only_when_the_environment_took_effect() {
+        let o = ovf_test();
+        let pass = o.config.agent_passphrase.clone().unwrap();
+        let failed = |r: &[String]| -> Vec<String> {
+            o.judge("eth0", r)
+                .into_iter()
+                .filter(|x| !x.ok)
+                .map(|x| x.what)
+                .collect()
+        };
+        assert_eq!(failed(&ovf_report(&pass)), Vec::<String>::new());
+        // A DHCP lease gives QEMU's user network the same address: the flag tells them apart.
+        let mut dhcp = ovf_report(&pass);
+        dhcp[0] = dhcp[0].replace("scope global eth0", "scope global dynamic eth0");
+        dhcp[1] = "ovf-iface iface eth0 inet dhcp".into();
+        assert!(failed(&dhcp)[0].contains("configured statically"));
+        assert!(failed(&ovf_report("changeme"))[0].contains("holds the passphrase"));
+        let mut defaults = ovf_report(&pass);
+        defaults[6] =
+            "ovf-source configuration: build-time defaults (no OVF environment applied)".into();
+        assert!(failed(&defaults)[0].contains("mt-agent status"));
+    }
+
+    #[test]
+    fn the_transport_cd_carries_ovf_env_xml() {
+        let dir = util::workspace_root().join("target/tmp-ovf-iso-test");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        std::fs::write(dir.join("root/ovf-env.xml"), test_environment()).unwrap();
+        let sh = Shell::new().unwrap();
+        make_iso(&sh, &dir.join("root"), &dir.join("e.iso")).unwrap();
+        let iso = std::fs::read(dir.join("e.iso")).unwrap();
+        // The primary volume descriptor at sector 16: type 1, "CD001", the volume label.
+        assert_eq!(&iso[0x8000..0x8006], b"\x01CD001");
+        assert!(iso[0x8028..0x8048].starts_with(b"OVF_ENV"));
+        let listing = cmd!(sh, "xorriso -indev {dir}/e.iso -find / -name ovf-env.xml")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .unwrap();
+        assert!(listing.contains("ovf-env.xml"), "{listing}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

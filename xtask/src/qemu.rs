@@ -27,6 +27,8 @@ pub struct VmHardware {
     pub scsi: ScsiController,
     pub nic: NicKind,
     pub disks: Vec<VmDisk>,
+    /// An ISO image on an IDE CD-ROM (the OVF `iso` transport carries `ovf-env.xml` this way).
+    pub cdrom: Option<Utf8PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +198,13 @@ impl Machine {
             args.push(format!(
                 "scsi-hd,bus=scsi0.0,scsi-id={0},drive=disk{0},serial={serial},wwn={wwn:#018x}",
                 d.unit
+            ));
+        }
+        if let Some(iso) = &hw.cdrom {
+            // The `pc` board's own IDE controller, as vSphere attaches the transport's CD.
+            args.push("-drive".into());
+            args.push(format!(
+                "file={iso},if=ide,index=2,media=cdrom,readonly=on,format=raw"
             ));
         }
         let fwd: String = forwards

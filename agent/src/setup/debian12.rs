@@ -4,7 +4,7 @@
 
 use super::{
     firewall, kdump, mount_unit, Change, Plan, Root, AGENT_BINARY, FIRSTBOOT_SERVICE,
-    HOST_KEYS_SERVICE, SERVICE,
+    HOST_KEYS_SERVICE, OVFENV_SERVICE, SERVICE,
 };
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 
@@ -66,6 +66,35 @@ WantedBy=multi-user.target
     )
 }
 
+/// The OVF environment, applied at every boot (a changed property takes effect at the next
+/// reboot) before ifupdown reads `/etc/network/interfaces`. It must never hold up the boot:
+/// no environment is a success, and an invalid one is logged on the console while the
+/// previous configuration stays (the `-`: the unit does not fail the boot either way).
+fn ovfenv_unit() -> String {
+    format!(
+        "[Unit]
+Description=mt-agent: apply the OVF environment (host name, network, passphrase)
+DefaultDependencies=no
+After=local-fs.target {FIRSTBOOT_SERVICE}
+Before=network-pre.target networking.service ssh.service {SERVICE} shutdown.target
+Wants=network-pre.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+# The iso transport's CD-ROM may still be probing when local-fs.target is reached.
+ExecStartPre=-/bin/udevadm settle --timeout=30
+ExecStart=-{AGENT_BINARY} ovfenv apply --root / --distro debian12
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}
+
 const HOST_KEYS_UNIT: &str = "[Unit]
 Description=Create this copy's SSH host keys (the template ships none)
 Before=ssh.service
@@ -94,6 +123,8 @@ pub fn plan(root: &Root, cfg: &AgentConfig, p: &mut Plan) {
         wants("multi-user.target", SERVICE, UNIT_DIR),
         unit(FIRSTBOOT_SERVICE, firstboot_unit()),
         wants("multi-user.target", FIRSTBOOT_SERVICE, UNIT_DIR),
+        unit(OVFENV_SERVICE, ovfenv_unit()),
+        wants("multi-user.target", OVFENV_SERVICE, UNIT_DIR),
         unit(HOST_KEYS_SERVICE, HOST_KEYS_UNIT.into()),
         wants("ssh.service", HOST_KEYS_SERVICE, UNIT_DIR),
         // systemd creates a machine ID on the first boot that finds this file empty.

@@ -14,6 +14,7 @@ pub fn plan(root: &Root, cfg: &AgentConfig, p: &mut Plan) {
             "mt-agent-firstboot",
             sysv::firstboot_script(DEFAULT_CONFIG_PATH, AGENT_BINARY),
         ),
+        ("mt-agent-ovfenv", sysv::ovfenv_script(AGENT_BINARY)),
     ] {
         let header = sysv::ChkconfigHeader::parse(&script).expect("our scripts carry a header");
         p.changes.push(Change::File {

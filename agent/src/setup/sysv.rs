@@ -171,6 +171,41 @@ esac
     )
 }
 
+/// The OVF environment, applied at every boot before the network (S10) reads `ifcfg-eth0`:
+/// S09 like first boot, and after it (rc runs links of one number in name order). It always
+/// exits 0: no environment changes nothing, and an invalid one is reported on the console
+/// while the previous configuration stays; the boot goes on either way.
+pub fn ovfenv_script(binary: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+#
+# mt-agent-ovfenv	Applies the OVF environment (deploy-time properties).
+#
+# chkconfig: 2345 09 91
+# description: Reads ovf-env.xml (VMware tools or the iso transport) and writes the host \
+#              name, network, resolver, NTP, SSH key and agent passphrase it gives.
+### BEGIN INIT INFO
+# Provides: mt-agent-ovfenv
+# Required-Start: $local_fs mt-agent-firstboot
+# Required-Stop:
+# X-Start-Before: $network sshd mt-agent
+# Default-Start: 2 3 4 5
+# Default-Stop: 0 1 6
+# Short-Description: apply the OVF environment of a deployed master target
+### END INIT INFO
+
+case "$1" in
+    start)
+        {binary} ovfenv apply --root / --distro el6 2>&1 | tee -a /var/log/mt-agent-ovfenv.log >/dev/console
+        exit 0
+        ;;
+    stop|status) exit 0 ;;
+    *) echo "Usage: $0 start"; exit 2 ;;
+esac
+"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +240,7 @@ mod tests {
         for script in [
             agent_script("/etc/mt-agent/agent.toml", "/usr/sbin/mt-agent"),
             firstboot_script("/etc/mt-agent/agent.toml", "/usr/sbin/mt-agent"),
+            ovfenv_script("/usr/sbin/mt-agent"),
         ] {
             let out = std::process::Command::new("bash")
                 .args(["-n", "-c", &script])

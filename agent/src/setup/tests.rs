@@ -162,12 +162,25 @@ fn el6_setup_writes_the_runbook_changes_and_a_second_run_changes_nothing() {
     let script = text(&root, "/etc/rc.d/init.d/mt-agent");
     assert!(script.contains("# chkconfig: 2345 90 10") && script.contains("### BEGIN INIT INFO"));
     assert!(script.contains("ulimit -c unlimited"));
+    let ovfenv = text(&root, "/etc/rc.d/init.d/mt-agent-ovfenv");
+    assert!(ovfenv.contains("/usr/sbin/mt-agent ovfenv apply --root / --distro el6"));
+    // Before the network (S10), after first boot (same number, earlier name): never failing.
+    assert!(ovfenv.contains("# chkconfig: 2345 09 91") && ovfenv.contains("exit 0\n"));
+    assert!("S09mt-agent-firstboot" < "S09mt-agent-ovfenv");
     for (link, target) in [
         ("/etc/rc.d/rc3.d/S90mt-agent", "../init.d/mt-agent"),
         ("/etc/rc.d/rc6.d/K10mt-agent", "../init.d/mt-agent"),
         (
             "/etc/rc.d/rc3.d/S09mt-agent-firstboot",
             "../init.d/mt-agent-firstboot",
+        ),
+        (
+            "/etc/rc.d/rc3.d/S09mt-agent-ovfenv",
+            "../init.d/mt-agent-ovfenv",
+        ),
+        (
+            "/etc/rc.d/rc6.d/K91mt-agent-ovfenv",
+            "../init.d/mt-agent-ovfenv",
         ),
         ("/etc/rc.d/rc3.d/S20kdump", "../init.d/kdump"),
         ("/etc/rc.d/rc3.d/S13multipathd", "../init.d/multipathd"),
@@ -244,7 +257,7 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
     assert!(!root.join("var/lib/mt-agent/serve/server.key").exists());
     assert!(!root.join("var/lib/mt-agent/disk-identity.toml").exists());
     assert!(root.join("etc/ssh/sshd_config").exists());
-    for unit in [SERVICE, FIRSTBOOT_SERVICE] {
+    for unit in [SERVICE, FIRSTBOOT_SERVICE, OVFENV_SERVICE] {
         let wants = root.join(format!("etc/systemd/system/multi-user.target.wants/{unit}"));
         assert_eq!(
             std::fs::read_link(wants).unwrap().to_str().unwrap(),
@@ -260,6 +273,19 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
     // be a cycle (systemd then drops local-fs.target's job); it re-reads the blacklist instead.
     assert!(!fb.contains("multipathd.service"), "{fb}");
     assert!(fb.contains("ExecStartPost=-/usr/sbin/multipathd reconfigure"));
+    let ovf = text(&root, "/etc/systemd/system/mt-agent-ovfenv.service");
+    for line in [
+        "Type=oneshot",
+        "Wants=network-pre.target",
+        "After=local-fs.target mt-agent-firstboot.service",
+        // '-': an invalid environment is logged, the previous configuration kept, boot goes on.
+        "ExecStart=-/usr/sbin/mt-agent ovfenv apply --root / --distro debian12",
+    ] {
+        assert!(ovf.lines().any(|l| l == line), "{line} missing in\n{ovf}");
+    }
+    assert!(ovf
+        .lines()
+        .any(|l| l.starts_with("Before=network-pre.target ") && l.contains("networking.service")));
     let kd = text(&root, "/etc/default/kdump-tools");
     assert!(kd.contains("USE_KDUMP=1\n") && kd.contains("KDUMP_COREDIR=\"/var/crash\"\n"));
     let nft = text(&root, "/etc/nftables.conf");

@@ -224,6 +224,8 @@ impl BuildOva {
             accel: "auto".into(),
             timeout: 900,
             work: None,
+            ovf_env: None,
+            ovf_env_test: false,
         };
         if let Err(e) = test.run(sh) {
             // Complete and verified, but it did not boot: kept for inspection under a name
