@@ -25,6 +25,9 @@ pub const MAX_TAG_NAME: usize = 256;
 const KIND_START: u8 = 1;
 const KIND_WRITE: u8 = 2;
 const KIND_TAG: u8 = 3;
+/// Write-frame flag: the write is part of a resync (full copy or delta), so the target is not a
+/// consistent image of the source until the resync's closing tag (see the journal's resync mode).
+const FLAG_RESYNC: u8 = 1;
 
 /// What a tag from the source marks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -51,6 +54,8 @@ pub enum Frame {
         disk: u32,
         offset: u64,
         data: Vec<u8>,
+        /// Part of a resync: no state between here and the next tag needs to be recoverable.
+        resync: bool,
     },
     /// A consistency point the source marked.
     Tag {
@@ -83,6 +88,7 @@ pub struct FrameError {
 pub fn encode(frame: &Frame) -> Vec<u8> {
     let mut h = [0u8; FRAME_HEADER_LEN];
     let mut payload = Vec::new();
+    let mut flags = 0u8;
     let (kind, disk, lsn, time, offset) = match frame {
         Frame::Start { group, disks } => {
             put_str(&mut payload, group);
@@ -99,8 +105,12 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
             disk,
             offset,
             data,
+            resync,
         } => {
             payload.extend_from_slice(data);
+            if *resync {
+                flags |= FLAG_RESYNC;
+            }
             (KIND_WRITE, *disk, lsn.0, source_time.0, *offset)
         }
         Frame::Tag {
@@ -120,6 +130,7 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
     h[0..4].copy_from_slice(&FRAME_MAGIC);
     h[4..6].copy_from_slice(&FRAME_VERSION.to_le_bytes());
     h[6] = kind;
+    h[7] = flags;
     h[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     h[12..16].copy_from_slice(&disk.to_le_bytes());
     h[16..24].copy_from_slice(&lsn.to_le_bytes());
@@ -234,6 +245,14 @@ impl<R: Read> FrameReader<R> {
         let lsn = Lsn(u64::from_le_bytes(h[16..24].try_into().unwrap()));
         let source_time = Timestamp(i64::from_le_bytes(h[24..32].try_into().unwrap()));
         let off = u64::from_le_bytes(h[32..40].try_into().unwrap());
+        let flags = h[7];
+        let allowed = if h[6] == KIND_WRITE { FLAG_RESYNC } else { 0 };
+        if flags & !allowed != 0 {
+            return Err(err(format!(
+                "unknown flags {flags:#04x} for frame kind {}",
+                h[6]
+            )));
+        }
         let frame = match h[6] {
             KIND_START => {
                 let mut p = Cursor { b: payload, pos: 0 };
@@ -265,6 +284,7 @@ impl<R: Read> FrameReader<R> {
                     disk,
                     offset: off,
                     data: payload.to_vec(),
+                    resync: flags & FLAG_RESYNC != 0,
                 }
             }
             KIND_TAG => {
@@ -356,6 +376,7 @@ mod tests {
                 disk: 0,
                 offset: 4096,
                 data: vec![7u8; 8192],
+                resync: false,
             },
             Frame::Tag {
                 lsn: Lsn(2),

@@ -113,6 +113,7 @@ fn record(
             disk,
             offset: b * BLOCK_SIZE,
             data,
+            resync: false,
         })
         .unwrap();
     }

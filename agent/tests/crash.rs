@@ -4,12 +4,17 @@
 //! changes. Sometimes power fails again during the restart's own repair. Afterwards: the group
 //! opens, no acknowledged write is lost at "latest", targets hold exactly one acknowledged prefix,
 //! every listed point recovers byte-identical to the model, and the stream resumes.
+//! Some runs are in the middle of a resync when power fails: there the targets may also hold
+//! blocks of the unacknowledged batch (a resync keeps no rollback), "latest" is refused, every
+//! point still recovers exactly, and resending the blocks that differ (what a delta resync does)
+//! makes the targets exact again.
 //! Every run reproduces from its seed (printed on failure).
 
 mod common;
 
 use camino::Utf8PathBuf;
 use common::*;
+use mt_agent::frame::{Frame, BLOCK_SIZE};
 use mt_agent::journal::clock::{Clock, FakeClock};
 use mt_agent::journal::sim::{SimFs, SimRng};
 use mt_agent::journal::{GroupJournal, JournalError, Lsn, PointKind, RecoveryPoint};
@@ -26,6 +31,8 @@ enum Phase {
     RecoverToDir,
     Restart,
     RestartRepair,
+    /// Not a phase of its own: the crash left a resync unfinished.
+    MidResync,
 }
 
 enum InFlight {
@@ -40,6 +47,8 @@ struct Run {
     clock: Arc<FakeClock>,
     model: Model,
     tag: String,
+    /// Writes are part of a resync until the next tag.
+    resyncing: bool,
 }
 
 /// One random step; returns the phase it exercised. Errors are returned, not unwrapped.
@@ -54,12 +63,21 @@ fn step(
     *inflight = InFlight::None;
     match op {
         0..=54 => {
-            let f = random_write(j, &mut r.model, &mut r.rng, now);
+            let f = random_write_of(j, &mut r.model, &mut r.rng, now, r.resyncing);
+            (Phase::Ingest, j.apply_frame(f).map(|_| ()))
+        }
+        55..=57 if !r.resyncing => {
+            r.resyncing = true;
+            let f = random_write_of(j, &mut r.model, &mut r.rng, now, true);
             (Phase::Ingest, j.apply_frame(f).map(|_| ()))
         }
         55..=64 => {
             let f = random_tag(j, &mut r.rng, now);
-            (Phase::Tag, j.apply_frame(f).map(|_| ()))
+            let res = j.apply_frame(f).map(|_| ());
+            if res.is_ok() {
+                r.resyncing = false;
+            }
+            (Phase::Tag, res)
         }
         65..=76 => {
             let secs = if r.rng.chance(15) {
@@ -93,6 +111,7 @@ fn step(
             let res = j.recover_point(&p, None).map(|_| ());
             if res.is_ok() {
                 r.model.truncate(p.lsn);
+                r.resyncing = false;
             }
             (Phase::RecoverInPlace, res)
         }
@@ -101,7 +120,11 @@ fn step(
                 return (Phase::Commit, Err(e));
             }
             let mut pts = j.points().to_vec();
-            pts.push(j.latest());
+            if j.latest_is_consistent().is_ok() {
+                pts.push(j.latest());
+            } else if pts.is_empty() {
+                return (Phase::Commit, Ok(()));
+            }
             let p = pts[r.rng.below(pts.len() as u64) as usize].clone();
             let dir = Utf8PathBuf::from(format!("/out/{}", r.fs.ops()));
             *inflight = InFlight::ToDir(p.clone(), dir.clone());
@@ -113,7 +136,9 @@ fn step(
 }
 
 fn check_all_points(r: &Run, j: &mut GroupJournal) {
-    check_targets(&r.fs, j, &r.model, &r.tag);
+    if j.state().resync.is_none() {
+        check_targets(&r.fs, j, &r.model, &r.tag);
+    }
     for p in j.points().to_vec() {
         check_point(&r.fs, j, &r.model, &p, &r.tag);
     }
@@ -136,6 +161,7 @@ fn crash_run(seed: u64) -> Vec<Phase> {
         clock: clock.clone(),
         model,
         tag: format!("crash seed {seed}"),
+        resyncing: false,
     };
     let mut j = vol.open_group("g").unwrap();
     let mut inflight = InFlight::None;
@@ -170,7 +196,7 @@ fn crash_run(seed: u64) -> Vec<Phase> {
             j = reopened.unwrap();
             fs.crash_after(1);
             phase = Phase::Commit;
-            let f = random_write(&j, &mut r.model, &mut r.rng, clock.now());
+            let f = random_write_of(&j, &mut r.model, &mut r.rng, clock.now(), r.resyncing);
             let _ = j.apply_frame(f).and_then(|_| j.commit());
         }
     } else {
@@ -255,7 +281,18 @@ fn crash_run(seed: u64) -> Vec<Phase> {
             r.tag
         ),
     }
+    let unacked: Vec<_> = r.model.log.iter().filter(|w| w.0 > got).cloned().collect();
     r.model.truncate(got);
+    r.resyncing = j2.state().resync.is_some();
+    let mid_resync = r.resyncing;
+    if r.resyncing {
+        resync_targets_hold_acked_or_unacked(&r, &j2, &unacked);
+        assert!(
+            j2.latest_is_consistent().is_err(),
+            "{}: latest offered mid-resync",
+            r.tag
+        );
+    }
     // Points: nothing invented; none lost that the policy had to keep.
     let horizon = clock.now().plus_secs(-vol2.policy.retention_secs);
     let newest_app = points_before
@@ -291,6 +328,10 @@ fn crash_run(seed: u64) -> Vec<Phase> {
         }
     }
     check_all_points(&r, &mut j2);
+    if r.resyncing {
+        // The resync resumes: the blocks that differ from the source are sent again.
+        resend_differing_blocks(&mut r, &mut j2);
+    }
     // The stream resumes from the acknowledged LSN and everything still holds.
     for _ in 0..40 {
         let (_, res) = step(&mut r, &mut j2, false, &mut inflight);
@@ -302,7 +343,68 @@ fn crash_run(seed: u64) -> Vec<Phase> {
     if repair_crashed {
         phases.push(Phase::RestartRepair);
     }
+    if mid_resync {
+        phases.push(Phase::MidResync);
+    }
     phases
+}
+
+/// Mid-resync after a crash: every 512-byte sector of every target (the unit the simulated disk
+/// keeps or loses) holds its content at the acknowledged LSN or what an unacknowledged write
+/// gave it.
+fn resync_targets_hold_acked_or_unacked(
+    r: &Run,
+    j: &GroupJournal,
+    unacked: &[(Lsn, u32, u64, Vec<u8>)],
+) {
+    let want = r.model.state_at(j.acked());
+    let bs = 512;
+    for (i, d) in j.disks().iter().enumerate() {
+        let got = r.fs.read_all(&d.target).unwrap();
+        for (b, block) in got.chunks(bs).enumerate() {
+            let at = (b * bs) as u64;
+            let ok = *block == want[i][b * bs..(b + 1) * bs]
+                || unacked.iter().any(|(_, wd, off, data)| {
+                    *wd as usize == i
+                        && *off <= at
+                        && at < off + data.len() as u64
+                        && *block == data[(at - off) as usize..(at - off) as usize + bs]
+                });
+            assert!(
+                ok,
+                "{}: after a crash mid-resync sector {b} of {} holds data that was never sent",
+                r.tag, d.target
+            );
+        }
+    }
+}
+
+/// What a delta resync does after a reconnect: sends the blocks where target and source differ.
+fn resend_differing_blocks(r: &mut Run, j: &mut GroupJournal) {
+    let want = r.model.state_at(j.acked());
+    let bs = BLOCK_SIZE as usize;
+    for (i, d) in j.disks().to_vec().iter().enumerate() {
+        let got = r.fs.read_all(&d.target).unwrap();
+        for b in 0..got.len() / bs {
+            let range = b * bs..(b + 1) * bs;
+            if got[range.clone()] != want[i][range.clone()] {
+                let lsn = j.next_lsn();
+                let data = want[i][range].to_vec();
+                r.model
+                    .log
+                    .push((lsn, i as u32, (b * bs) as u64, data.clone()));
+                j.apply_frame(Frame::Write {
+                    lsn,
+                    source_time: r.clock.now(),
+                    disk: i as u32,
+                    offset: (b * bs) as u64,
+                    data,
+                    resync: true,
+                })
+                .unwrap_or_else(|e| panic!("{}: resending block {b}: {e}", r.tag));
+            }
+        }
+    }
 }
 
 fn campaign(seeds: std::ops::Range<u64>) -> BTreeMap<Phase, u64> {
@@ -336,6 +438,7 @@ fn crash_campaign_1200_points() {
         Phase::RecoverToDir,
         Phase::Restart,
         Phase::RestartRepair,
+        Phase::MidResync,
     ] {
         assert!(
             by_phase.get(&ph).copied().unwrap_or(0) > 0,
@@ -400,6 +503,7 @@ fn a_failed_flush_stops_the_stream_and_is_never_retried() {
             clock: clock.clone(),
             model,
             tag: format!("failed flush seed {seed}"),
+            resyncing: false,
         };
         check_all_points(&r, &mut j2);
     }

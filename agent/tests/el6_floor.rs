@@ -372,6 +372,7 @@ fn record(path: &Utf8Path, cap: u64) -> Model {
             disk,
             offset: b * BLOCK_SIZE,
             data,
+            resync: false,
         })
         .unwrap();
     }

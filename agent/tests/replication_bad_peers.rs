@@ -58,6 +58,7 @@ fn write_frame(lsn: u64) -> Vec<u8> {
         disk: 0,
         offset: 8192,
         data: vec![0xab; 4096],
+        resync: false,
     })
 }
 

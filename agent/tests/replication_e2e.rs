@@ -106,6 +106,7 @@ fn full_copy_delta_resyncs_and_a_tagged_stream_recover_equal_the_source_at_every
                 disk: disk as u32,
                 offset: off,
                 data,
+                resync: false,
             });
         }
         lsn += 1;

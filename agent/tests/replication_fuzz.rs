@@ -33,6 +33,7 @@ fn seeds() -> Vec<Vec<u8>> {
             disk: 1,
             offset: 8192,
             data: vec![0x5a; 8192],
+            resync: false,
         },
         Frame::Tag {
             lsn: Lsn(2),

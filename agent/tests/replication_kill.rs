@@ -49,6 +49,7 @@ fn make_stream(
                 disk: disk as u32,
                 offset: off,
                 data,
+                resync: false,
             });
         }
         lsn += 1;

@@ -17,6 +17,61 @@ pub enum OpenMode {
     ReadWrite,
     /// Create (or empty) a file for read and write.
     CreateTruncate,
+    /// Read-write, and whole aligned blocks written with [`FsFile::write_blocks_at`] bypass the
+    /// page cache (`O_DIRECT`) where the file system allows it: the replication targets.
+    Target,
+}
+
+/// Alignment (address, offset and length) of the writes that may bypass the page cache.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// A zeroed byte buffer whose start is aligned to [`DIRECT_ALIGN`], for direct writes.
+pub struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively, like a Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared references only give out &[u8].
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// `len` bytes rounded up to whole blocks, zeroed.
+    pub fn new(len: usize) -> AlignedBuf {
+        let len = len.max(DIRECT_ALIGN).next_multiple_of(DIRECT_ALIGN);
+        let layout = std::alloc::Layout::from_size_align(len, DIRECT_ALIGN)
+            .expect("buffer size fits the address space");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr =
+            std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        AlignedBuf { ptr, len }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::from_size_align(self.len, DIRECT_ALIGN)
+            .expect("the layout it was allocated with");
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) }
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` initialised bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `len` initialised bytes owned exclusively by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
 }
 
 /// One open file or block device.
@@ -25,6 +80,12 @@ pub trait FsFile: Send + Sync {
     /// Reads exactly `buf.len()` bytes at `offset` (an error if the file is shorter).
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Like `write_all_at`; a file opened as [`OpenMode::Target`] writes a buffer, offset and
+    /// length aligned to [`DIRECT_ALIGN`] past the page cache (durable only after `sync_data`,
+    /// like any write).
+    fn write_blocks_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_all_at(buf, offset)
+    }
     /// The size in bytes (for a block device, its capacity).
     fn len(&self) -> io::Result<u64>;
     fn set_len(&self, len: u64) -> io::Result<()>;
@@ -58,6 +119,8 @@ pub struct RealFs;
 
 struct RealFile {
     file: std::fs::File,
+    /// The same file opened with O_DIRECT (targets only, where the file system allows it).
+    direct: Option<std::fs::File>,
 }
 
 impl FsFile for RealFile {
@@ -66,6 +129,21 @@ impl FsFile for RealFile {
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(buf, offset)
+    }
+    fn write_blocks_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let aligned = (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+            && buf.len().is_multiple_of(DIRECT_ALIGN)
+            && offset.is_multiple_of(DIRECT_ALIGN as u64);
+        match &self.direct {
+            Some(d) if aligned => match d.write_all_at(buf, offset) {
+                // A device with a larger logical block: the page cache path still works.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.file.write_all_at(buf, offset)
+                }
+                r => r,
+            },
+            _ => self.file.write_all_at(buf, offset),
+        }
     }
     fn len(&self) -> io::Result<u64> {
         let meta = self.file.metadata()?;
@@ -90,12 +168,22 @@ impl Fs for RealFs {
         let mut o = std::fs::OpenOptions::new();
         match mode {
             OpenMode::Read => o.read(true),
-            OpenMode::ReadWrite => o.read(true).write(true),
+            OpenMode::ReadWrite | OpenMode::Target => o.read(true).write(true),
             OpenMode::CreateTruncate => o.read(true).write(true).create(true).truncate(true),
         };
-        Ok(Box::new(RealFile {
-            file: o.open(path)?,
-        }))
+        let file = o.open(path)?;
+        let direct = if mode == OpenMode::Target {
+            use std::os::unix::fs::OpenOptionsExt;
+            // tmpfs and some other file systems refuse O_DIRECT: then every write is buffered.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+                .ok()
+        } else {
+            None
+        };
+        Ok(Box::new(RealFile { file, direct }))
     }
     fn exists(&self, path: &Utf8Path) -> bool {
         path.exists()

@@ -43,6 +43,10 @@ impl std::fmt::Display for Lsn {
 /// Group commit: a batch is made durable once it holds this many bytes of writes (or at a tag,
 /// or when the caller flushes).
 pub const DEFAULT_BATCH_BYTES: u64 = 8 << 20;
+/// The aligned buffer that gathers a batch's adjacent writes for one direct write.
+const STAGING_BYTES: usize = 8 << 20;
+/// A resync commits in larger batches (fewer flushes; bounded memory all the same).
+pub const RESYNC_BATCH_BYTES: u64 = 32 << 20;
 /// The timeline is compacted into one snapshot record when it grows past this.
 const TIMELINE_COMPACT_BYTES: u64 = 1 << 20;
 
@@ -203,6 +207,8 @@ pub struct GroupJournal {
     targets: Vec<Box<dyn FsFile>>,
     /// Blocks whose pre-epoch content is already in the open epoch's undo log.
     saved: SavedBlocks,
+    /// Gathers adjacent writes for the targets (allocated at the first commit).
+    staging: Option<io::AlignedBuf>,
     pending: Vec<PendingWrite>,
     pending_bytes: u64,
     /// Set after any failed write or flush: the stream stops; reopening recovers.
@@ -473,7 +479,7 @@ impl GroupJournal {
         let mut targets = Vec::new();
         for d in &state.disks {
             let f = fs
-                .open(&d.target, OpenMode::ReadWrite)
+                .open(&d.target, OpenMode::Target)
                 .map_err(|e| JournalError::io(&d.target, "open target", e))?;
             let len = f
                 .len()
@@ -531,6 +537,7 @@ impl GroupJournal {
             rollback,
             targets,
             saved: SavedBlocks::new(&state.disks),
+            staging: None,
             pending: Vec::new(),
             pending_bytes: 0,
             failed: None,
@@ -816,6 +823,7 @@ impl GroupJournal {
                 disk,
                 offset,
                 data,
+                resync,
             } => {
                 if lsn <= self.state.tip {
                     return Ok(FrameOutcome::Duplicate);
@@ -841,13 +849,24 @@ impl GroupJournal {
                         spec.capacity
                     )));
                 }
-                // A crash-consistent point at least every 5 minutes of incoming changes.
+                match (resync, self.state.resync) {
+                    (true, None) => self.begin_resync(lsn)?,
+                    (false, Some(from)) => {
+                        return Err(JournalError::Rejected(format!(
+                            "LSN {lsn}: a change-stream write while the resync of group {} begun at LSN {from} has not reached its closing tag; finish the resync first (mt-agent send --delta)",
+                            self.state.group
+                        )))
+                    }
+                    _ => {}
+                }
+                // A crash-consistent point at least every 5 minutes of incoming changes (never
+                // in the middle of a resync: the targets are not consistent there).
                 let first = self
                     .pending
                     .first()
                     .map(|w| w.time)
                     .or(self.state.open.first_change);
-                if let Some(first) = first {
+                if let (Some(first), None) = (first, self.state.resync) {
                     if source_time.secs_since(first) >= self.vol.policy.crash_point_interval_secs {
                         self.commit()?;
                         self.make_point(self.state.tip, PointKind::Crash, "auto".into(), None)?;
@@ -861,7 +880,12 @@ impl GroupJournal {
                     offset,
                     data,
                 });
-                if self.pending_bytes >= self.vol.batch_bytes {
+                let batch = if self.state.resync.is_some() {
+                    self.vol.batch_bytes.max(RESYNC_BATCH_BYTES)
+                } else {
+                    self.vol.batch_bytes
+                };
+                if self.pending_bytes >= batch {
                     self.commit()?;
                 }
                 Ok(FrameOutcome::Accepted)
@@ -887,6 +911,17 @@ impl GroupJournal {
         }
     }
 
+    /// Records durably that a resync starts at `lsn`, after committing what came before it.
+    fn begin_resync(&mut self, lsn: Lsn) -> Result<()> {
+        self.commit()?;
+        let rec = timeline::Record::Resync { from: lsn };
+        let r = self.append_timeline(&rec).and_then(|()| {
+            rec.apply(&mut self.state)
+                .map_err(|e| JournalError::damaged(&self.timeline_path(), self.timeline_len, &e))
+        });
+        self.guard(r)
+    }
+
     fn check_order(&self, lsn: Lsn) -> Result<()> {
         let want = self.next_lsn();
         if lsn != want {
@@ -910,6 +945,8 @@ impl GroupJournal {
 
     fn commit_inner(&mut self) -> Result<Lsn> {
         let seq = self.state.commit_seq + 1;
+        // A batch is all resync writes or none (the first resync write commits what is before).
+        let resync = self.state.resync.is_some();
         // Which blocks need their old content saved, and where.
         let mut in_batch: HashSet<(u32, u64)> = HashSet::new();
         let mut undo_runs: Vec<(u32, u64, u64)> = Vec::new(); // disk, first block, count
@@ -921,8 +958,13 @@ impl GroupJournal {
                     continue;
                 }
                 // Without any point, no recovery can need the epoch's undo: the rollback log,
-                // rewritten every batch, is enough (the bytes are written, but not kept).
+                // rewritten every batch, is enough (the bytes are written, but not kept). In a
+                // resync not even that: no state before its closing tag is consistent, so an
+                // unfinished batch needs no rollback (the resync resends it).
                 if self.saved.contains(w.disk, b) || self.state.points.is_empty() {
+                    if resync {
+                        continue;
+                    }
                     match rb_runs.last_mut() {
                         Some((d, s, n)) if *d == w.disk && *s + *n == b => *n += 1,
                         _ => rb_runs.push((w.disk, b, 1)),
@@ -975,15 +1017,44 @@ impl GroupJournal {
                 .sync_data()
                 .map_err(|e| JournalError::io(&rb_path, "flush", e))?;
         }
-        // Only now may the targets change: everything they lose is durable above.
+        // Only now may the targets change: everything they lose is durable above. Writes that
+        // follow each other on a disk are gathered into one aligned buffer and written past the
+        // page cache (a resync's 1 MiB frames become writes of up to STAGING_BYTES).
         let mut touched = std::collections::BTreeSet::new();
-        for w in &self.pending {
-            let d = w.disk as usize;
-            self.targets[d]
-                .write_all_at(&w.data, w.offset)
-                .map_err(|e| JournalError::io(&self.state.disks[d].target, "write", e))?;
+        let staging = self
+            .staging
+            .get_or_insert_with(|| io::AlignedBuf::new(STAGING_BYTES));
+        let mut i = 0;
+        while i < self.pending.len() {
+            let (d, start) = (self.pending[i].disk as usize, self.pending[i].offset);
+            let target = &self.state.disks[d].target;
+            let mut len = 0usize;
+            let mut j = i;
+            while let Some(w) = self.pending.get(j) {
+                let fits = len + w.data.len() <= staging.len();
+                if w.disk as usize != d || w.offset != start + len as u64 || !fits {
+                    break;
+                }
+                staging[len..len + w.data.len()].copy_from_slice(&w.data);
+                len += w.data.len();
+                self.state.last_write[d] = w.time;
+                j += 1;
+            }
+            if j == i {
+                // Larger than the buffer (never with frames of at most 4 MiB): as it is.
+                let w = &self.pending[i];
+                self.targets[d]
+                    .write_all_at(&w.data, w.offset)
+                    .map_err(|e| JournalError::io(target, "write", e))?;
+                self.state.last_write[d] = w.time;
+                j = i + 1;
+            } else {
+                self.targets[d]
+                    .write_blocks_at(&staging[..len], start)
+                    .map_err(|e| JournalError::io(target, "write", e))?;
+            }
             touched.insert(d);
-            self.state.last_write[d] = w.time;
+            i = j;
         }
         self.sync_targets(touched)?;
         let last = self.pending.last().expect("batch is not empty");
@@ -1252,10 +1323,25 @@ impl GroupJournal {
         }
     }
 
+    /// Whether "latest" is a consistent state: not while a resync is unfinished.
+    pub fn latest_is_consistent(&self) -> std::result::Result<(), String> {
+        match self.state.resync {
+            None => Ok(()),
+            Some(from) => Err(format!(
+                "group {} is in the middle of a resync begun at LSN {from}: its newest state mixes old and new blocks and is not a recovery point until the resync's closing tag; recover one of its points instead (mt-agent points {})",
+                self.state.group, self.state.group
+            )),
+        }
+    }
+
     /// Resolves a selector to a point.
     pub fn select(&self, sel: &PointSelector) -> Result<RecoveryPoint> {
         match sel {
-            PointSelector::Latest => Ok(self.latest()),
+            PointSelector::Latest => {
+                self.latest_is_consistent()
+                    .map_err(JournalError::Rejected)?;
+                Ok(self.latest())
+            }
             PointSelector::LatestAppConsistent => self
                 .state
                 .points
@@ -1271,7 +1357,10 @@ impl GroupJournal {
                 }),
             PointSelector::AtOrBefore(t) => {
                 let latest = self.latest();
-                if latest.source_time <= *t && latest.lsn > Lsn(0) {
+                if latest.source_time <= *t
+                    && latest.lsn > Lsn(0)
+                    && self.latest_is_consistent().is_ok()
+                {
                     return Ok(latest);
                 }
                 self.state
@@ -1371,6 +1460,10 @@ impl GroupJournal {
     ) -> Result<Recovered> {
         self.check_usable()?;
         self.commit()?;
+        if point.kind == PointKind::Latest {
+            self.latest_is_consistent()
+                .map_err(JournalError::Rejected)?;
+        }
         let listed = point.kind == PointKind::Latest && point.lsn == self.state.tip
             || self.state.points.iter().any(|p| p == point);
         if !listed {
@@ -1504,6 +1597,7 @@ impl GroupJournal {
         s.commit_seq += 1;
         s.intent = None;
         s.stalled = None;
+        s.resync = None;
         let (f, len) = timeline::write_snapshot(self.fs(), &self.dir, &s)?;
         self.state = s;
         self.timeline = f;

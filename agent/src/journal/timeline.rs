@@ -17,6 +17,7 @@ const REC_COMMIT: u8 = 2;
 const REC_POINT: u8 = 3;
 const REC_INTENT: u8 = 4;
 const REC_STALL: u8 = 5;
+const REC_RESYNC: u8 = 6;
 
 /// One disk of a group and where its data goes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -93,6 +94,9 @@ pub struct TimelineState {
     pub next_epoch_id: u64,
     pub stalled: Option<(Timestamp, String)>,
     pub intent: Option<Lsn>,
+    /// A resync (full copy or delta) began with the write at this LSN and has not reached its
+    /// closing tag: the targets are a mix of old and new blocks, so "latest" is not consistent.
+    pub resync: Option<Lsn>,
 }
 
 impl TimelineState {
@@ -117,6 +121,7 @@ impl TimelineState {
             next_epoch_id: 2,
             stalled: None,
             intent: None,
+            resync: None,
         }
     }
 }
@@ -150,6 +155,10 @@ pub enum Record {
     Stall {
         since: Timestamp,
         reason: String,
+    },
+    /// A resync begins with the write at this LSN (it ends at the next point).
+    Resync {
+        from: Lsn,
     },
 }
 
@@ -221,6 +230,10 @@ impl Record {
                     Some(l) => e.u8(1).u64(l.0),
                     None => e.u8(0),
                 };
+                match s.resync {
+                    Some(l) => e.u8(1).u64(l.0),
+                    None => e.u8(0),
+                };
                 REC_SNAPSHOT
             }
             Record::Commit {
@@ -259,6 +272,10 @@ impl Record {
             Record::Stall { since, reason } => {
                 e.i64(since.0).str(reason);
                 REC_STALL
+            }
+            Record::Resync { from } => {
+                e.u64(from.0);
+                REC_RESYNC
             }
         };
         record::encode_record(out, kind, &e.0);
@@ -322,6 +339,10 @@ impl Record {
                     1 => Some(Lsn(d.u64()?)),
                     _ => None,
                 };
+                let resync = match d.u8()? {
+                    1 => Some(Lsn(d.u64()?)),
+                    _ => None,
+                };
                 Record::Snapshot(Box::new(TimelineState {
                     group,
                     created,
@@ -337,6 +358,7 @@ impl Record {
                     next_epoch_id,
                     stalled,
                     intent,
+                    resync,
                 }))
             }
             REC_COMMIT => {
@@ -377,6 +399,9 @@ impl Record {
             REC_STALL => Record::Stall {
                 since: Timestamp(d.i64()?),
                 reason: d.str()?,
+            },
+            REC_RESYNC => Record::Resync {
+                from: Lsn(d.u64()?),
             },
             k => return Err(format!("unknown timeline record kind {k}")),
         };
@@ -449,6 +474,7 @@ impl Record {
                 s.tip_received = point.received_time;
                 s.points.push(point.clone());
                 s.stalled = None;
+                s.resync = None;
             }
             Record::Intent { to } => {
                 if !s.points.iter().any(|p| p.lsn == *to) {
@@ -457,6 +483,12 @@ impl Record {
                 s.intent = Some(*to);
             }
             Record::Stall { since, reason } => s.stalled = Some((*since, reason.clone())),
+            Record::Resync { from } => {
+                if *from <= s.tip || s.resync.is_some() {
+                    return Err("resync record out of sequence".into());
+                }
+                s.resync = Some(*from);
+            }
         }
         Ok(())
     }

@@ -377,6 +377,7 @@ fn send_range(
             disk,
             offset,
             data,
+            resync: true,
         },
         report,
     )
@@ -557,6 +558,7 @@ fn run_stream(
                 disk,
                 offset,
                 data,
+                resync,
                 ..
             } => Frame::Write {
                 lsn: Lsn(lsn),
@@ -564,6 +566,7 @@ fn run_stream(
                 disk,
                 offset,
                 data,
+                resync,
             },
             Frame::Tag {
                 source_time,

@@ -112,6 +112,17 @@ pub fn random_write(
     rng: &mut SimRng,
     now: Timestamp,
 ) -> Frame {
+    random_write_of(j, model, rng, now, false)
+}
+
+/// A random write frame, part of a resync or not.
+pub fn random_write_of(
+    j: &GroupJournal,
+    model: &mut Model,
+    rng: &mut SimRng,
+    now: Timestamp,
+    resync: bool,
+) -> Frame {
     let disks = j.disks();
     let d = rng.below(disks.len() as u64) as u32;
     let blocks = disks[d as usize].capacity / BLOCK_SIZE;
@@ -127,6 +138,7 @@ pub fn random_write(
         disk: d,
         offset: b * BLOCK_SIZE,
         data,
+        resync,
     }
 }
 

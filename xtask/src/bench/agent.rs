@@ -255,6 +255,7 @@ fn record(path: &Utf8Path, disk: u64, payload: u64, bs: u64, tagged: bool) -> Re
             disk: 0,
             offset: off,
             data: data.clone(),
+            resync: false,
         })?;
     }
     w.into_inner().flush()?;
