@@ -86,16 +86,24 @@ pub struct FrameError {
 
 /// Encodes one frame.
 pub fn encode(frame: &Frame) -> Vec<u8> {
-    let mut h = [0u8; FRAME_HEADER_LEN];
-    let mut payload = Vec::new();
+    let mut out = Vec::new();
+    encode_into(frame, &mut out);
+    out
+}
+
+/// Appends one encoded frame to `out` (no allocation when `out` has room: the sender reuses
+/// one buffer for every frame).
+pub fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
+    let at = out.len();
+    out.resize(at + FRAME_HEADER_LEN, 0);
     let mut flags = 0u8;
     let (kind, disk, lsn, time, offset) = match frame {
         Frame::Start { group, disks } => {
-            put_str(&mut payload, group);
-            payload.extend_from_slice(&(disks.len() as u32).to_le_bytes());
+            put_str(out, group);
+            out.extend_from_slice(&(disks.len() as u32).to_le_bytes());
             for (name, cap) in disks {
-                put_str(&mut payload, name);
-                payload.extend_from_slice(&cap.to_le_bytes());
+                put_str(out, name);
+                out.extend_from_slice(&cap.to_le_bytes());
             }
             (KIND_START, 0, 0, 0, 0)
         }
@@ -107,7 +115,7 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
             data,
             resync,
         } => {
-            payload.extend_from_slice(data);
+            out.extend_from_slice(data);
             if *resync {
                 flags |= FLAG_RESYNC;
             }
@@ -119,7 +127,7 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
             kind,
             name,
         } => {
-            put_str(&mut payload, name);
+            put_str(out, name);
             let k = match kind {
                 TagKind::Crash => 1,
                 TagKind::App => 2,
@@ -127,11 +135,13 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
             (KIND_TAG, k, lsn.0, source_time.0, 0)
         }
     };
+    let payload_len = out.len() - at - FRAME_HEADER_LEN;
+    let h = &mut out[at..at + FRAME_HEADER_LEN];
     h[0..4].copy_from_slice(&FRAME_MAGIC);
     h[4..6].copy_from_slice(&FRAME_VERSION.to_le_bytes());
     h[6] = kind;
     h[7] = flags;
-    h[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[8..12].copy_from_slice(&(payload_len as u32).to_le_bytes());
     h[12..16].copy_from_slice(&disk.to_le_bytes());
     h[16..24].copy_from_slice(&lsn.to_le_bytes());
     h[24..32].copy_from_slice(&time.to_le_bytes());
@@ -139,13 +149,9 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
     let crc = crc32c::crc32c(&h[..44]);
     h[44..48].copy_from_slice(&crc.to_le_bytes());
     let mut hasher = blake3::Hasher::new();
-    hasher.update(&h[..44]);
-    hasher.update(&payload);
-    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + payload.len() + FRAME_HASH_LEN);
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&payload);
+    hasher.update(&out[at..at + 44]);
+    hasher.update(&out[at + FRAME_HEADER_LEN..]);
     out.extend_from_slice(hasher.finalize().as_bytes());
-    out
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -205,24 +211,7 @@ impl<R: Read> FrameReader<R> {
                 "truncated: the stream ends {got} bytes into the {FRAME_HEADER_LEN}-byte header"
             )));
         }
-        if h[0..4] != FRAME_MAGIC {
-            return Err(err("not a frame (bad magic)".into()));
-        }
-        if crc32c::crc32c(&h[..44]) != u32::from_le_bytes(h[44..48].try_into().unwrap()) {
-            return Err(err("header checksum mismatch (damaged header)".into()));
-        }
-        let version = u16::from_le_bytes([h[4], h[5]]);
-        if version != FRAME_VERSION {
-            return Err(err(format!(
-                "frame version {version}; this agent speaks version {FRAME_VERSION}"
-            )));
-        }
-        let len = u32::from_le_bytes(h[8..12].try_into().unwrap());
-        if len > MAX_FRAME_PAYLOAD {
-            return Err(err(format!(
-                "payload of {len} bytes exceeds the limit of {MAX_FRAME_PAYLOAD}"
-            )));
-        }
+        let len = check_header(&h).map_err(&err)?;
         let mut rest = vec![0u8; len as usize + FRAME_HASH_LEN];
         let got =
             read_full(&mut self.input, &mut rest).map_err(|e| err(format!("read error: {e}")))?;
@@ -232,81 +221,7 @@ impl<R: Read> FrameReader<R> {
                 rest.len()
             )));
         }
-        let (payload, hash) = rest.split_at(len as usize);
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&h[..44]);
-        hasher.update(payload);
-        if hasher.finalize().as_bytes() != hash {
-            return Err(err(
-                "BLAKE3 checksum mismatch (damaged or tampered payload)".into(),
-            ));
-        }
-        let disk = u32::from_le_bytes(h[12..16].try_into().unwrap());
-        let lsn = Lsn(u64::from_le_bytes(h[16..24].try_into().unwrap()));
-        let source_time = Timestamp(i64::from_le_bytes(h[24..32].try_into().unwrap()));
-        let off = u64::from_le_bytes(h[32..40].try_into().unwrap());
-        let flags = h[7];
-        let allowed = if h[6] == KIND_WRITE { FLAG_RESYNC } else { 0 };
-        if flags & !allowed != 0 {
-            return Err(err(format!(
-                "unknown flags {flags:#04x} for frame kind {}",
-                h[6]
-            )));
-        }
-        let frame = match h[6] {
-            KIND_START => {
-                let mut p = Cursor { b: payload, pos: 0 };
-                let group = p.str().map_err(&err)?;
-                let n = p.u32().map_err(&err)?;
-                if n == 0 || n > 256 {
-                    return Err(err(format!("a group of {n} disks (1 to 256 allowed)")));
-                }
-                let mut disks = Vec::new();
-                for _ in 0..n {
-                    let name = p.str().map_err(&err)?;
-                    let cap = p.u64().map_err(&err)?;
-                    disks.push((name, cap));
-                }
-                if p.pos != payload.len() {
-                    return Err(err("trailing bytes in the start frame".into()));
-                }
-                Frame::Start { group, disks }
-            }
-            KIND_WRITE => {
-                if len == 0 || u64::from(len) % BLOCK_SIZE != 0 || off % BLOCK_SIZE != 0 {
-                    return Err(err(format!(
-                        "write of {len} bytes at offset {off} is not whole {BLOCK_SIZE}-byte blocks"
-                    )));
-                }
-                Frame::Write {
-                    lsn,
-                    source_time,
-                    disk,
-                    offset: off,
-                    data: payload.to_vec(),
-                    resync: flags & FLAG_RESYNC != 0,
-                }
-            }
-            KIND_TAG => {
-                let kind = match disk {
-                    1 => TagKind::Crash,
-                    2 => TagKind::App,
-                    k => return Err(err(format!("unknown tag kind {k}"))),
-                };
-                let mut p = Cursor { b: payload, pos: 0 };
-                let name = p.str().map_err(&err)?;
-                if name.len() > MAX_TAG_NAME || p.pos != payload.len() {
-                    return Err(err(format!("tag name longer than {MAX_TAG_NAME} bytes")));
-                }
-                Frame::Tag {
-                    lsn,
-                    source_time,
-                    kind,
-                    name,
-                }
-            }
-            k => return Err(err(format!("unknown frame kind {k}"))),
-        };
+        let frame = check_body(&h, &rest).map_err(&err)?;
         self.index += 1;
         self.offset += (FRAME_HEADER_LEN + rest.len()) as u64;
         Ok(Some(frame))
@@ -316,6 +231,138 @@ impl<R: Read> FrameReader<R> {
     pub fn position(&self) -> (u64, u64) {
         (self.index, self.offset)
     }
+}
+
+/// Checks exactly one frame held in `bytes` (a network message) without copying it first;
+/// the error says why, without a frame number.
+pub fn decode_slice(bytes: &[u8]) -> Result<Frame, String> {
+    let h: &[u8; FRAME_HEADER_LEN] = bytes
+        .get(..FRAME_HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| {
+            format!(
+                "truncated: {} bytes, less than the {FRAME_HEADER_LEN}-byte header",
+                bytes.len()
+            )
+        })?;
+    let len = check_header(h)? as usize;
+    let rest = &bytes[FRAME_HEADER_LEN..];
+    if rest.len() < len + FRAME_HASH_LEN {
+        return Err(format!(
+            "truncated: {} bytes of a {}-byte body",
+            rest.len(),
+            len + FRAME_HASH_LEN
+        ));
+    }
+    if rest.len() > len + FRAME_HASH_LEN {
+        return Err("trailing bytes after the frame".into());
+    }
+    check_body(h, rest)
+}
+
+/// Magic, header CRC, version and payload limit; returns the payload length.
+fn check_header(h: &[u8; FRAME_HEADER_LEN]) -> Result<u32, String> {
+    if h[0..4] != FRAME_MAGIC {
+        return Err("not a frame (bad magic)".into());
+    }
+    if crc32c::crc32c(&h[..44]) != u32::from_le_bytes(h[44..48].try_into().unwrap()) {
+        return Err("header checksum mismatch (damaged header)".into());
+    }
+    let version = u16::from_le_bytes([h[4], h[5]]);
+    if version != FRAME_VERSION {
+        return Err(format!(
+            "frame version {version}; this agent speaks version {FRAME_VERSION}"
+        ));
+    }
+    let len = u32::from_le_bytes(h[8..12].try_into().unwrap());
+    if len > MAX_FRAME_PAYLOAD {
+        return Err(format!(
+            "payload of {len} bytes exceeds the limit of {MAX_FRAME_PAYLOAD}"
+        ));
+    }
+    Ok(len)
+}
+
+/// The BLAKE3 hash over header and payload, then the fields; `rest` is the payload and hash
+/// (lengths already checked against the header).
+fn check_body(h: &[u8; FRAME_HEADER_LEN], rest: &[u8]) -> Result<Frame, String> {
+    let len = rest.len() - FRAME_HASH_LEN;
+    let (payload, hash) = rest.split_at(len);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&h[..44]);
+    hasher.update(payload);
+    if hasher.finalize().as_bytes() != hash {
+        return Err("BLAKE3 checksum mismatch (damaged or tampered payload)".into());
+    }
+    let disk = u32::from_le_bytes(h[12..16].try_into().unwrap());
+    let lsn = Lsn(u64::from_le_bytes(h[16..24].try_into().unwrap()));
+    let source_time = Timestamp(i64::from_le_bytes(h[24..32].try_into().unwrap()));
+    let off = u64::from_le_bytes(h[32..40].try_into().unwrap());
+    let flags = h[7];
+    let allowed = if h[6] == KIND_WRITE { FLAG_RESYNC } else { 0 };
+    if flags & !allowed != 0 {
+        return Err(format!(
+            "unknown flags {flags:#04x} for frame kind {}",
+            h[6]
+        ));
+    }
+    Ok(match h[6] {
+        KIND_START => {
+            let mut p = Cursor { b: payload, pos: 0 };
+            let group = p.str()?;
+            let n = p.u32()?;
+            if n == 0 || n > 256 {
+                return Err(format!("a group of {n} disks (1 to 256 allowed)"));
+            }
+            let mut disks = Vec::new();
+            for _ in 0..n {
+                let name = p.str()?;
+                let cap = p.u64()?;
+                disks.push((name, cap));
+            }
+            if p.pos != payload.len() {
+                return Err("trailing bytes in the start frame".into());
+            }
+            Frame::Start { group, disks }
+        }
+        KIND_WRITE => {
+            if len == 0
+                || !(len as u64).is_multiple_of(BLOCK_SIZE)
+                || !off.is_multiple_of(BLOCK_SIZE)
+            {
+                return Err(format!(
+                    "write of {len} bytes at offset {off} is not whole {BLOCK_SIZE}-byte blocks"
+                ));
+            }
+            Frame::Write {
+                lsn,
+                source_time,
+                disk,
+                offset: off,
+                data: payload.to_vec(),
+                resync: flags & FLAG_RESYNC != 0,
+            }
+        }
+        KIND_TAG => {
+            let kind = match disk {
+                1 => TagKind::Crash,
+                2 => TagKind::App,
+                k => return Err(format!("unknown tag kind {k}")),
+            };
+            let mut p = Cursor { b: payload, pos: 0 };
+            let name = p.str()?;
+            if name.len() > MAX_TAG_NAME || p.pos != payload.len() {
+                return Err(format!("tag name longer than {MAX_TAG_NAME} bytes"));
+            }
+            Frame::Tag {
+                lsn,
+                source_time,
+                kind,
+                name,
+            }
+        }
+        k => return Err(format!("unknown frame kind {k}")),
+    })
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

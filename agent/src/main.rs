@@ -546,9 +546,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let vol = j.volume()?;
             let jr = open(&vol, &group)?;
             let latest = jr.latest();
+            let resync = jr.state().resync;
             if json {
-                let v =
-                    serde_json::json!({"group": group, "latest": latest, "points": jr.points()});
+                let v = serde_json::json!({"group": group, "latest": latest, "points": jr.points(),
+                    "resync_since_lsn": resync.map(|l| l.0)});
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("{:>10}  {:<7} {:<21} NAME", "LSN", "KIND", "SOURCE TIME");
@@ -557,10 +558,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     latest.source_time.to_string()
                 };
-                println!(
-                    "{:>10}  {:<7} {:<21} (every acknowledged write)",
-                    latest.lsn, "latest", when
-                );
+                let what = match resync {
+                    None => "(every acknowledged write)".to_string(),
+                    Some(from) => format!(
+                        "(not a recovery point: a resync begun at LSN {from} is unfinished)"
+                    ),
+                };
+                println!("{:>10}  {:<7} {:<21} {what}", latest.lsn, "latest", when);
                 for p in jr.points().iter().rev() {
                     let kind = serde_json::to_value(p.kind)?;
                     println!(

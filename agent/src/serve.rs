@@ -110,7 +110,7 @@ fn serve_connection(
         Ok(Accepted::Session(ch)) => {
             let key = hex(&ch.remote_key[..4]);
             let plog = |l: &str| log(&format!("{peer}: {l}"));
-            match crate::net::receiver::run_session(ch, vol, &plog) {
+            match crate::net::receiver::run_session(*ch, vol, &plog) {
                 Ok(s) => log(&format!(
                     "{peer} (sender {key}…): session for group {} ended; {} messages, acknowledged through LSN {}",
                     s.group, s.frames, s.acked

@@ -151,7 +151,7 @@ pub struct ServerAuth {
 /// What a sender asked for after a successful handshake.
 pub enum Accepted {
     /// A replication session from an authorised sender.
-    Session(Channel),
+    Session(Box<Channel>),
     /// A sender was just enrolled (the connection is finished).
     Enrolled([u8; 32]),
 }
@@ -334,7 +334,7 @@ impl ServerAuth {
             ch.tx.send(&Message::Enrolled)?;
             return Ok(Accepted::Enrolled(remote));
         }
-        Ok(Accepted::Session(ch))
+        Ok(Accepted::Session(Box::new(ch)))
     }
 }
 

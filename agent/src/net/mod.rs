@@ -67,6 +67,19 @@ pub enum Message {
     Enrolled,
 }
 
+/// Starts a frame message in `out` (cleared): its type and length, to be followed by the frame
+/// (`frame::encode_into`); [`finish_frame_message`] fills in the length.
+pub fn start_frame_message(out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&[MSG_FRAME, 0, 0, 0, 0]);
+}
+
+/// Sets the body length of a message begun by [`start_frame_message`].
+pub fn finish_frame_message(out: &mut [u8]) {
+    let len = (out.len() - 5) as u32;
+    out[1..5].copy_from_slice(&len.to_le_bytes());
+}
+
 impl Message {
     pub fn name(&self) -> &'static str {
         match self {
@@ -141,6 +154,11 @@ impl Message {
     /// Reads one message. Errors say what was wrong; the caller adds which message it was.
     /// Never allocates more than [`MAX_MESSAGE_BODY`] and never panics.
     pub fn read_from(r: &mut impl Read) -> Result<Option<Message>, String> {
+        Message::read_from_into(r, Vec::new())
+    }
+
+    /// Like [`Message::read_from`], reading the body into `body` (a buffer to reuse).
+    pub fn read_from_into(r: &mut impl Read, mut body: Vec<u8>) -> Result<Option<Message>, String> {
         let mut head = [0u8; 5];
         match read_full(r, &mut head)? {
             0 => return Ok(None),
@@ -158,7 +176,8 @@ impl Message {
                 "a message of {len} bytes exceeds the limit of {MAX_MESSAGE_BODY}"
             ));
         }
-        let mut body = vec![0u8; len as usize];
+        body.clear();
+        body.resize(len as usize, 0);
         let got = read_full(r, &mut body)?;
         if got < body.len() {
             return Err(format!(
@@ -264,16 +283,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, String> {
 
 /// Decodes the single replication frame a [`Message::Frame`] carries (no more, no less).
 pub fn decode_frame(bytes: &[u8], index: u64) -> Result<crate::frame::Frame, String> {
-    let mut r = crate::frame::FrameReader::new(bytes);
-    let f = match r.next_frame() {
-        Ok(Some(f)) => f,
-        Ok(None) => return Err(format!("frame #{index}: empty")),
-        Err(e) => return Err(format!("frame #{index}: {}", e.what)),
-    };
-    if r.position().1 != bytes.len() as u64 {
-        return Err(format!("frame #{index}: trailing bytes after the frame"));
-    }
-    Ok(f)
+    crate::frame::decode_slice(bytes).map_err(|what| format!("frame #{index}: {what}"))
 }
 
 /// The property the fuzz target (`agent/fuzz`) and its stable-toolchain stand-in
@@ -290,7 +300,16 @@ pub fn check_decoders(data: &[u8]) {
             data[at..end],
             "a decoded frame does not re-encode to its bytes"
         );
+        assert_eq!(
+            crate::frame::decode_slice(&data[at..end]).as_ref(),
+            Ok(&f),
+            "the in-place decoder disagrees with the stream decoder"
+        );
         at = end;
+    }
+    // The in-place decoder on the raw bytes: accepts only what re-encodes to exactly them.
+    if let Ok(f) = crate::frame::decode_slice(data) {
+        assert_eq!(crate::frame::encode(&f), data);
     }
     let mut m = data;
     while let Ok(Some(msg)) = Message::read_from(&mut m) {

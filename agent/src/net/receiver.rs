@@ -10,7 +10,7 @@ use super::{decode_frame, resync, Message, HASHES_PER_MESSAGE};
 use crate::frame::Frame;
 use crate::journal::{valid_group_name, GroupJournal, JournalError, RetentionVolume};
 use anyhow::{anyhow, bail, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,7 +51,7 @@ pub struct SessionSummary {
 pub fn run_session(
     ch: Channel,
     vol: &RetentionVolume,
-    log: &dyn Fn(&str),
+    log: &(dyn Fn(&str) + Sync),
 ) -> Result<SessionSummary> {
     let Channel { tx, mut rx, .. } = ch;
     let tx = Arc::new(Mutex::new(tx));
@@ -137,105 +137,121 @@ pub fn run_session(
     }
 }
 
+/// What the network thread hands to the journal thread.
+enum Op {
+    Frame { frame: Frame, index: u64, size: u64 },
+    Flush,
+}
+
+/// The session's two halves: this thread reads, decrypts and checks messages (the sender's
+/// frames are decoded and verified here) while a journal thread applies them, commits and
+/// acknowledges, so network and checksums overlap the journal's disk writes and flushes.
+/// Memory stays bounded by the credit window: credit is returned only once the journal took a
+/// frame.
 fn session_loop<'s>(
     jr: &'s mut GroupJournal,
     rx: &mut super::transport::Rx,
     tx: &'s Arc<Mutex<Tx>>,
     scope: &'s std::thread::Scope<'s, '_>,
     stop: &'s AtomicBool,
-    log: &dyn Fn(&str),
+    log: &'s (dyn Fn(&str) + Sync),
 ) -> Result<()> {
-    let mut last_ack = jr.acked().0;
-    send(tx, &Message::Position { acked: last_ack })?;
+    let disks: Vec<_> = jr.disks().to_vec();
+    let group = jr.name().to_owned();
+    let outstanding = Arc::new(AtomicU64::new(CREDIT_WINDOW));
+    send(
+        tx,
+        &Message::Position {
+            acked: jr.acked().0,
+        },
+    )?;
     send(
         tx,
         &Message::Credit {
             bytes: CREDIT_WINDOW,
         },
     )?;
-    let mut outstanding = CREDIT_WINDOW;
-    let mut owed = 0u64;
-    let mut since_check = 0u64;
-    let mut room_ok = true;
+    let (ops, ops_rx) = std::sync::mpsc::sync_channel::<Op>(64);
+    let journal = {
+        let outstanding = outstanding.clone();
+        scope.spawn(move || {
+            let r = journal_loop(jr, ops_rx, tx, &outstanding, log);
+            if r.is_err() {
+                // Wake the network thread, which may be waiting for a sender that waits for us.
+                tx.lock().unwrap_or_else(|e| e.into_inner()).shutdown_read();
+            }
+            r
+        })
+    };
+    let net = network_loop(rx, tx, scope, stop, &ops, &outstanding, &disks, &group);
+    drop(ops);
+    let journal = journal
+        .join()
+        .unwrap_or_else(|_| Err(anyhow!("the journal thread panicked")));
+    match (net, journal) {
+        // The journal stopped first (a refused frame, a failed write): its reason.
+        (Ok(NetEnd::JournalStopped | NetEnd::Closed), j) => j,
+        (Err(_), Err(j)) => Err(j),
+        (Err(e), Ok(())) => Err(e),
+    }
+}
+
+enum NetEnd {
+    Closed,
+    JournalStopped,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn network_loop<'s>(
+    rx: &mut super::transport::Rx,
+    tx: &'s Arc<Mutex<Tx>>,
+    scope: &'s std::thread::Scope<'s, '_>,
+    stop: &'s AtomicBool,
+    ops: &std::sync::mpsc::SyncSender<Op>,
+    outstanding: &AtomicU64,
+    disks: &[crate::journal::DiskSpec],
+    group: &str,
+) -> Result<NetEnd> {
     let mut frame_index = 1u64;
     let mut hashing = false;
     loop {
         let msg = match rx.recv().map_err(|e| anyhow!("{e}"))? {
             Some(m) => m,
-            None => return Ok(()),
+            None => return Ok(NetEnd::Closed),
         };
         match msg {
             Message::Frame(bytes) => {
                 let index = frame_index;
                 frame_index += 1;
                 let size = bytes.len() as u64;
-                if size > outstanding {
+                let have = outstanding.load(Ordering::Acquire);
+                if size > have {
                     bail!(
-                        "frame #{index}: {size} bytes sent with only {outstanding} bytes of credit (flow control violated)"
+                        "frame #{index}: {size} bytes sent with only {have} bytes of credit (flow control violated)"
                     );
                 }
-                outstanding -= size;
+                outstanding.fetch_sub(size, Ordering::AcqRel);
                 let frame = decode_frame(&bytes, index).map_err(|e| anyhow!(e))?;
-                drop(bytes);
+                rx.recycle(bytes);
                 if matches!(frame, Frame::Start { .. }) {
                     bail!("frame #{index}: a second start frame");
                 }
-                let lsn = frame.lsn().map(|l| l.0).unwrap_or(0);
-                jr.apply_frame(frame)
-                    .map_err(|e| anyhow!("frame #{index} (LSN {lsn}): {e}"))?;
-                if jr.acked().0 > last_ack {
-                    last_ack = jr.acked().0;
-                    send(tx, &Message::Ack { lsn: last_ack })?;
-                }
-                since_check += size;
-                if since_check >= ROOM_CHECK_EVERY {
-                    since_check = 0;
-                    room_ok = room(jr.volume()) >= ROOM_RESERVE + CREDIT_WINDOW;
-                }
-                if room_ok {
-                    send(tx, &Message::Credit { bytes: size + owed })?;
-                    outstanding += size + owed;
-                    owed = 0;
-                } else {
-                    owed += size;
-                }
-                if !room_ok && outstanding < u64::from(super::MAX_MESSAGE_BODY) {
-                    // The sender may be unable to send its next frame: make the batch durable
-                    // and wait for room (what it may still send waits in the socket).
-                    jr.commit().map_err(|e| anyhow!("{e}"))?;
-                    if jr.acked().0 > last_ack {
-                        last_ack = jr.acked().0;
-                        send(tx, &Message::Ack { lsn: last_ack })?;
-                    }
-                    log(&format!(
-                        "group {}: retention volume nearly full ({} bytes of room); credit withheld until space is freed",
-                        jr.name(),
-                        room(jr.volume())
-                    ));
-                    while room(jr.volume()) < ROOM_RESERVE + CREDIT_WINDOW {
-                        std::thread::sleep(Duration::from_secs(1));
-                        let _ = jr.prune();
-                    }
-                    log(&format!("group {}: room again; credit resumes", jr.name()));
-                    room_ok = true;
-                    send(tx, &Message::Credit { bytes: owed })?;
-                    outstanding += owed;
-                    owed = 0;
+                if ops.send(Op::Frame { frame, index, size }).is_err() {
+                    return Ok(NetEnd::JournalStopped);
                 }
             }
             Message::Flush => {
-                jr.commit().map_err(|e| anyhow!("{e}"))?;
-                last_ack = jr.acked().0;
-                send(tx, &Message::Ack { lsn: last_ack })?;
+                if ops.send(Op::Flush).is_err() {
+                    return Ok(NetEnd::JournalStopped);
+                }
             }
             Message::HashRequest { block_size } => {
                 if hashing {
                     bail!("a second hash request in one session");
                 }
                 hashing = true;
-                let disks: Vec<_> = jr.disks().to_vec();
+                let disks = disks.to_vec();
                 let tx = tx.clone();
-                let group = jr.name().to_owned();
                 let log_err = format!("group {group}: hashing for delta resync failed");
                 scope.spawn(move || {
                     let r = (|| -> Result<()> {
@@ -293,4 +309,79 @@ fn session_loop<'s>(
             ),
         }
     }
+}
+
+/// The journal thread: applies frames in order, acknowledges what is durable, and returns
+/// credit while the retention volume has room (withholding it, committing and waiting for
+/// pruning when it does not).
+fn journal_loop(
+    jr: &mut GroupJournal,
+    ops: std::sync::mpsc::Receiver<Op>,
+    tx: &Mutex<Tx>,
+    outstanding: &AtomicU64,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<()> {
+    let mut last_ack = jr.acked().0;
+    let mut owed = 0u64;
+    let mut since_check = 0u64;
+    let mut room_ok = true;
+    // Credit is counted before the message that grants it goes out: the sender may use it as
+    // soon as it arrives.
+    let grant = |bytes: u64| -> Result<()> {
+        outstanding.fetch_add(bytes, Ordering::AcqRel);
+        send(tx, &Message::Credit { bytes })
+    };
+    let ack = |jr: &GroupJournal, last_ack: &mut u64, always: bool| -> Result<()> {
+        if always || jr.acked().0 > *last_ack {
+            *last_ack = jr.acked().0;
+            send(tx, &Message::Ack { lsn: *last_ack })?;
+        }
+        Ok(())
+    };
+    for op in ops {
+        match op {
+            Op::Frame { frame, index, size } => {
+                let lsn = frame.lsn().map(|l| l.0).unwrap_or(0);
+                jr.apply_frame(frame)
+                    .map_err(|e| anyhow!("frame #{index} (LSN {lsn}): {e}"))?;
+                ack(jr, &mut last_ack, false)?;
+                since_check += size;
+                if since_check >= ROOM_CHECK_EVERY {
+                    since_check = 0;
+                    room_ok = room(jr.volume()) >= ROOM_RESERVE + CREDIT_WINDOW;
+                }
+                if room_ok {
+                    grant(size + owed)?;
+                    owed = 0;
+                } else {
+                    owed += size;
+                }
+                let low = outstanding.load(Ordering::Acquire) < u64::from(super::MAX_MESSAGE_BODY);
+                if !room_ok && low {
+                    // The sender may be unable to send its next frame: make the batch durable
+                    // and wait for room (what it may still send waits in the socket).
+                    jr.commit().map_err(|e| anyhow!("{e}"))?;
+                    ack(jr, &mut last_ack, false)?;
+                    log(&format!(
+                        "group {}: retention volume nearly full ({} bytes of room); credit withheld until space is freed",
+                        jr.name(),
+                        room(jr.volume())
+                    ));
+                    while room(jr.volume()) < ROOM_RESERVE + CREDIT_WINDOW {
+                        std::thread::sleep(Duration::from_secs(1));
+                        let _ = jr.prune();
+                    }
+                    log(&format!("group {}: room again; credit resumes", jr.name()));
+                    room_ok = true;
+                    grant(owed)?;
+                    owed = 0;
+                }
+            }
+            Op::Flush => {
+                jr.commit().map_err(|e| anyhow!("{e}"))?;
+                ack(jr, &mut last_ack, true)?;
+            }
+        }
+    }
+    Ok(())
 }

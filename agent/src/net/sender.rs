@@ -78,6 +78,9 @@ struct Session {
     acked: u64,
     wire: Arc<WireCounter>,
     target: String,
+    /// The message being sent and the block range being read: reused for every frame.
+    msg: Vec<u8>,
+    read_buf: Vec<u8>,
 }
 
 impl Session {
@@ -107,6 +110,8 @@ impl Session {
             acked: 0,
             wire,
             target: target.to_owned(),
+            msg: Vec::new(),
+            read_buf: Vec::new(),
         };
         match s.next_raw()? {
             Message::Position { acked } => {
@@ -170,7 +175,10 @@ impl Session {
     }
 
     fn send_frame(&mut self, frame: &Frame, report: &mut SendReport) -> Result<()> {
-        let bytes = encode(frame);
+        super::start_frame_message(&mut self.msg);
+        crate::frame::encode_into(frame, &mut self.msg);
+        super::finish_frame_message(&mut self.msg);
+        let size = (self.msg.len() - 5) as u64;
         // Take in whatever already arrived, so credits and acks never pile up unread.
         loop {
             match self.events.try_recv() {
@@ -184,11 +192,11 @@ impl Session {
                 }
             }
         }
-        while self.credit < bytes.len() as u64 {
+        while self.credit < size {
             self.pump()?;
         }
-        self.credit -= bytes.len() as u64;
-        self.tx.send(&Message::Frame(bytes)).map_err(transient)?;
+        self.credit -= size;
+        self.tx.send_plain(&self.msg).map_err(transient)?;
         report.frames_sent += 1;
         Ok(())
     }
@@ -365,22 +373,25 @@ fn send_range(
     lsn: &mut u64,
     report: &mut SendReport,
 ) -> Result<()> {
-    let mut data = vec![0u8; len as usize];
+    let mut data = std::mem::take(&mut s.read_buf);
+    data.resize(len as usize, 0);
     src.file
         .read_exact_at(&mut data, offset)
         .with_context(|| format!("cannot read {} at byte {offset}", src.path))?;
     *lsn += 1;
-    s.send_frame(
-        &Frame::Write {
-            lsn: Lsn(*lsn),
-            source_time: now(),
-            disk,
-            offset,
-            data,
-            resync: true,
-        },
-        report,
-    )
+    let frame = Frame::Write {
+        lsn: Lsn(*lsn),
+        source_time: now(),
+        disk,
+        offset,
+        data,
+        resync: true,
+    };
+    let r = s.send_frame(&frame, report);
+    if let Frame::Write { data, .. } = frame {
+        s.read_buf = data;
+    }
+    r
 }
 
 fn run_resync(

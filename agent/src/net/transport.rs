@@ -66,6 +66,12 @@ impl Tx {
         Ok(())
     }
 
+    /// Stops the reading side only (a blocked read returns end of stream); the writing side
+    /// still works, to tell the peer why.
+    pub fn shutdown_read(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Read);
+    }
+
     pub fn shutdown(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
@@ -82,15 +88,26 @@ pub struct Rx {
     wire: Arc<WireCounter>,
     /// Messages received so far (to name the bad one in errors).
     pub count: u64,
+    /// A message body buffer given back with [`Rx::recycle`], used for the next message.
+    spare: Vec<u8>,
 }
 
 impl Rx {
     /// The next message; `Ok(None)` when the peer closed cleanly between messages.
     pub fn recv(&mut self) -> Result<Option<Message>, String> {
         let index = self.count;
-        let m = Message::read_from(self).map_err(|e| format!("message #{index}: {e}"))?;
+        let spare = std::mem::take(&mut self.spare);
+        let m =
+            Message::read_from_into(self, spare).map_err(|e| format!("message #{index}: {e}"))?;
         self.count += 1;
         Ok(m)
+    }
+
+    /// Gives a message body back for the next message to reuse (no allocation per frame).
+    pub fn recycle(&mut self, body: Vec<u8>) {
+        if body.capacity() > self.spare.capacity() {
+            self.spare = body;
+        }
     }
 
     fn fill(&mut self) -> io::Result<bool> {
@@ -179,6 +196,7 @@ impl Channel {
                 pos: 0,
                 wire: wire.clone(),
                 count: 0,
+                spare: Vec::new(),
             },
             remote_key,
             wire,
