@@ -1,7 +1,8 @@
 //! Flow control as an operator meets it: with a retention budget nearly used, the master target
 //! stops granting credit, so the sender stops (its memory and the journal stay bounded) and the
 //! log says why; after the agent restarts with room, the sender resumes on its own from the
-//! last acknowledged LSN and the copy completes byte-identical.
+//! last acknowledged LSN and the copy completes byte-identical. The interrupted full copy goes
+//! on as a delta resync, so what was already copied does not travel again.
 
 mod net_common;
 use net_common::*;
@@ -38,12 +39,13 @@ fn credit_stops_when_the_retention_budget_is_nearly_used_and_the_send_resumes_af
             &rig.addr,
             "--retry-for",
             "120",
+            "--json",
             "--state",
         ])
         .arg(rig.path("sender"))
         .arg(format!("--disk=d0={}", src.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut waited = 0;
@@ -67,12 +69,26 @@ fn credit_stops_when_the_retention_budget_is_nearly_used_and_the_send_resumes_af
     rig.kill_server();
     rig.serve_args.clear();
     rig.start_server();
-    let status = sender.wait().unwrap();
+    let out = sender.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        status.success(),
-        "the sender did not resume:\n{}",
+        out.status.success(),
+        "the sender did not resume:\n{stderr}\n{}",
         rig.log()
     );
+    assert!(
+        stderr.contains("resuming the full copy as a delta resync"),
+        "{stderr}"
+    );
+    let report = json(&out);
+    let sent = report["changed_bytes"].as_u64().unwrap();
+    // The first attempt sent at least one credit window (32 MiB); sending everything again would
+    // make it at least 96 MiB.
+    assert!(
+        sent < SIZE + SIZE / 4,
+        "{sent} bytes sent for a {SIZE}-byte disk: the resumed copy started over\n{stderr}"
+    );
+    assert!(report["blocks_compared"].as_u64().unwrap() > 0);
     assert!(
         std::fs::read(rig.target("d0")).unwrap() == data,
         "target differs after the resume"

@@ -319,7 +319,12 @@ pub fn send(opts: &SendOptions, log: &dyn Fn(&str)) -> Result<SendReport> {
             let mut s = Session::open(&auth, &opts.target, &start)?;
             let r = (|| -> Result<()> {
                 if !resync_done {
-                    let mode = opts.resync.unwrap_or(ResyncMode::Full);
+                    let mut mode = opts.resync.unwrap_or(ResyncMode::Full);
+                    if mode == ResyncMode::Full && report.reconnects > 0 {
+                        // What the interrupted copy already wrote is not sent again.
+                        log("resuming the full copy as a delta resync: only blocks that differ are sent");
+                        mode = ResyncMode::Delta;
+                    }
                     run_resync(&mut s, &sources, mode, &mut report, log)?;
                     resync_done = true;
                     // A new resync makes the target equal to the sources: a stream starts afresh.
