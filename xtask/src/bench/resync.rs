@@ -1,8 +1,9 @@
 //! `cargo xtask bench resync`: delta resync of one image pair by `mt-agent send --delta` over
 //! loopback (into a real journal on disk) against `rsync -I --inplace --no-whole-file` on the
 //! same files, at 1% and 10% changed 64 KiB blocks, in one run; then a full copy by
-//! `mt-agent send --full` against the disk's direct read speed. Prints time ratios, bytes on the
-//! wire against changed bytes, and throughput. Both sides start from a warm page cache.
+//! `mt-agent send --full` against the disk's direct read speed. Prints time ratios (median of
+//! `--rounds` alternating runs, with their spread), bytes on the wire against changed bytes, and
+//! throughput. Both sides start from a warm page cache.
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -24,6 +25,21 @@ pub struct ResyncBench {
     /// Working directory [default: target/bench-resync].
     #[arg(long)]
     dir: Option<Utf8PathBuf>,
+    /// Rounds of each measurement (the median is reported, with the spread of the ratios).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
 /// xorshift64*: fast reproducible image contents.
@@ -141,6 +157,9 @@ impl Drop for Server {
 
 impl ResyncBench {
     pub fn run(self, sh: &Shell) -> Result<()> {
+        if self.rounds == 0 {
+            bail!("--rounds must be at least 1");
+        }
         let size = self.size.bytes() - self.size.bytes() % BLOCK;
         let root = crate::util::workspace_root();
         let dir = self.dir.clone().unwrap_or(root.join("target/bench-resync"));
@@ -202,15 +221,17 @@ impl ResyncBench {
         .run()?;
 
         println!(
-            "delta resync of a {} MiB image over loopback, journal on disk, page cache warm",
-            size >> 20
+            "delta resync of a {} MiB image over loopback, journal on disk, page cache warm; {} rounds, median",
+            size >> 20,
+            self.rounds
         );
         println!(
-            "{:>7} {:>10} {:>10} {:>8} {:>12} {:>12} {:>10} {:>12} {:>12}",
+            "{:>7} {:>10} {:>10} {:>8} {:>15} {:>12} {:>12} {:>10} {:>12} {:>12}",
             "changed",
             "mt-agent s",
             "rsync s",
             "speedup",
+            "(min..max)",
             "changed MiB",
             "wire MiB",
             "wire/chg",
@@ -218,85 +239,106 @@ impl ResyncBench {
             "rsync MiB"
         );
         for percent in [1u64, 10] {
-            let src = dir.join(format!("src-{percent}.img"));
-            let target = dir.join(format!("target-{percent}.img"));
-            let rdst = dir.join(format!("rsync-{percent}.img"));
-            for p in [&src, &target, &rdst] {
-                std::fs::copy(&base, p)?;
-                // The agent flushes what it writes; nothing dirty from the setup may be billed to it.
-                std::fs::File::open(p)?.sync_all()?;
-            }
-            let changed = change_blocks(&src, size, percent, &mut rng)?;
-            let group = format!("g{percent}");
-            cmd!(sh, "{agent} group create {group} --disk d0={target} --config {config} --retention {ret}")
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let (mut changed, mut wire, mut hashes, mut rwire) = (0, 0, 0, 0);
+            for round in 0..self.rounds {
+                let src = dir.join(format!("src-{percent}.img"));
+                let target = dir.join(format!("target-{percent}.img"));
+                let rdst = dir.join(format!("rsync-{percent}.img"));
+                for p in [&src, &target, &rdst] {
+                    std::fs::copy(&base, p)?;
+                    // The agent flushes what it writes; nothing dirty from the setup may be billed to it.
+                    std::fs::File::open(p)?.sync_all()?;
+                }
+                changed = change_blocks(&src, size, percent, &mut rng)?;
+                let group = format!("g{percent}-{round}");
+                cmd!(sh, "{agent} group create {group} --disk d0={target} --config {config} --retention {ret}")
+                    .quiet()
+                    .ignore_stdout()
+                    .run()?;
+                for p in [&src, &target, &rdst] {
+                    warm(p)?;
+                }
+                let t = Instant::now();
+                let report = cmd!(
+                    sh,
+                    "{agent} send {group} --to {to} --state {sender} --delta --disk d0={src} --json"
+                )
                 .quiet()
-                .ignore_stdout()
-                .run()?;
-            for p in [&src, &target, &rdst] {
-                warm(p)?;
+                .ignore_stderr()
+                .read()?;
+                ours.push(t.elapsed().as_secs_f64());
+                let r: serde_json::Value = serde_json::from_str(&report)?;
+                wire = r["wire_bytes_sent"].as_u64().unwrap_or(0)
+                    + r["wire_bytes_received"].as_u64().unwrap_or(0);
+                hashes = r["hash_bytes_received"].as_u64().unwrap_or(0);
+                if r["changed_bytes"].as_u64() != Some(changed) {
+                    bail!(
+                        "mt-agent sent {} changed bytes, {changed} changed",
+                        r["changed_bytes"]
+                    );
+                }
+                same(&src, &target)?;
+                let (secs, _literal, rw) = rsync(sh, &src, &rdst)?;
+                theirs.push(secs);
+                rwire = rw;
+                same(&src, &rdst)?;
+                for p in [&src, &target, &rdst] {
+                    std::fs::remove_file(p)?;
+                }
             }
-            let t = Instant::now();
-            let report = cmd!(
-                sh,
-                "{agent} send {group} --to {to} --state {sender} --delta --disk d0={src} --json"
-            )
-            .quiet()
-            .read()?;
-            let ours = t.elapsed().as_secs_f64();
-            let r: serde_json::Value = serde_json::from_str(&report)?;
-            let wire = r["wire_bytes_sent"].as_u64().unwrap_or(0)
-                + r["wire_bytes_received"].as_u64().unwrap_or(0);
-            let hashes = r["hash_bytes_received"].as_u64().unwrap_or(0);
-            if r["changed_bytes"].as_u64() != Some(changed) {
-                bail!(
-                    "mt-agent sent {} changed bytes, {changed} changed",
-                    r["changed_bytes"]
-                );
-            }
-            same(&src, &target)?;
-            let (theirs, _literal, rwire) = rsync(sh, &src, &rdst)?;
-            same(&src, &rdst)?;
+            let ratios: Vec<f64> = theirs.iter().zip(&ours).map(|(t, o)| t / o).collect();
             println!(
-                "{:>6}% {:>10.2} {:>10.2} {:>7.2}x {:>12.1} {:>12.1} {:>10.3} {:>12.1} {:>12.1}",
+                "{:>6}% {:>10.2} {:>10.2} {:>7.2}x {:>15} {:>12.1} {:>12.1} {:>10.3} {:>12.1} {:>12.1}",
                 percent,
-                ours,
-                theirs,
-                theirs / ours,
+                median(&ours),
+                median(&theirs),
+                median(&theirs) / median(&ours),
+                format!("({:.2}..{:.2})", min(&ratios), max(&ratios)),
                 changed as f64 / MIB,
                 wire as f64 / MIB,
                 wire as f64 / (changed + hashes) as f64,
                 hashes as f64 / 1024.0,
                 rwire as f64 / MIB,
             );
-            for p in [&src, &target, &rdst] {
-                std::fs::remove_file(p)?;
-            }
         }
 
-        let target = dir.join("target-full.img");
-        std::fs::File::create(&target)?.set_len(size)?;
-        cmd!(
-            sh,
-            "{agent} group create gfull --disk d0={target} --config {config} --retention {ret}"
-        )
-        .quiet()
-        .ignore_stdout()
-        .run()?;
-        let read = direct_read_mib_s(sh, &base, size)?;
-        warm(&base)?;
-        let t = Instant::now();
-        cmd!(
-            sh,
-            "{agent} send gfull --to {to} --state {sender} --full --disk d0={base} --json"
-        )
-        .quiet()
-        .ignore_stdout()
-        .run()?;
-        let full = size as f64 / MIB / t.elapsed().as_secs_f64();
-        same(&base, &target)?;
+        // Full copy into a new, empty target, against reading the disk directly: alternating.
+        let (mut full, mut read) = (Vec::new(), Vec::new());
+        for round in 0..self.rounds {
+            let target = dir.join(format!("target-full-{round}.img"));
+            std::fs::File::create(&target)?.set_len(size)?;
+            let group = format!("gfull-{round}");
+            cmd!(
+                sh,
+                "{agent} group create {group} --disk d0={target} --config {config} --retention {ret}"
+            )
+            .quiet()
+            .ignore_stdout()
+            .run()?;
+            read.push(direct_read_mib_s(sh, &base, size)?);
+            warm(&base)?;
+            let t = Instant::now();
+            cmd!(
+                sh,
+                "{agent} send {group} --to {to} --state {sender} --full --disk d0={base} --json"
+            )
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()?;
+            full.push(size as f64 / MIB / t.elapsed().as_secs_f64());
+            same(&base, &target)?;
+            std::fs::remove_file(&target)?;
+        }
+        let ratios: Vec<f64> = full.iter().zip(&read).map(|(f, r)| f / r).collect();
         println!(
-            "full copy: {full:.0} MiB/s through the journal (fsynced); direct read of the disk {read:.0} MiB/s; ratio {:.2}",
-            full / read
+            "full copy: {:.0} MiB/s through the journal (fsynced); direct read of the disk {:.0} MiB/s; ratio {:.2} (rounds {:.2}..{:.2})",
+            median(&full),
+            median(&read),
+            median(&full) / median(&read),
+            min(&ratios),
+            max(&ratios)
         );
         drop(server);
         sh.remove_path(&dir)?;
