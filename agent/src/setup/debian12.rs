@@ -1,6 +1,8 @@
 //! The Debian 12 part of setup: systemd units for the agent and its first boot (enabled by
-//! their `.wants` links), the host-key unit, an empty machine-id, kdump-tools and nftables
-//! when their packages are in the root (a note saying so when they are not).
+//! their `.wants` links), the host-key unit, an empty machine-id, kdump-tools (dumps to
+//! `/var/crash`, service enabled) and nftables (the ruleset, service enabled) when their
+//! packages are in the root (a note saying so when they are not: the image build installs
+//! both, other roots may not).
 
 use super::{
     firewall, kdump, mount_unit, Change, Plan, Root, AGENT_BINARY, FIRSTBOOT_SERVICE,
@@ -9,6 +11,8 @@ use super::{
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 
 const UNIT_DIR: &str = "/etc/systemd/system";
+/// Where Debian's packages install their units (the links `systemctl enable` makes point here).
+const SYSTEMD_UNITS: &str = "/lib/systemd/system";
 
 fn agent_unit(cfg: &AgentConfig) -> String {
     let mount = mount_unit(cfg.retention_mount.as_str());
@@ -135,11 +139,18 @@ pub fn plan(root: &Root, cfg: &AgentConfig, p: &mut Plan) {
         },
     ]);
     match root.read_text(kdump::DEBIAN_DEFAULTS) {
-        Some(cur) => p.changes.push(Change::File {
-            path: kdump::DEBIAN_DEFAULTS.into(),
-            contents: kdump::debian_defaults(&cur).into_bytes(),
-            mode: 0o644,
-        }),
+        Some(cur) => {
+            p.changes.push(Change::File {
+                path: kdump::DEBIAN_DEFAULTS.into(),
+                contents: kdump::debian_defaults(&cur).into_bytes(),
+                mode: 0o644,
+            });
+            // Loads the capture kernel at every boot (and saves a dump when booted as one).
+            p.changes.push(Change::Symlink {
+                path: format!("{UNIT_DIR}/basic.target.wants/{}", kdump::DEBIAN_SERVICE),
+                target: format!("{SYSTEMD_UNITS}/{}", kdump::DEBIAN_SERVICE),
+            });
+        }
         None => p.notes.push(format!(
             "{} is not in the root (kdump-tools is not installed): kernel crash dumps are not configured",
             kdump::DEBIAN_DEFAULTS
@@ -147,13 +158,16 @@ pub fn plan(root: &Root, cfg: &AgentConfig, p: &mut Plan) {
     }
     if root.exists("/usr/sbin/nft") {
         p.changes.push(Change::File {
-            path: "/etc/nftables.conf".into(),
+            path: firewall::DEBIAN_RULESET.into(),
             contents: firewall::nftables(cfg.port).into_bytes(),
             mode: 0o755,
         });
         p.changes.push(Change::Symlink {
-            path: format!("{UNIT_DIR}/sysinit.target.wants/nftables.service"),
-            target: "/lib/systemd/system/nftables.service".into(),
+            path: format!(
+                "{UNIT_DIR}/sysinit.target.wants/{}",
+                firewall::DEBIAN_SERVICE
+            ),
+            target: format!("{SYSTEMD_UNITS}/{}", firewall::DEBIAN_SERVICE),
         });
     } else {
         p.notes.push(format!(

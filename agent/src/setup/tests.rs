@@ -289,7 +289,50 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
     let kd = text(&root, "/etc/default/kdump-tools");
     assert!(kd.contains("USE_KDUMP=1\n") && kd.contains("KDUMP_COREDIR=\"/var/crash\"\n"));
     let nft = text(&root, "/etc/nftables.conf");
-    assert!(nft.contains("tcp dport { 22, 9443 } accept") && nft.contains("policy drop"));
+    let input: Vec<&str> = nft
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("chain input"))
+        .take_while(|l| *l != "}")
+        .collect();
+    assert_eq!(
+        input[1..],
+        [
+            "type filter hook input priority filter; policy drop;",
+            "ct state established,related accept",
+            "ct state invalid drop",
+            "iif \"lo\" accept",
+            "meta l4proto { icmp, ipv6-icmp } accept",
+            "udp sport 67 udp dport 68 accept",
+            "tcp dport { 22, 9443 } accept",
+        ],
+        "{nft}"
+    );
+    for (link, target) in [
+        (
+            "/etc/systemd/system/basic.target.wants/kdump-tools.service",
+            "/lib/systemd/system/kdump-tools.service",
+        ),
+        (
+            "/etc/systemd/system/sysinit.target.wants/nftables.service",
+            "/lib/systemd/system/nftables.service",
+        ),
+    ] {
+        assert_eq!(
+            std::fs::read_link(inside(&root, link)).unwrap().to_str(),
+            Some(target),
+            "{link}"
+        );
+    }
+    let marker = text(&root, MARKER);
+    for managed in [
+        "/etc/default/kdump-tools",
+        "/etc/nftables.conf",
+        "/etc/systemd/system/basic.target.wants/kdump-tools.service",
+        "/etc/systemd/system/sysinit.target.wants/nftables.service",
+    ] {
+        assert!(marker.contains(&format!("  {managed:?},\n")), "{marker}");
+    }
 
     let before = snapshot(&root);
     let (_, second) = setup(&root, Distro::Debian12);
@@ -317,6 +360,51 @@ fn missing_packages_are_noted_not_invented() {
         p.notes
     );
     assert!(!root.join("etc/nftables.conf").exists());
+    assert!(!root
+        .join("etc/systemd/system/basic.target.wants/kdump-tools.service")
+        .exists());
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// What version 3 of the changes left on a Debian root with kdump-tools and nftables: their
+/// files, but neither kdump-tools.service enabled nor the DHCP rule in the ruleset.
+fn as_version_3_left_it(root: &Utf8Path) {
+    let kdump_link = "/etc/systemd/system/basic.target.wants/kdump-tools.service";
+    std::fs::remove_file(inside(root, kdump_link)).unwrap();
+    let nft: String = text(root, "/etc/nftables.conf")
+        .lines()
+        .filter(|l| !l.contains("udp sport 67"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(inside(root, "/etc/nftables.conf"), nft).unwrap();
+    let marker = text(root, MARKER)
+        .replace(&format!("version = {CHANGES_VERSION}"), "version = 3")
+        .replace(&format!("  {kdump_link:?},\n"), "");
+    std::fs::write(inside(root, MARKER), marker).unwrap();
+}
+
+#[test]
+fn an_upgrade_of_a_debian_root_enables_kdump_and_adds_the_dhcp_rule_only() {
+    let root = debian_root("deb-upgrade");
+    setup(&root, Distro::Debian12);
+    as_version_3_left_it(&root);
+    let p = plan(&root, Distro::Debian12, &cfg(), b"\x7fELF\0agent".to_vec()).unwrap();
+    let d = dry_run(&root, &p.changes).unwrap();
+    assert!(d.contains("+\t\tudp sport 67 udp dport 68 accept\n"), "{d}");
+    assert!(d.contains("-version = 3\n+version = 4\n"), "{d}");
+    let (_, done) = setup(&root, Distro::Debian12);
+    assert_eq!(
+        done,
+        [
+            "linked /etc/systemd/system/basic.target.wants/kdump-tools.service -> /lib/systemd/system/kdump-tools.service",
+            "wrote /etc/nftables.conf",
+            "wrote /etc/mt-agent/setup.applied",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let (_, again) = setup(&root, Distro::Debian12);
+    assert_eq!(again, Vec::<String>::new());
     std::fs::remove_dir_all(root).unwrap();
 }
 
