@@ -84,7 +84,9 @@ fn build_os_disk(sh: &Shell, dir: &Utf8Path, i: &OsDiskInputs) -> Result<()> {
     let root = layout
         .by_mount("/")
         .context("the layout has no / partition")?;
-    bootloader::install_files(&tree, &root.partition.label)?;
+    let cmdline =
+        bootloader::kernel_command_line(&root.partition.label, bootloader::crash_kernel(def));
+    bootloader::install_files(&tree, &cmdline)?;
 
     let summary = OsDiskSummary {
         packages: installed_packages(&tree)?,
