@@ -330,9 +330,20 @@ fn disks_and_firstboot_on_a_fake_tree() {
     let key = std::fs::read_to_string(root.join("etc/ssh/ssh_host_rsa_key.pub")).unwrap();
     assert!(key.starts_with("ssh-rsa "));
 
+    assert!(
+        first.contains(&format!("as ext4 labelled retention (UUID={uuid})")),
+        "{first}"
+    );
+
     let (ok, second) = run(&["firstboot"]);
     assert!(
         ok && second.contains("already set up, nothing to change"),
+        "{second}"
+    );
+    assert!(
+        second.contains(&format!(
+            "already holds the ext4 file system retention (UUID={uuid}): adopted, not formatted"
+        )),
         "{second}"
     );
     let blkid = Command::new("blkid")

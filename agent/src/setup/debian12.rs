@@ -45,12 +45,17 @@ WantedBy=multi-user.target
 /// host-key unit so the two never write the same key at once. On Debian multipathd starts
 /// before the local file systems (which first boot needs), so it is told to re-read the
 /// blacklist afterwards instead of being ordered after first boot (that would be a cycle).
-fn firstboot_unit() -> String {
+/// Once first boot has entered the retention volume in fstab, its `nofail` mount is not
+/// ordered before local-fs.target: first boot waits for it explicitly, so that it never runs
+/// `mount` while systemd is mounting the same volume. (On the first boot there is no such
+/// mount unit yet, and the ordering is void.)
+fn firstboot_unit(cfg: &AgentConfig) -> String {
+    let mount = mount_unit(cfg.retention_mount.as_str());
     format!(
         "[Unit]
 Description=mt-agent first boot: OS disk blacklist, retention disk, SSH host keys
 DefaultDependencies=no
-After=local-fs.target {HOST_KEYS_SERVICE}
+After=local-fs.target {mount} {HOST_KEYS_SERVICE}
 Before=network-pre.target ssh.service {SERVICE} shutdown.target
 Wants=network-pre.target
 Conflicts=shutdown.target
@@ -125,7 +130,7 @@ pub fn plan(root: &Root, cfg: &AgentConfig, p: &mut Plan) {
     p.changes.extend([
         unit(SERVICE, agent_unit(cfg)),
         wants("multi-user.target", SERVICE, UNIT_DIR),
-        unit(FIRSTBOOT_SERVICE, firstboot_unit()),
+        unit(FIRSTBOOT_SERVICE, firstboot_unit(cfg)),
         wants("multi-user.target", FIRSTBOOT_SERVICE, UNIT_DIR),
         unit(OVFENV_SERVICE, ovfenv_unit()),
         wants("multi-user.target", OVFENV_SERVICE, UNIT_DIR),

@@ -273,6 +273,11 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
     // be a cycle (systemd then drops local-fs.target's job); it re-reads the blacklist instead.
     assert!(!fb.contains("multipathd.service"), "{fb}");
     assert!(fb.contains("ExecStartPost=-/usr/sbin/multipathd reconfigure"));
+    // Ordered after the retention volume's fstab mount (not wanting it), never racing it.
+    assert!(fb
+        .lines()
+        .any(|l| l == "After=local-fs.target mnt-retention.mount mt-ssh-host-keys.service"));
+    assert!(!fb.contains("Wants=mnt-retention.mount"), "{fb}");
     let ovf = text(&root, "/etc/systemd/system/mt-agent-ovfenv.service");
     for line in [
         "Type=oneshot",
@@ -367,8 +372,15 @@ fn missing_packages_are_noted_not_invented() {
 }
 
 /// What version 3 of the changes left on a Debian root with kdump-tools and nftables: their
-/// files, but neither kdump-tools.service enabled nor the DHCP rule in the ruleset.
+/// files, but neither kdump-tools.service enabled nor the DHCP rule in the ruleset, and first
+/// boot not ordered after the retention mount.
 fn as_version_3_left_it(root: &Utf8Path) {
+    let fb = "/etc/systemd/system/mt-agent-firstboot.service";
+    let unit = text(root, fb).replace(
+        "After=local-fs.target mnt-retention.mount ",
+        "After=local-fs.target ",
+    );
+    std::fs::write(inside(root, fb), unit).unwrap();
     let kdump_link = "/etc/systemd/system/basic.target.wants/kdump-tools.service";
     std::fs::remove_file(inside(root, kdump_link)).unwrap();
     let nft: String = text(root, "/etc/nftables.conf")
@@ -384,7 +396,7 @@ fn as_version_3_left_it(root: &Utf8Path) {
 }
 
 #[test]
-fn an_upgrade_of_a_debian_root_enables_kdump_and_adds_the_dhcp_rule_only() {
+fn an_upgrade_of_a_version_3_debian_root_writes_only_what_changed() {
     let root = debian_root("deb-upgrade");
     setup(&root, Distro::Debian12);
     as_version_3_left_it(&root);
@@ -396,6 +408,7 @@ fn an_upgrade_of_a_debian_root_enables_kdump_and_adds_the_dhcp_rule_only() {
     assert_eq!(
         done,
         [
+            "wrote /etc/systemd/system/mt-agent-firstboot.service",
             "linked /etc/systemd/system/basic.target.wants/kdump-tools.service -> /lib/systemd/system/kdump-tools.service",
             "wrote /etc/nftables.conf",
             "wrote /etc/mt-agent/setup.applied",
