@@ -104,9 +104,15 @@ WantedBy=multi-user.target
     )
 }
 
+/// Only local file systems: first boot runs after this unit and before the network, so with
+/// the default dependencies (after basic.target, which kdump-tools orders after networking)
+/// the two would form an ordering cycle, and systemd would drop first boot's job to break it.
 const HOST_KEYS_UNIT: &str = "[Unit]
 Description=Create this copy's SSH host keys (the template ships none)
-Before=ssh.service
+DefaultDependencies=no
+After=local-fs.target
+Before=ssh.service shutdown.target
+Conflicts=shutdown.target
 ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key
 
 [Service]

@@ -43,6 +43,8 @@ pub const DHCP_SERVER_PORT: u16 = 67;
 
 /// Debian's `/etc/nftables.conf`: input dropped unless it is a reply, loopback, ICMP (errors,
 /// path MTU, IPv6 neighbour discovery), a DHCP server answering this client, SSH or the agent.
+/// Protocols are named with nft's own names (`icmpv6`): the image has no `/etc/protocols`, so
+/// a name only that file knows (`ipv6-icmp`) makes `nft -f` refuse the whole ruleset.
 /// The DHCP rule is there whatever the definition's network mode: the deploy-time `ip_mode`
 /// property can turn a static template into a DHCP client. (ISC dhclient happens to read its
 /// answers from a packet socket, ahead of the firewall; the rules do not rely on that.)
@@ -57,7 +59,7 @@ pub fn nftables(agent_port: u16) -> String {
          \t\tct state established,related accept\n\
          \t\tct state invalid drop\n\
          \t\tiif \"lo\" accept\n\
-         \t\tmeta l4proto {{ icmp, ipv6-icmp }} accept\n\
+         \t\tmeta l4proto {{ icmp, icmpv6 }} accept\n\
          \t\tudp sport {DHCP_SERVER_PORT} udp dport {DHCP_CLIENT_PORT} accept\n\
          \t\ttcp dport {{ {SSH_PORT}, {agent_port} }} accept\n\
          \t}}\n\

@@ -278,6 +278,13 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
         .lines()
         .any(|l| l == "After=local-fs.target mnt-retention.mount mt-ssh-host-keys.service"));
     assert!(!fb.contains("Wants=mnt-retention.mount"), "{fb}");
+    // The host-key unit runs before first boot, which runs before the network; kdump-tools
+    // orders basic.target after the network, so default dependencies would make a cycle.
+    let keys = text(&root, "/etc/systemd/system/mt-ssh-host-keys.service");
+    assert!(
+        keys.contains("DefaultDependencies=no\nAfter=local-fs.target\n"),
+        "{keys}"
+    );
     let ovf = text(&root, "/etc/systemd/system/mt-agent-ovfenv.service");
     for line in [
         "Type=oneshot",
@@ -307,7 +314,7 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
             "ct state established,related accept",
             "ct state invalid drop",
             "iif \"lo\" accept",
-            "meta l4proto { icmp, ipv6-icmp } accept",
+            "meta l4proto { icmp, icmpv6 } accept",
             "udp sport 67 udp dport 68 accept",
             "tcp dport { 22, 9443 } accept",
         ],
@@ -372,9 +379,20 @@ fn missing_packages_are_noted_not_invented() {
 }
 
 /// What version 3 of the changes left on a Debian root with kdump-tools and nftables: their
-/// files, but neither kdump-tools.service enabled nor the DHCP rule in the ruleset, and first
-/// boot not ordered after the retention mount.
+/// files, but kdump-tools.service not enabled, a ruleset naming ICMPv6 as only /etc/protocols
+/// knows it and without the DHCP rule, first boot not ordered after the retention mount and
+/// the host-key unit after basic.target.
 fn as_version_3_left_it(root: &Utf8Path) {
+    std::fs::write(
+        inside(root, "/etc/systemd/system/mt-ssh-host-keys.service"),
+        "[Unit]\nDescription=Create this copy's SSH host keys (the template ships none)\n\
+         Before=ssh.service\nConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key\n\n\
+         [Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -A\n\n\
+         [Install]\nWantedBy=ssh.service\n",
+    )
+    .unwrap();
+    let nft = text(root, "/etc/nftables.conf").replace("icmpv6", "ipv6-icmp");
+    std::fs::write(inside(root, "/etc/nftables.conf"), nft).unwrap();
     let fb = "/etc/systemd/system/mt-agent-firstboot.service";
     let unit = text(root, fb).replace(
         "After=local-fs.target mnt-retention.mount ",
@@ -409,6 +427,7 @@ fn an_upgrade_of_a_version_3_debian_root_writes_only_what_changed() {
         done,
         [
             "wrote /etc/systemd/system/mt-agent-firstboot.service",
+            "wrote /etc/systemd/system/mt-ssh-host-keys.service",
             "linked /etc/systemd/system/basic.target.wants/kdump-tools.service -> /lib/systemd/system/kdump-tools.service",
             "wrote /etc/nftables.conf",
             "wrote /etc/mt-agent/setup.applied",
