@@ -2,8 +2,9 @@
 //! default definition builds an OVA, and `cargo xtask boot-test` boots that OVA in QEMU with the
 //! hardware its OVF declares and checks the appliance from inside (mounts, tools, disk IDs, the
 //! agent, the firewall and the loaded capture kernel, the blank retention disk formatted by first
-//! boot and mounted by UUID), reaches the agent and SSH through the firewall, reboots (the volume
-//! adopted, not formatted again) and powers off cleanly. The same OVA is then deployed the way vSphere hands over OVF
+//! boot and mounted by UUID), reaches the agent and SSH through the firewall, crashes the kernel
+//! (kdump saves the dump and reboots; the volume is adopted, not formatted again) and powers off
+//! cleanly. The same OVA is then deployed the way vSphere hands over OVF
 //! properties: `boot-test --ovf-env-test` attaches an `ovf-env.xml` CD (the iso transport) and
 //! checks the host name, static address, resolver and the agent's passphrase took effect, and
 //! that only that passphrase enrols a sender. One build serves both boots (CI time). Needs
@@ -70,7 +71,7 @@ fn the_default_definition_builds_an_ova_that_boots_passes_the_guest_checks_and_a
 }
 
 /// Over both boots of one deployment, first boot's console lines: the blank retention disk
-/// formatted once, then the same file system (same UUID) adopted after the reboot.
+/// formatted once, then the same file system (same UUID) adopted after the restart.
 fn assert_formatted_once_then_adopted(console: &str, log: &camino::Utf8Path) {
     let uuid_of = |l: &str| l.split("(UUID=").nth(1)?.get(..36).map(str::to_string);
     let formatted: Vec<String> = console

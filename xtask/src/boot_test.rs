@@ -956,18 +956,19 @@ impl RetentionView {
         ]
     }
 
-    /// After the reboot: the same file system, adopted (not formatted), with its contents.
+    /// After the restart: the same file system, adopted (not formatted), with its contents.
     fn judge_after_reboot(
         &self,
         def: &Definition,
         first: &RetentionView,
         marker: &str,
+        when: &str,
     ) -> Vec<Outcome> {
         let uuid = &first.disk_uuid;
         vec![
             Outcome {
                 what: format!(
-                    "after a reboot: {} still mounted from UUID {uuid}",
+                    "{when}{} still mounted from UUID {uuid}",
                     def.retention_disk.mount
                 ),
                 ok: !uuid.is_empty()
@@ -980,7 +981,7 @@ impl RetentionView {
                 ),
             },
             Outcome {
-                what: "after a reboot: first boot adopted it, formatted nothing".into(),
+                what: format!("{when}first boot adopted it, formatted nothing"),
                 ok: self.formatted.is_empty() && self.adopted == [format!("UUID={uuid}")],
                 detail: format!(
                     "formatted [{}] adopted [{}]",
@@ -989,7 +990,7 @@ impl RetentionView {
                 ),
             },
             Outcome {
-                what: format!("after a reboot: {RETENTION_MARKER} written before it is there"),
+                what: format!("{when}{RETENTION_MARKER} written before it is there"),
                 ok: self.marker == marker,
                 detail: self.marker.clone(),
             },
@@ -997,11 +998,50 @@ impl RetentionView {
     }
 }
 
-/// Every boot test reboots once, as a deployed copy does: the retention volume first boot
-/// formatted must be adopted as it is (a file written before the reboot still there), the
-/// capture kernel loaded again and the host still able to reach the agent and SSH. With
-/// `--ovf-env` the static address must survive too, and applying the same environment again
-/// must find nothing to change.
+/// How the boot test restarts the VM once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    /// `systemctl reboot`.
+    Clean,
+    /// A kernel panic (`echo c > /proc/sysrq-trigger`): kdump-tools' capture kernel must save
+    /// the dump to `/var/crash` and reboot the VM.
+    KernelCrash,
+}
+
+impl Restart {
+    /// The plain boot test restarts through a kernel crash when the image has kdump (the
+    /// strongest proof that dumps work: one is saved); `--ovf-env` reboots cleanly, so that
+    /// its checks see an ordinary reboot.
+    fn for_test(def: &Definition, ovf: bool) -> Restart {
+        if !ovf && crate::build_ova::bootloader::crash_kernel(def).is_some() {
+            Restart::KernelCrash
+        } else {
+            Restart::Clean
+        }
+    }
+
+    fn command(self) -> &'static str {
+        match self {
+            Restart::Clean => "systemctl reboot",
+            Restart::KernelCrash => "echo c > /proc/sysrq-trigger",
+        }
+    }
+
+    /// How the checks after the restart are named.
+    fn when(self) -> &'static str {
+        match self {
+            Restart::Clean => "after a reboot: ",
+            Restart::KernelCrash => "after a kernel crash: ",
+        }
+    }
+}
+
+/// Every boot test restarts the VM once, as a deployed copy does: the retention volume first
+/// boot formatted must be adopted as it is (a file written before the restart still there),
+/// the capture kernel loaded again and the host still able to reach the agent and SSH. The
+/// plain test restarts through a kernel crash (see `Restart`): the dump must be in
+/// `/var/crash`. With `--ovf-env` the static address must survive too, and applying the same
+/// environment again must find nothing to change.
 fn reboot_checks(
     args: &BootTest,
     def: &Definition,
@@ -1010,25 +1050,37 @@ fn reboot_checks(
     first: &RetentionView,
     ovf: Option<&OvfEnvTest>,
 ) -> Result<Vec<Outcome>> {
+    let restart = Restart::for_test(def, ovf.is_some());
+    let when = restart.when();
     let marker = format!("boot-test {}", first.disk_uuid);
     let boot = vm.buffer.len();
     vm.send(&format!(
-        "echo '{marker}' > {mount}/{RETENTION_MARKER}; sync; systemctl reboot\n",
-        mount = def.retention_disk.mount
+        "echo '{marker}' > {mount}/{RETENTION_MARKER}; sync; {command}\n",
+        mount = def.retention_disk.mount,
+        command = restart.command()
     ))?;
+    eprintln!("boot-test: restarting the VM ({})", restart.command());
     let at = vm
         .wait_for(READY_PREFIX, boot, Duration::from_secs(args.timeout))
-        .context("waiting for the agent's readiness line after the reboot")?;
-    let mut out = vec![agent_port_check(
-        ports.agent,
-        def.agent.port,
-        "after a reboot: ",
-    )];
+        .with_context(|| {
+            format!(
+                "waiting for the agent's readiness line after `{}`",
+                restart.command()
+            )
+        })?;
+    eprintln!(
+        "boot-test: agent ready again {:.0}s after power-on",
+        vm.uptime().as_secs_f64()
+    );
+    let mut out = vec![agent_port_check(ports.agent, def.agent.port, when)];
     login(vm, &args.password, boot, at)?;
-    let report = run_guest_script(vm, &reboot_script(def, ovf.is_some()))?;
-    out.push(ssh_port_check(ports.ssh, "after a reboot: "));
-    out.extend(RetentionView::parse(&report).judge_after_reboot(def, first, &marker));
-    out.extend(judge_crash_kernel(def, &report, "after a reboot: "));
+    let report = run_guest_script(vm, &reboot_script(def, restart, ovf.is_some()))?;
+    out.push(ssh_port_check(ports.ssh, when));
+    out.extend(RetentionView::parse(&report).judge_after_reboot(def, first, &marker, when));
+    out.extend(judge_crash_kernel(def, &report, when));
+    if restart == Restart::KernelCrash {
+        out.push(judge_crash_dump(&report));
+    }
     let Some(o) = ovf else {
         return Ok(out);
     };
@@ -1039,23 +1091,45 @@ fn reboot_checks(
     {
         let addr = report_line(&report, "ovf-addr");
         out.push(Outcome {
-            what: format!("after a reboot: {device} still {address}/{prefix} (static)"),
+            what: format!("{when}{device} still {address}/{prefix} (static)"),
             ok: addr.contains(&format!(" {address}/{prefix} ")) && !addr.contains("dynamic"),
             detail: addr,
         });
     }
     let unchanged = report_line(&report, "ovf-unchanged");
     out.push(Outcome {
-        what: "after a reboot: ovfenv apply wrote nothing".into(),
+        what: format!("{when}ovfenv apply wrote nothing"),
         ok: unchanged == "1",
         detail: format!("{unchanged} 'unchanged' line(s) in this boot's journal"),
     });
     Ok(out)
 }
 
-/// What the guest reports after the reboot: the retention volume (and the file written before
-/// the reboot), the capture kernel, and with `--ovf-env` the address and ovfenv's journal.
-fn reboot_script(def: &Definition, ovf: bool) -> String {
+/// The panic's message, which the capture kernel saves with the dump (kdump-tools' `dmesg.*`).
+const PANIC_MESSAGE: &str = "sysrq triggered crash";
+
+/// kdump-tools saved exactly one dump, of this panic, in `/var/crash/<stamp>/`.
+fn judge_crash_dump(report: &[String]) -> Outcome {
+    let saved = report_line(report, "crash-saved");
+    let counts: Vec<&str> = saved.split_whitespace().collect();
+    Outcome {
+        what: format!(
+            "the capture kernel saved the dump in {}",
+            mt_agent::setup::kdump::CRASH_DIR
+        ),
+        ok: counts == ["1", "1"],
+        detail: format!(
+            "{} dump file(s), {} dmesg file(s) with {PANIC_MESSAGE:?}",
+            counts.first().unwrap_or(&"?"),
+            counts.get(1).unwrap_or(&"?")
+        ),
+    }
+}
+
+/// What the guest reports after the restart: the retention volume (and the file written
+/// before it), the capture kernel, after a crash the saved dump, and with `--ovf-env` the
+/// address and ovfenv's journal.
+fn reboot_script(def: &Definition, restart: Restart, ovf: bool) -> String {
     let device = &def.network.device;
     let ovf_lines = if ovf {
         format!(
@@ -1066,12 +1140,21 @@ echo \"MTCHK ovf-unchanged $(journalctl -b -o cat -u {unit} | grep -c 'unchanged
     } else {
         String::new()
     };
+    let crash_lines = if restart == Restart::KernelCrash {
+        format!(
+            "echo \"MTCHK crash-saved $(ls {dir}/*/dump.* 2>/dev/null | wc -l) $(grep -l '{PANIC_MESSAGE}' {dir}/*/dmesg.* 2>/dev/null | wc -l)\"; ",
+            dir = mt_agent::setup::kdump::CRASH_DIR
+        )
+    } else {
+        String::new()
+    };
     format!(
         "echo \"MTCHK system $(timeout 900 systemctl is-system-running --wait)\"; \
 echo MTCHK-''BEGIN; \
 {retention}\
 echo \"MTCHK ret-marker $(cat {mount}/{RETENTION_MARKER} 2>&1)\"; \
 {CRASH_GUEST_LINES}\
+{crash_lines}\
 {ovf_lines}\
 echo MTCHK-''END\n",
         retention = retention_guest_lines(def),
@@ -1465,7 +1548,7 @@ mod tests {
         let marker = format!("boot-test {UUID}");
         let again = RetentionView::parse(&after_reboot(UUID));
         assert_eq!(
-            failures(again.judge_after_reboot(&d, &first, &marker)),
+            failures(again.judge_after_reboot(&d, &first, &marker, "after a reboot: ")),
             Vec::<String>::new()
         );
 
@@ -1492,7 +1575,7 @@ mod tests {
         r[5] =
             "ret-marker cat: /mnt/retention/mt-boot-test-marker: No such file or directory".into();
         assert_eq!(
-            failures(RetentionView::parse(&r).judge_after_reboot(&d, &first, &marker)),
+            failures(RetentionView::parse(&r).judge_after_reboot(&d, &first, &marker, "after a reboot: ")),
             [
                 "after a reboot: /mnt/retention still mounted from UUID 0b7f3c1e-5d2a-4c8e-9f10-2a3b4c5d6e7f",
                 "after a reboot: first boot adopted it, formatted nothing",
@@ -1502,6 +1585,27 @@ mod tests {
         // Nothing mounted at all is not a pass either.
         let empty = RetentionView::parse(&[]);
         assert_eq!(failures(empty.judge_first_boot(&d)).len(), 2);
+    }
+
+    #[test]
+    fn the_plain_test_restarts_through_a_kernel_crash_and_finds_the_dump() {
+        let d = def();
+        assert_eq!(Restart::for_test(&d, false), Restart::KernelCrash);
+        assert_eq!(Restart::for_test(&d, true), Restart::Clean);
+        let mut no_kdump = def();
+        no_kdump
+            .packages
+            .retain(|p| *p != LogicalPackage::KexecTools);
+        assert_eq!(Restart::for_test(&no_kdump, false), Restart::Clean);
+        assert!(reboot_script(&d, Restart::KernelCrash, false)
+            .contains("grep -l 'sysrq triggered crash' /var/crash/*/dmesg.*"));
+        assert!(!reboot_script(&d, Restart::Clean, false).contains("crash-saved"));
+        let judged = |line: &str| judge_crash_dump(&[line.to_string()]).ok;
+        assert!(judged("crash-saved 1 1"));
+        assert!(!judged("crash-saved 0 0"), "no dump");
+        assert!(!judged("crash-saved 1 0"), "a dump of another panic");
+        assert!(!judged("crash-saved 2 2"), "a dump the image brought");
+        assert!(!judge_crash_dump(&[]).ok);
     }
 
     #[test]
@@ -1525,8 +1629,15 @@ mod tests {
         for (name, script) in [
             ("first boot", guest_script(&d, false)),
             ("first boot, ovf", guest_script(&d, true)),
-            ("after the reboot", reboot_script(&d, false)),
-            ("after the reboot, ovf", reboot_script(&d, true)),
+            ("after the reboot", reboot_script(&d, Restart::Clean, false)),
+            (
+                "after the crash",
+                reboot_script(&d, Restart::KernelCrash, false),
+            ),
+            (
+                "after the reboot, ovf",
+                reboot_script(&d, Restart::Clean, true),
+            ),
         ] {
             assert_eq!(script.lines().count(), 1, "{name}");
             let out = std::process::Command::new("bash")
