@@ -1,7 +1,8 @@
 //! Applies the definition to the extracted root tree by writing files, as Debian's own tools
-//! would: fstab by label (the OS disk; first boot adds the retention disk by UUID), host name, time zone, locale and keyboard, the root password hash, SSH
-//! keys and the network (ifupdown, DHCP or static). Nothing is executed inside the tree; the
-//! agent's own changes (service, configuration, sealing) are `mt-agent setup`'s job.
+//! would: fstab by label (the OS disk; first boot adds the retention disk by UUID), host name,
+//! time zone, locale and keyboard, the root password hash, SSH keys and the network (ifupdown,
+//! DHCP or static). Nothing is executed inside the tree; the agent's own changes (service,
+//! configuration, sealing) are `mt-agent setup`'s job.
 
 use anyhow::{bail, Context, Result};
 use appliance::definition::{FileSystem, NetworkMode};

@@ -2,9 +2,9 @@
 //!
 //! Stages, each cached under `build/<stage>-<hash>/` by the hash of its inputs:
 //! `rootfs` (mmdebstrap -> tar), `os-disk` (unpack, configure, `mt-agent setup`, file systems at
-//! partition offsets, GRUB), `retention-disk` (blank: first boot formats it); then the appliance crate's OVA writer packs the
-//! raw disks and `verify-ova`'s checks run on the result. Orchestration only: byte layouts live
-//! in the `appliance` crate.
+//! partition offsets, GRUB), `retention-disk` (blank: first boot formats it); then the appliance
+//! crate's OVA writer packs the raw disks and `verify-ova`'s checks run on the result.
+//! Orchestration only: byte layouts live in the `appliance` crate.
 
 pub mod bootloader;
 pub mod cache;
