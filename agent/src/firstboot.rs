@@ -3,7 +3,10 @@
 //! idempotent so a re-run after a crash halfway finishes the job:
 //! 1. the OS disk's WWID is blacklisted in `/etc/multipath.conf`;
 //! 2. the retention disk (the definition's SCSI unit) is formatted if, and only if, its first
-//!    and last MiB are all zeros, then entered in `/etc/fstab` by UUID and mounted;
+//!    and last MiB are all zeros (the Debian image ships it so), then entered in `/etc/fstab` by
+//!    UUID and mounted. A file system with the retention label is adopted as it is: on the whole
+//!    disk (formatted by an earlier first boot) or in the single partition of an MBR table (the
+//!    el6 kickstart partitions and formats the disk at install time);
 //! 3. missing SSH host keys are created;
 //! 4. the IDs of the OS and retention disks are recorded, so a later boot (and `serve`)
 //!    notices when they change.
@@ -84,15 +87,24 @@ impl Tools for SystemTools {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Contents {
     Blank,
-    /// A file system first boot can adopt: its kind, label and UUID.
+    /// A file system first boot can adopt: its kind, label and UUID, and the MBR partition
+    /// holding it (`None`: the whole disk).
     FileSystem {
         fs: &'static str,
         label: String,
         uuid: String,
+        partition: Option<u32>,
     },
     /// Anything else; the text names what was recognised.
     Data(String),
 }
+
+/// An MBR partition type that holds a Linux file system (what the el6 kickstart's `part`
+/// writes for ext4 and xfs).
+const MBR_LINUX: u8 = 0x83;
+const SECTOR: u64 = 512;
+/// Enough of a partition's start for the ext4 and XFS superblocks `identify` reads.
+const SUPERBLOCK_SPAN: usize = 4096;
 
 pub fn examine(device: &Utf8Path) -> Result<Contents> {
     let f = std::fs::File::open(device).with_context(|| format!("cannot open {device}"))?;
@@ -111,7 +123,56 @@ pub fn examine(device: &Utf8Path) -> Result<Contents> {
     if head.iter().chain(tail.iter()).all(|b| *b == 0) {
         return Ok(Contents::Blank);
     }
-    Ok(identify(&head, &tail))
+    let found = identify(&head, &tail);
+    if found != Contents::Data(MBR_TABLE.to_owned()) {
+        return Ok(found);
+    }
+    // One Linux partition (the el6 kickstart's layout): what does it hold?
+    let Some((number, start)) = single_linux_partition(&head, size) else {
+        return Ok(found);
+    };
+    let mut at_start = vec![0u8; SUPERBLOCK_SPAN];
+    f.read_exact_at(&mut at_start, start)
+        .with_context(|| format!("cannot read partition {number} of {device}"))?;
+    Ok(match identify(&at_start, &[]) {
+        Contents::FileSystem {
+            fs, label, uuid, ..
+        } => Contents::FileSystem {
+            fs,
+            label,
+            uuid,
+            partition: Some(number),
+        },
+        _ => found,
+    })
+}
+
+const MBR_TABLE: &str = "an MBR partition table";
+
+/// The number and byte offset of the only partition of an MBR table, when it is a Linux one
+/// that lies inside the disk; `None` for any other table.
+fn single_linux_partition(head: &[u8], disk_size: u64) -> Option<(u32, u64)> {
+    let entries: Vec<(u32, &[u8])> = (0..4u32)
+        .map(|i| {
+            (
+                i + 1,
+                head.get(446 + 16 * i as usize..462 + 16 * i as usize),
+            )
+        })
+        .filter_map(|(n, e)| e.map(|e| (n, e)))
+        .filter(|(_, e)| e[4] != 0)
+        .collect();
+    let [(number, entry)] = entries.as_slice() else {
+        return None;
+    };
+    let lba = |o: usize| u32::from_le_bytes(entry[o..o + 4].try_into().expect("4 bytes")) as u64;
+    let (start, sectors) = (lba(8) * SECTOR, lba(12) * SECTOR);
+    let fits = start >= SECTOR
+        && sectors > 0
+        && start
+            .checked_add(sectors)
+            .is_some_and(|end| end <= disk_size);
+    (entry[4] == MBR_LINUX && fits).then_some((*number, start))
 }
 
 fn uuid_text(b: &[u8]) -> String {
@@ -139,6 +200,7 @@ fn identify(head: &[u8], tail: &[u8]) -> Contents {
             fs: "ext4",
             label,
             uuid,
+            partition: None,
         };
     }
     if at(0, 4) == Some(b"XFSB") {
@@ -146,6 +208,7 @@ fn identify(head: &[u8], tail: &[u8]) -> Contents {
             fs: "xfs",
             uuid: uuid_text(at(32, 16).unwrap_or(&[0; 16])),
             label: label_text(at(108, 12).unwrap_or(&[])),
+            partition: None,
         };
     }
     let what = if at(512, 8) == Some(b"EFI PART") {
@@ -157,7 +220,7 @@ fn identify(head: &[u8], tail: &[u8]) -> Contents {
     } else if at(54, 3) == Some(b"FAT") || at(82, 3) == Some(b"FAT") {
         "a FAT file system"
     } else if at(510, 2) == Some(&[0x55, 0xaa]) {
-        "an MBR partition table"
+        MBR_TABLE
     } else if tail.len() >= 512 && tail[tail.len() - 512..].starts_with(b"EFI PART") {
         "a backup GPT header"
     } else {
@@ -219,16 +282,22 @@ fn host_key_kinds(paths: &SystemPaths) -> &'static [&'static str] {
     }
 }
 
-/// Runs every step; returns what it did (one line each; empty when nothing was needed).
-pub fn run_firstboot(
-    cfg: &AgentConfig,
-    paths: &SystemPaths,
-    tools: &dyn Tools,
-) -> Result<Vec<String>> {
+/// What a run of first boot did and found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// What it changed, one line each; empty when nothing was needed.
+    pub done: Vec<String>,
+    /// What it found in place and kept (the retention volume it adopted instead of formatting).
+    pub kept: Vec<String>,
+}
+
+/// Runs every step.
+pub fn run_firstboot(cfg: &AgentConfig, paths: &SystemPaths, tools: &dyn Tools) -> Result<Report> {
     let Some(rd) = &cfg.retention_disk else {
         bail!("the agent configuration has no [retention_disk] (scsi_unit, fs, label): rebuild the appliance so agent.toml carries the definition's retention disk rule");
     };
     let mut done = Vec::new();
+    let mut kept = Vec::new();
     let rule = Rule {
         os_unit: 0,
         retention_unit: rd.scsi_unit,
@@ -283,14 +352,21 @@ pub fn run_firstboot(
         Contents::Blank => {
             tools.mkfs(device, &rd.fs, &rd.label)?;
             match examine(device)? {
-                Contents::FileSystem { uuid, .. } => {
-                    done.push(format!("formatted the retention disk {} as {} ({})", device, rd.fs, rd.label));
+                Contents::FileSystem { uuid, partition: None, .. } => {
+                    done.push(format!("formatted the retention disk {device} as {} labelled {} (UUID={uuid})", rd.fs, rd.label));
                     uuid
                 }
                 other => bail!("formatting {} did not leave a file system ({other:?})", device),
             }
         }
-        Contents::FileSystem { label, uuid, .. } if label == rd.label => uuid,
+        Contents::FileSystem { fs, label, uuid, partition } if label == rd.label => {
+            let place = match partition {
+                Some(n) => format!("partition {n} of the retention disk {device}"),
+                None => format!("the retention disk {device}"),
+            };
+            kept.push(format!("{place} already holds the {fs} file system {label} (UUID={uuid}): adopted, not formatted"));
+            uuid
+        }
         Contents::FileSystem { fs, label, .. } => bail!(
             "the disk at SCSI unit {} ({}) holds a {fs} file system labelled {label:?}, not the retention volume {:?}: not formatting it. If it really is the retention disk, relabel it (e2label/xfs_admin -L {})",
             rd.scsi_unit, device, rd.label, rd.label
@@ -339,7 +415,7 @@ pub fn run_firstboot(
             disks::IDENTITY_FILE
         ));
     }
-    Ok(done)
+    Ok(Report { done, kept })
 }
 
 #[cfg(test)]

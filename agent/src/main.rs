@@ -449,15 +449,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => mt_agent::setup::run(&root, distro, config.as_deref(), dry_run)?,
         Command::Firstboot { config, sys } => {
             let cfg = mt_agent::config::AgentConfig::load(&config)?;
-            let done = mt_agent::firstboot::run_firstboot(
+            let report = mt_agent::firstboot::run_firstboot(
                 &cfg,
                 &sys.paths(),
                 &mt_agent::firstboot::SystemTools,
             )?;
-            if done.is_empty() {
+            for line in &report.kept {
+                println!("mt-agent firstboot: {line}");
+            }
+            if report.done.is_empty() {
                 println!("mt-agent firstboot: this copy is already set up, nothing to change");
             }
-            for line in done {
+            for line in &report.done {
                 println!("mt-agent firstboot: {line}");
             }
         }

@@ -149,14 +149,48 @@ fn setup_on_a_debian_root_twice() {
         "/etc/machine-id",
         "0123456789abcdef0123456789abcdef\n",
     );
+    // What the kdump-tools and nftables packages install (the image's package manifest).
+    put(
+        &root,
+        "/etc/default/kdump-tools",
+        "USE_KDUMP=0\nKDUMP_KERNEL=/var/lib/kdump/vmlinuz\n#KDUMP_COREDIR=\"/var/crash\"\n",
+    );
+    put(&root, "/usr/sbin/nft", "");
+    put(
+        &root,
+        "/etc/nftables.conf",
+        "#!/usr/sbin/nft -f\n\nflush ruleset\n",
+    );
     let cfg = config(&dir);
     twice(
         &root,
         "debian12",
         &cfg,
-        &["wrote /etc/systemd/system/mt-agent-firstboot.service", "note: nft is not in the root", "note: /etc/default/kdump-tools is not in the root"],
-        &["--- a/etc/machine-id\n+++ b/etc/machine-id\n@@ -1 +0,0 @@\n-0123456789abcdef0123456789abcdef\n", "+LimitCORE=infinity\n"],
+        &[
+            "wrote /etc/systemd/system/mt-agent-firstboot.service",
+            "wrote /etc/default/kdump-tools",
+            "linked /etc/systemd/system/basic.target.wants/kdump-tools.service -> /lib/systemd/system/kdump-tools.service",
+            "wrote /etc/nftables.conf",
+            "linked /etc/systemd/system/sysinit.target.wants/nftables.service -> /lib/systemd/system/nftables.service",
+        ],
+        &[
+            "--- a/etc/machine-id\n+++ b/etc/machine-id\n@@ -1 +0,0 @@\n-0123456789abcdef0123456789abcdef\n",
+            "+LimitCORE=infinity\n",
+            "-USE_KDUMP=0\n+USE_KDUMP=1\n KDUMP_KERNEL=/var/lib/kdump/vmlinuz\n-#KDUMP_COREDIR=\"/var/crash\"\n+KDUMP_COREDIR=\"/var/crash\"\n",
+            "+\t\ttype filter hook input priority filter; policy drop;\n",
+            "+\t\ttcp dport { 22, 9443 } accept\n",
+        ],
     );
+    let (ok, out) = agent(&[
+        "setup",
+        "--root",
+        root.as_str(),
+        "--distro",
+        "debian12",
+        "--config",
+        cfg.as_str(),
+    ]);
+    assert!(ok && !out.contains("note:"), "{out}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -296,9 +330,20 @@ fn disks_and_firstboot_on_a_fake_tree() {
     let key = std::fs::read_to_string(root.join("etc/ssh/ssh_host_rsa_key.pub")).unwrap();
     assert!(key.starts_with("ssh-rsa "));
 
+    assert!(
+        first.contains(&format!("as ext4 labelled retention (UUID={uuid})")),
+        "{first}"
+    );
+
     let (ok, second) = run(&["firstboot"]);
     assert!(
         ok && second.contains("already set up, nothing to change"),
+        "{second}"
+    );
+    assert!(
+        second.contains(&format!(
+            "already holds the ext4 file system retention (UUID={uuid}): adopted, not formatted"
+        )),
         "{second}"
     );
     let blkid = Command::new("blkid")

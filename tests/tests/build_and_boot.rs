@@ -1,7 +1,10 @@
 //! The product's main path, end to end, the way a user runs it: `cargo xtask build-ova` with the
 //! default definition builds an OVA, and `cargo xtask boot-test` boots that OVA in QEMU with the
 //! hardware its OVF declares and checks the appliance from inside (mounts, tools, disk IDs, the
-//! agent, a clean power-off). The same OVA is then deployed the way vSphere hands over OVF
+//! agent, the firewall and the loaded capture kernel, the blank retention disk formatted by first
+//! boot and mounted by UUID), reaches the agent and SSH through the firewall, crashes the kernel
+//! (kdump saves the dump and reboots; the volume is adopted, not formatted again) and powers off
+//! cleanly. The same OVA is then deployed the way vSphere hands over OVF
 //! properties: `boot-test --ovf-env-test` attaches an `ovf-env.xml` CD (the iso transport) and
 //! checks the host name, static address, resolver and the agent's passphrase took effect, and
 //! that only that passphrase enrols a sender. One build serves both boots (CI time). Needs
@@ -48,6 +51,7 @@ fn the_default_definition_builds_an_ova_that_boots_passes_the_guest_checks_and_a
         console.contains("mt-agent: ready"),
         "{log} lacks the readiness line"
     );
+    assert_formatted_once_then_adopted(&console, &log);
 
     // Deploy time: the OVF environment on a CD, applied before the network comes up.
     let work = root.join("build/e2e-boot-test-ovf-env");
@@ -63,6 +67,25 @@ fn the_default_definition_builds_an_ova_that_boots_passes_the_guest_checks_and_a
         console.contains("OVF environment from iso (CD-ROM"),
         "the console of the OVF boot does not show the environment being applied"
     );
+    assert_formatted_once_then_adopted(&console, &work.join("console.log"));
+}
+
+/// Over both boots of one deployment, first boot's console lines: the blank retention disk
+/// formatted once, then the same file system (same UUID) adopted after the restart.
+fn assert_formatted_once_then_adopted(console: &str, log: &camino::Utf8Path) {
+    let uuid_of = |l: &str| l.split("(UUID=").nth(1)?.get(..36).map(str::to_string);
+    let formatted: Vec<String> = console
+        .lines()
+        .filter(|l| l.contains("mt-agent firstboot: formatted the retention disk"))
+        .filter_map(uuid_of)
+        .collect();
+    let adopted: Vec<String> = console
+        .lines()
+        .filter(|l| l.contains("adopted, not formatted"))
+        .filter_map(uuid_of)
+        .collect();
+    assert_eq!(formatted.len(), 1, "{log}: formatted {formatted:?}");
+    assert_eq!(adopted, formatted, "{log}: adopted after the reboot");
 }
 
 fn sha256_of(path: &camino::Utf8Path) -> String {

@@ -275,11 +275,24 @@ fn boot_and_check(
     ovf: Option<&OvfEnvTest>,
 ) -> Result<()> {
     let seed = def.appliance.name.as_str();
-    let host_port = qemu::free_local_port()?;
-    let forwards = [Forward {
-        host: host_port,
-        guest: def.agent.port,
-    }];
+    let agent = qemu::free_local_port()?;
+    let ssh = loop {
+        let p = qemu::free_local_port()?;
+        if p != agent {
+            break p;
+        }
+    };
+    let ports = HostPorts { agent, ssh };
+    let forwards = [
+        Forward {
+            host: ports.agent,
+            guest: def.agent.port,
+        },
+        Forward {
+            host: ports.ssh,
+            guest: SSH_PORT,
+        },
+    ];
     eprintln!(
         "boot-test: {} vCPU, {} MiB, {} + {}, {} disk(s); console log {work}/console.log",
         hw.cpus,
@@ -289,7 +302,7 @@ fn boot_and_check(
         hw.disks.len()
     );
     let mut vm = start_vm(sh, args, hw, seed, work, &forwards)?;
-    let result = checks(args, def, hw, &mut vm, host_port, ovf);
+    let result = checks(args, def, hw, &mut vm, ports, ovf);
     if let Err(e) = &result {
         eprintln!(
             "\nboot-test failed; the last console lines ({}):\n{}\n",
@@ -347,12 +360,22 @@ struct Outcome {
     detail: String,
 }
 
+/// The host's ends of the forwarded guest ports (QEMU user networking, as a client on the
+/// guest's network would reach it: through the guest's firewall).
+#[derive(Clone, Copy)]
+struct HostPorts {
+    agent: u16,
+    ssh: u16,
+}
+
+const SSH_PORT: u16 = mt_agent::setup::firewall::SSH_PORT;
+
 fn checks(
     args: &BootTest,
     def: &Definition,
     hw: &VmHardware,
     vm: &mut Machine,
-    host_port: u16,
+    ports: HostPorts,
     ovf: Option<&OvfEnvTest>,
 ) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
@@ -365,18 +388,20 @@ fn checks(
         ready_after.as_secs_f64(),
         vm.accel.as_str()
     );
-    let mut outcomes = vec![agent_port_check(host_port, def.agent.port)];
+    let mut outcomes = vec![agent_port_check(ports.agent, def.agent.port, "")];
     if let Some(o) = ovf {
-        outcomes.extend(o.enrol_checks(host_port));
+        outcomes.extend(o.enrol_checks(ports.agent));
     }
 
     let start = Instant::now();
     login(vm, &args.password, 0, at)?;
-    let report = run_guest_script(vm, def, ovf.is_some())?;
+    let report = run_guest_script(vm, &guest_script(def, ovf.is_some()))?;
     outcomes.extend(judge_report(def, hw, &report, ovf));
-    if let Some(o) = ovf {
-        outcomes.extend(reboot_checks(args, def, vm, o)?);
-    }
+    // The script waited for the boot to finish, so sshd is up: it must answer through the
+    // firewall as the agent did.
+    outcomes.push(ssh_port_check(ports.ssh, ""));
+    let first = RetentionView::parse(&report);
+    outcomes.extend(reboot_checks(args, def, vm, ports, &first, ovf)?);
     let pos = vm.buffer.len();
     vm.send("systemctl poweroff\n")?;
     let status = vm.wait_exit(Duration::from_secs(300))?;
@@ -422,8 +447,25 @@ fn checks(
 }
 
 /// The agent answers on its port through the loopback forward.
-fn agent_port_check(host_port: u16, guest_port: u16) -> Outcome {
-    let what = format!("agent answers on port {guest_port}");
+fn agent_port_check(host_port: u16, guest_port: u16, when: &str) -> Outcome {
+    banner_check(
+        format!("{when}agent answers on port {guest_port}"),
+        host_port,
+        "mt-agent ",
+    )
+}
+
+/// sshd answers on port 22 through the loopback forward (its version banner).
+fn ssh_port_check(host_port: u16, when: &str) -> Outcome {
+    banner_check(
+        format!("{when}SSH answers on port {SSH_PORT}"),
+        host_port,
+        "SSH-2.0-",
+    )
+}
+
+/// Connects to `host_port` and reads the first line the guest's service sends.
+fn banner_check(what: String, host_port: u16, prefix: &str) -> Outcome {
     let result = (|| -> Result<String> {
         let s = std::net::TcpStream::connect(("127.0.0.1", host_port))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -432,7 +474,7 @@ fn agent_port_check(host_port: u16, guest_port: u16) -> Outcome {
         Ok(line.trim().to_string())
     })();
     match result {
-        Ok(line) if line.starts_with("mt-agent ") => Outcome {
+        Ok(line) if line.starts_with(prefix) => Outcome {
             what,
             ok: true,
             detail: line,
@@ -501,12 +543,48 @@ echo \"MTCHK hostkeys $(ls /etc/ssh/ssh_host_*_key 2>/dev/null | wc -l)\"; \
 echo \"MTCHK machineid $(cat /etc/machine-id)\"; \
 echo \"MTCHK hostname $(hostname) $(hostname -f 2>/dev/null)\"; \
 echo \"MTCHK addr $(ip -4 -o addr show dev {device} | awk '{{print $4}}')\"; \
+{firewall}\
+{crash}\
+{retention}\
 {ovf_lines}\
 echo \"MTCHK failed-units $(systemctl list-units --state=failed --no-legend --plain | awk '{{print $1}}' | tr '\\n' ' ')\"; \
+echo \"MTCHK ordering-cycles $(journalctl -b -o cat | grep -c 'Found ordering cycle')\"; \
 echo MTCHK-''END\n",
         tools = tools.join(" "),
         device = def.network.device,
+        firewall = firewall_guest_lines(),
+        crash = CRASH_GUEST_LINES,
+        retention = retention_guest_lines(def),
         ovf_lines = if ovf { ovf_guest_lines(&def.network.device) } else { String::new() },
+    )
+}
+
+/// The firewall as the kernel has it (not the file): nftables.service and the input chain.
+fn firewall_guest_lines() -> String {
+    format!(
+        "echo \"MTCHK nft-service $(systemctl is-active {service})\"; \
+nft list chain inet filter input 2>&1 | sed 's/^/MTCHK nft /'; ",
+        service = mt_agent::setup::firewall::DEBIAN_SERVICE
+    )
+}
+
+/// The kernel command line, and whether kdump-tools loaded the capture kernel into the
+/// reserved memory (and how much is reserved).
+const CRASH_GUEST_LINES: &str = "echo \"MTCHK cmdline $(cat /proc/cmdline)\"; \
+echo \"MTCHK kexec-crash $(cat /sys/kernel/kexec_crash_loaded) $(cat /sys/kernel/kexec_crash_size)\"; ";
+
+/// The retention volume: the UUID of the file system on the retention disk (by its WWN link),
+/// what is mounted at the mount point, its fstab line, and what first boot logged this boot.
+fn retention_guest_lines(def: &Definition) -> String {
+    let (_, wwn) = qemu::disk_identity(&def.appliance.name, def.retention_disk.scsi_unit);
+    format!(
+        "echo \"MTCHK ret-disk $(blkid -p -o value -s UUID /dev/disk/by-id/scsi-3{wwn:016x})\"; \
+echo \"MTCHK ret-mount $(findmnt -n -o UUID,SOURCE {mount})\"; \
+echo \"MTCHK ret-fstab $(awk '$2 == \"{mount}\" && $1 !~ /^#/ {{print $1}}' /etc/fstab)\"; \
+echo \"MTCHK ret-formatted $(journalctl -b -o cat -u {unit} | grep 'formatted the retention disk' | grep -o 'UUID=[0-9a-f-]*' | tr '\\n' ' ')\"; \
+echo \"MTCHK ret-adopted $(journalctl -b -o cat -u {unit} | grep 'adopted, not formatted' | grep -o 'UUID=[0-9a-f-]*' | tr '\\n' ' ')\"; ",
+        mount = def.retention_disk.mount,
+        unit = mt_agent::setup::FIRSTBOOT_SERVICE,
     )
 }
 
@@ -526,9 +604,10 @@ echo \"MTCHK ovf-unit $(systemctl is-active mt-agent-ovfenv.service)\"; \
     )
 }
 
-fn run_guest_script(vm: &mut Machine, def: &Definition, ovf: bool) -> Result<Vec<String>> {
+/// Sends `script` (ending with the END marker) and returns its `MTCHK ` lines, prefix removed.
+fn run_guest_script(vm: &mut Machine, script: &str) -> Result<Vec<String>> {
     let pos = vm.buffer.len();
-    vm.send(&guest_script(def, ovf))?;
+    vm.send(script)?;
     let end = vm
         .wait_for("MTCHK-END", pos, Duration::from_secs(1200))
         .context("waiting for the in-guest checks")?;
@@ -714,61 +793,373 @@ fn judge_report(
         ok: failed_units.is_empty(),
         detail: failed_units.join(" "),
     });
+    // systemd breaks a cycle by dropping a job, which then silently never runs.
+    let cycles = report_line(report, "ordering-cycles");
+    out.push(Outcome {
+        what: "no ordering cycle between units".into(),
+        ok: cycles == "0",
+        detail: format!("{cycles} 'Found ordering cycle' line(s) in this boot's journal"),
+    });
+    out.extend(judge_firewall(def, report));
+    out.extend(judge_crash_kernel(def, report, ""));
+    out.extend(RetentionView::parse(report).judge_first_boot(def));
     if let Some(o) = ovf {
         out.extend(o.judge(&def.network.device, report));
     }
     out
 }
 
-/// The `--ovf-env` mode reboots once: the static address must survive, and applying the same
+/// The rest of the first report line of `kind` (empty when there is none).
+fn report_line(report: &[String], kind: &str) -> String {
+    report
+        .iter()
+        .find_map(|l| l.strip_prefix(kind).and_then(|r| r.strip_prefix(' ')))
+        .map(|r| r.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// nftables.service loaded a ruleset whose input chain drops by default and accepts SSH and
+/// the agent's port (the host's connections through the forwards show the rest).
+fn judge_firewall(def: &Definition, report: &[String]) -> Vec<Outcome> {
+    let rules: Vec<String> = report
+        .iter()
+        .filter_map(|l| l.strip_prefix("nft "))
+        .map(|r| r.trim().to_string())
+        .collect();
+    let service = report_line(report, "nft-service");
+    let policy = rules
+        .iter()
+        .find(|r| r.starts_with("type filter hook input"))
+        .cloned()
+        .unwrap_or_else(|| "no input chain".into());
+    let ports = [SSH_PORT, def.agent.port].map(|p| p.to_string());
+    let open = rules.iter().find(|r| {
+        let words: Vec<&str> = r
+            .split(|c: char| c.is_whitespace() || "{},".contains(c))
+            .filter(|w| !w.is_empty())
+            .collect();
+        words.starts_with(&["tcp", "dport"])
+            && words.last() == Some(&"accept")
+            && ports.iter().all(|p| words.contains(&p.as_str()))
+    });
+    vec![
+        Outcome {
+            what: format!("{} active", mt_agent::setup::firewall::DEBIAN_SERVICE),
+            ok: service == "active",
+            detail: service,
+        },
+        Outcome {
+            what: "firewall input policy drop".into(),
+            ok: policy.ends_with("policy drop;"),
+            detail: policy,
+        },
+        Outcome {
+            what: format!("firewall accepts TCP {}", ports.join(" and ")),
+            ok: open.is_some(),
+            detail: open
+                .cloned()
+                .unwrap_or_else(|| format!("{} rule(s), none of them", rules.len())),
+        },
+    ]
+}
+
+/// With kdump (the definition's kexec-tools), the kernel reserved crash kernel memory and
+/// kdump-tools loaded the capture kernel into it.
+fn judge_crash_kernel(def: &Definition, report: &[String], when: &str) -> Vec<Outcome> {
+    let Some(param) = crate::build_ova::bootloader::crash_kernel(def) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if when.is_empty() {
+        let cmdline = report_line(report, "cmdline");
+        out.push(Outcome {
+            what: format!("/proc/cmdline has {param}"),
+            ok: cmdline.split_whitespace().any(|w| w == param),
+            detail: cmdline,
+        });
+    }
+    let loaded = report_line(report, "kexec-crash");
+    let mut it = loaded.split_whitespace();
+    let (flag, size) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+    out.push(Outcome {
+        what: format!("{when}capture kernel loaded (kexec_crash_loaded = 1)"),
+        ok: flag == "1" && size.parse::<u64>().is_ok_and(|b| b > 0),
+        detail: format!("loaded {flag:?}, {size} bytes reserved"),
+    });
+    out
+}
+
+/// The retention volume as one boot's report shows it (`ret-*` lines).
+#[derive(Debug, Default)]
+struct RetentionView {
+    /// The UUID of the file system on the retention disk (found by its WWN link).
+    disk_uuid: String,
+    /// What is mounted at the mount point: UUID and source device.
+    mounted_uuid: String,
+    source: String,
+    /// The device field of the mount point's fstab line.
+    fstab: String,
+    /// The `UUID=` of every "formatted" and "adopted" line first boot logged this boot.
+    formatted: Vec<String>,
+    adopted: Vec<String>,
+    /// The contents of the file written before the reboot (after it only).
+    marker: String,
+}
+
+/// Written onto the retention volume before the reboot; its survival shows the volume was
+/// not formatted again.
+const RETENTION_MARKER: &str = "mt-boot-test-marker";
+
+impl RetentionView {
+    fn parse(report: &[String]) -> RetentionView {
+        let words = |kind: &str| -> Vec<String> {
+            report_line(report, kind)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        let mount = words("ret-mount");
+        RetentionView {
+            disk_uuid: report_line(report, "ret-disk"),
+            mounted_uuid: mount.first().cloned().unwrap_or_default(),
+            source: mount.get(1).cloned().unwrap_or_default(),
+            fstab: report_line(report, "ret-fstab"),
+            formatted: words("ret-formatted"),
+            adopted: words("ret-adopted"),
+            marker: report_line(report, "ret-marker"),
+        }
+    }
+
+    /// The first boot of a copy found the disk blank, formatted it once and mounted it by UUID.
+    fn judge_first_boot(&self, def: &Definition) -> Vec<Outcome> {
+        let mount = &def.retention_disk.mount;
+        let uuid = &self.disk_uuid;
+        let spec = format!("UUID={uuid}");
+        vec![
+            Outcome {
+                what: "first boot formatted the retention disk once".into(),
+                ok: uuid.len() == 36 && self.formatted == [spec.clone()] && self.adopted.is_empty(),
+                detail: format!(
+                    "disk {uuid}; formatted [{}] adopted [{}]",
+                    self.formatted.join(" "),
+                    self.adopted.join(" ")
+                ),
+            },
+            Outcome {
+                what: format!("{mount} is that file system, by UUID in fstab"),
+                ok: uuid.len() == 36 && self.mounted_uuid == *uuid && self.fstab == spec,
+                detail: format!(
+                    "mounted {} from {}; fstab {}",
+                    self.mounted_uuid, self.source, self.fstab
+                ),
+            },
+        ]
+    }
+
+    /// After the restart: the same file system, adopted (not formatted), with its contents.
+    fn judge_after_reboot(
+        &self,
+        def: &Definition,
+        first: &RetentionView,
+        marker: &str,
+        when: &str,
+    ) -> Vec<Outcome> {
+        let uuid = &first.disk_uuid;
+        vec![
+            Outcome {
+                what: format!(
+                    "{when}{} still mounted from UUID {uuid}",
+                    def.retention_disk.mount
+                ),
+                ok: !uuid.is_empty()
+                    && self.disk_uuid == *uuid
+                    && self.mounted_uuid == *uuid
+                    && self.fstab == first.fstab,
+                detail: format!(
+                    "disk {}, mounted {} from {}",
+                    self.disk_uuid, self.mounted_uuid, self.source
+                ),
+            },
+            Outcome {
+                what: format!("{when}first boot adopted it, formatted nothing"),
+                ok: self.formatted.is_empty() && self.adopted == [format!("UUID={uuid}")],
+                detail: format!(
+                    "formatted [{}] adopted [{}]",
+                    self.formatted.join(" "),
+                    self.adopted.join(" ")
+                ),
+            },
+            Outcome {
+                what: format!("{when}{RETENTION_MARKER} written before it is there"),
+                ok: self.marker == marker,
+                detail: self.marker.clone(),
+            },
+        ]
+    }
+}
+
+/// How the boot test restarts the VM once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    /// `systemctl reboot`.
+    Clean,
+    /// A kernel panic (`echo c > /proc/sysrq-trigger`): kdump-tools' capture kernel must save
+    /// the dump to `/var/crash` and reboot the VM.
+    KernelCrash,
+}
+
+impl Restart {
+    /// The plain boot test restarts through a kernel crash when the image has kdump (the
+    /// strongest proof that dumps work: one is saved); `--ovf-env` reboots cleanly, so that
+    /// its checks see an ordinary reboot.
+    fn for_test(def: &Definition, ovf: bool) -> Restart {
+        if !ovf && crate::build_ova::bootloader::crash_kernel(def).is_some() {
+            Restart::KernelCrash
+        } else {
+            Restart::Clean
+        }
+    }
+
+    fn command(self) -> &'static str {
+        match self {
+            Restart::Clean => "systemctl reboot",
+            Restart::KernelCrash => "echo c > /proc/sysrq-trigger",
+        }
+    }
+
+    /// How the checks after the restart are named.
+    fn when(self) -> &'static str {
+        match self {
+            Restart::Clean => "after a reboot: ",
+            Restart::KernelCrash => "after a kernel crash: ",
+        }
+    }
+}
+
+/// Every boot test restarts the VM once, as a deployed copy does: the retention volume first
+/// boot formatted must be adopted as it is (a file written before the restart still there),
+/// the capture kernel loaded again and the host still able to reach the agent and SSH. The
+/// plain test restarts through a kernel crash (see `Restart`): the dump must be in
+/// `/var/crash`. With `--ovf-env` the static address must survive too, and applying the same
 /// environment again must find nothing to change.
 fn reboot_checks(
     args: &BootTest,
     def: &Definition,
     vm: &mut Machine,
-    o: &OvfEnvTest,
+    ports: HostPorts,
+    first: &RetentionView,
+    ovf: Option<&OvfEnvTest>,
 ) -> Result<Vec<Outcome>> {
+    let restart = Restart::for_test(def, ovf.is_some());
+    let when = restart.when();
+    let marker = format!("boot-test {}", first.disk_uuid);
     let boot = vm.buffer.len();
-    vm.send("systemctl reboot\n")?;
+    vm.send(&format!(
+        "echo '{marker}' > {mount}/{RETENTION_MARKER}; sync; {command}\n",
+        mount = def.retention_disk.mount,
+        command = restart.command()
+    ))?;
+    eprintln!("boot-test: restarting the VM ({})", restart.command());
     let at = vm
         .wait_for(READY_PREFIX, boot, Duration::from_secs(args.timeout))
-        .context("waiting for the agent's readiness line after the reboot")?;
+        .with_context(|| {
+            format!(
+                "waiting for the agent's readiness line after `{}`",
+                restart.command()
+            )
+        })?;
+    eprintln!(
+        "boot-test: agent ready again {:.0}s after power-on",
+        vm.uptime().as_secs_f64()
+    );
+    let mut out = vec![agent_port_check(ports.agent, def.agent.port, when)];
     login(vm, &args.password, boot, at)?;
-    let pos = vm.buffer.len();
-    let device = &def.network.device;
-    vm.send(&format!(
-        "echo \"MTCHK ovf-addr $(ip -4 -o addr show dev {device} | sed 's/^[0-9]*: //')\"; \
-echo \"MTCHK ovf-unchanged $(journalctl -b -o cat -u mt-agent-ovfenv.service | grep -c 'unchanged, nothing written')\"; \
-echo MTCHK-''END\n"
-    ))?;
-    let end = vm
-        .wait_for("MTCHK-END", pos, Duration::from_secs(300))
-        .context("waiting for the checks after the reboot")?;
-    let text = qemu::strip_escapes(&vm.buffer.text_between(pos, end));
-    let line = |kind: &str| -> String {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(kind).map(|r| r.trim().to_string()))
-            .unwrap_or_default()
+    let report = run_guest_script(vm, &reboot_script(def, restart, ovf.is_some()))?;
+    out.push(ssh_port_check(ports.ssh, when));
+    out.extend(RetentionView::parse(&report).judge_after_reboot(def, first, &marker, when));
+    out.extend(judge_crash_kernel(def, &report, when));
+    if restart == Restart::KernelCrash {
+        out.push(judge_crash_dump(&report));
+    }
+    let Some(o) = ovf else {
+        return Ok(out);
     };
-    let mut out = Vec::new();
+    let device = &def.network.device;
     if let Some(IpConfig::Static {
         address, prefix, ..
     }) = &o.config.ip
     {
-        let addr = line("MTCHK ovf-addr");
+        let addr = report_line(&report, "ovf-addr");
         out.push(Outcome {
-            what: format!("after a reboot: {device} still {address}/{prefix} (static)"),
+            what: format!("{when}{device} still {address}/{prefix} (static)"),
             ok: addr.contains(&format!(" {address}/{prefix} ")) && !addr.contains("dynamic"),
             detail: addr,
         });
     }
-    let unchanged = line("MTCHK ovf-unchanged");
+    let unchanged = report_line(&report, "ovf-unchanged");
     out.push(Outcome {
-        what: "after a reboot: ovfenv apply wrote nothing".into(),
+        what: format!("{when}ovfenv apply wrote nothing"),
         ok: unchanged == "1",
         detail: format!("{unchanged} 'unchanged' line(s) in this boot's journal"),
     });
     Ok(out)
+}
+
+/// The panic's message, which the capture kernel saves with the dump (kdump-tools' `dmesg.*`).
+const PANIC_MESSAGE: &str = "sysrq triggered crash";
+
+/// kdump-tools saved exactly one dump, of this panic, in `/var/crash/<stamp>/`.
+fn judge_crash_dump(report: &[String]) -> Outcome {
+    let saved = report_line(report, "crash-saved");
+    let counts: Vec<&str> = saved.split_whitespace().collect();
+    Outcome {
+        what: format!(
+            "the capture kernel saved the dump in {}",
+            mt_agent::setup::kdump::CRASH_DIR
+        ),
+        ok: counts == ["1", "1"],
+        detail: format!(
+            "{} dump file(s), {} dmesg file(s) with {PANIC_MESSAGE:?}",
+            counts.first().unwrap_or(&"?"),
+            counts.get(1).unwrap_or(&"?")
+        ),
+    }
+}
+
+/// What the guest reports after the restart: the retention volume (and the file written
+/// before it), the capture kernel, after a crash the saved dump, and with `--ovf-env` the
+/// address and ovfenv's journal.
+fn reboot_script(def: &Definition, restart: Restart, ovf: bool) -> String {
+    let device = &def.network.device;
+    let ovf_lines = if ovf {
+        format!(
+            "echo \"MTCHK ovf-addr $(ip -4 -o addr show dev {device} | sed 's/^[0-9]*: //')\"; \
+echo \"MTCHK ovf-unchanged $(journalctl -b -o cat -u {unit} | grep -c 'unchanged, nothing written')\"; ",
+            unit = mt_agent::setup::OVFENV_SERVICE
+        )
+    } else {
+        String::new()
+    };
+    let crash_lines = if restart == Restart::KernelCrash {
+        format!(
+            "echo \"MTCHK crash-saved $(ls {dir}/*/dump.* 2>/dev/null | wc -l) $(grep -l '{PANIC_MESSAGE}' {dir}/*/dmesg.* 2>/dev/null | wc -l)\"; ",
+            dir = mt_agent::setup::kdump::CRASH_DIR
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "echo \"MTCHK system $(timeout 900 systemctl is-system-running --wait)\"; \
+echo MTCHK-''BEGIN; \
+{retention}\
+echo \"MTCHK ret-marker $(cat {mount}/{RETENTION_MARKER} 2>&1)\"; \
+{CRASH_GUEST_LINES}\
+{crash_lines}\
+{ovf_lines}\
+echo MTCHK-''END\n",
+        retention = retention_guest_lines(def),
+        mount = def.retention_disk.mount,
+    )
 }
 
 /// The `--ovf-env` mode: the document, the CD carrying it and what it should set.
@@ -1018,6 +1409,7 @@ mod tests {
             "hostkeys 3".into(),
             format!("machineid {}", "a".repeat(32)),
             "failed-units".into(),
+            "ordering-cycles 0".into(),
         ];
         for p in &d.packages {
             r.push(format!("tool {0} /usr/bin/{0}", probe_command(*p)));
@@ -1026,7 +1418,238 @@ mod tests {
             let (_, wwn) = qemu::disk_identity(&d.appliance.name, unit);
             r.push(format!("byid scsi-3{wwn:016x}"));
         }
+        r.extend(
+            [
+                "service kdump-tools active",
+                "nft-service active",
+                "nft table inet filter {",
+                "nft chain input {",
+                "nft type filter hook input priority filter; policy drop;",
+                "nft ct state established,related accept",
+                "nft udp sport 67 udp dport 68 accept",
+                "nft tcp dport { 22, 9443 } accept",
+                "nft }",
+                "nft }",
+                "cmdline BOOT_IMAGE=/boot/vmlinuz root=LABEL=root ro console=ttyS0,115200n8 crashkernel=384M-2G:128M,2G-:256M",
+                "kexec-crash 1 268435456",
+            ]
+            .map(String::from),
+        );
+        r.extend(first_boot_retention(UUID));
         r
+    }
+
+    const UUID: &str = "0b7f3c1e-5d2a-4c8e-9f10-2a3b4c5d6e7f";
+
+    fn first_boot_retention(uuid: &str) -> Vec<String> {
+        vec![
+            format!("ret-disk {uuid}"),
+            format!("ret-mount {uuid} /dev/sdb"),
+            format!("ret-fstab UUID={uuid}"),
+            format!("ret-formatted UUID={uuid} "),
+            "ret-adopted".into(),
+        ]
+    }
+
+    fn after_reboot(uuid: &str) -> Vec<String> {
+        vec![
+            format!("ret-disk {uuid}"),
+            format!("ret-mount {uuid} /dev/sdb"),
+            format!("ret-fstab UUID={uuid}"),
+            "ret-formatted".into(),
+            format!("ret-adopted UUID={uuid} "),
+            format!("ret-marker boot-test {uuid}"),
+            "kexec-crash 1 268435456".into(),
+        ]
+    }
+
+    fn failures(outcomes: Vec<Outcome>) -> Vec<String> {
+        outcomes
+            .into_iter()
+            .filter(|o| !o.ok)
+            .map(|o| o.what)
+            .collect()
+    }
+
+    #[test]
+    fn a_firewall_that_accepts_by_default_or_closes_a_port_fails() {
+        let d = def();
+        let judge = |edit: &dyn Fn(&str) -> String| {
+            let r: Vec<String> = good_report().iter().map(|l| edit(l)).collect();
+            failures(judge_firewall(&d, &r))
+        };
+        assert_eq!(judge(&|l| l.to_string()), Vec::<String>::new());
+        assert_eq!(
+            judge(&|l| l.replace("policy drop", "policy accept")),
+            ["firewall input policy drop"]
+        );
+        assert_eq!(
+            judge(&|l| l.replace("{ 22, 9443 }", "9443")),
+            ["firewall accepts TCP 22 and 9443"]
+        );
+        assert_eq!(
+            judge(&|l| l.replace("{ 22, 9443 } accept", "{ 22, 9443 } drop")),
+            ["firewall accepts TCP 22 and 9443"]
+        );
+        assert_eq!(
+            judge(&|l| l.replace("nft-service active", "nft-service failed")),
+            ["nftables.service active"]
+        );
+    }
+
+    #[test]
+    fn crash_kernel_checks_need_the_parameter_and_a_loaded_capture_kernel() {
+        let d = def();
+        let good = good_report();
+        assert_eq!(
+            failures(judge_crash_kernel(&d, &good, "")),
+            Vec::<String>::new()
+        );
+        let edited = |from: &str, to: &str| -> Vec<String> {
+            good.iter().map(|l| l.replace(from, to)).collect()
+        };
+        assert_eq!(
+            failures(judge_crash_kernel(
+                &d,
+                &edited(" crashkernel=384M-2G:128M,2G-:256M", ""),
+                ""
+            )),
+            ["/proc/cmdline has crashkernel=384M-2G:128M,2G-:256M"]
+        );
+        assert_eq!(
+            failures(judge_crash_kernel(
+                &d,
+                &edited("kexec-crash 1 ", "kexec-crash 0 "),
+                ""
+            )),
+            ["capture kernel loaded (kexec_crash_loaded = 1)"]
+        );
+        assert_eq!(
+            failures(judge_crash_kernel(
+                &d,
+                &edited("kexec-crash 1 268435456", "kexec-crash 1 0"),
+                ""
+            )),
+            ["capture kernel loaded (kexec_crash_loaded = 1)"]
+        );
+        // Without kdump in the definition nothing is reserved, so nothing is expected.
+        let mut no_kdump = def();
+        no_kdump
+            .packages
+            .retain(|p| *p != LogicalPackage::KexecTools);
+        assert!(judge_crash_kernel(&no_kdump, &[], "").is_empty());
+    }
+
+    #[test]
+    fn the_retention_volume_must_be_formatted_once_and_adopted_after_the_reboot() {
+        let d = def();
+        let first = RetentionView::parse(&first_boot_retention(UUID));
+        assert_eq!(failures(first.judge_first_boot(&d)), Vec::<String>::new());
+        let marker = format!("boot-test {UUID}");
+        let again = RetentionView::parse(&after_reboot(UUID));
+        assert_eq!(
+            failures(again.judge_after_reboot(&d, &first, &marker, "after a reboot: ")),
+            Vec::<String>::new()
+        );
+
+        // The build's label line instead of first boot's UUID line.
+        let mut r = first_boot_retention(UUID);
+        r[2] = "ret-fstab LABEL=retention".into();
+        assert_eq!(
+            failures(RetentionView::parse(&r).judge_first_boot(&d)),
+            ["/mnt/retention is that file system, by UUID in fstab"]
+        );
+        // First boot adopted a volume the image brought instead of formatting a blank disk.
+        let mut r = first_boot_retention(UUID);
+        r[3] = "ret-formatted".into();
+        r[4] = format!("ret-adopted UUID={UUID}");
+        assert_eq!(
+            failures(RetentionView::parse(&r).judge_first_boot(&d)),
+            ["first boot formatted the retention disk once"]
+        );
+        // Formatted again at the second boot: a new UUID, the marker gone.
+        let other = "11111111-2222-4333-8444-555555555555";
+        let mut r = after_reboot(other);
+        r[3] = format!("ret-formatted UUID={other}");
+        r[4] = "ret-adopted".into();
+        r[5] =
+            "ret-marker cat: /mnt/retention/mt-boot-test-marker: No such file or directory".into();
+        assert_eq!(
+            failures(RetentionView::parse(&r).judge_after_reboot(&d, &first, &marker, "after a reboot: ")),
+            [
+                "after a reboot: /mnt/retention still mounted from UUID 0b7f3c1e-5d2a-4c8e-9f10-2a3b4c5d6e7f",
+                "after a reboot: first boot adopted it, formatted nothing",
+                "after a reboot: mt-boot-test-marker written before it is there",
+            ]
+        );
+        // Nothing mounted at all is not a pass either.
+        let empty = RetentionView::parse(&[]);
+        assert_eq!(failures(empty.judge_first_boot(&d)).len(), 2);
+    }
+
+    #[test]
+    fn the_plain_test_restarts_through_a_kernel_crash_and_finds_the_dump() {
+        let d = def();
+        assert_eq!(Restart::for_test(&d, false), Restart::KernelCrash);
+        assert_eq!(Restart::for_test(&d, true), Restart::Clean);
+        let mut no_kdump = def();
+        no_kdump
+            .packages
+            .retain(|p| *p != LogicalPackage::KexecTools);
+        assert_eq!(Restart::for_test(&no_kdump, false), Restart::Clean);
+        assert!(reboot_script(&d, Restart::KernelCrash, false)
+            .contains("grep -l 'sysrq triggered crash' /var/crash/*/dmesg.*"));
+        assert!(!reboot_script(&d, Restart::Clean, false).contains("crash-saved"));
+        let judged = |line: &str| judge_crash_dump(&[line.to_string()]).ok;
+        assert!(judged("crash-saved 1 1"));
+        assert!(!judged("crash-saved 0 0"), "no dump");
+        assert!(!judged("crash-saved 1 0"), "a dump of another panic");
+        assert!(!judged("crash-saved 2 2"), "a dump the image brought");
+        assert!(!judge_crash_dump(&[]).ok);
+    }
+
+    #[test]
+    fn the_guest_scripts_ask_the_retention_disk_by_its_wwn_and_the_firstboot_journal() {
+        let d = def();
+        let (_, wwn) = qemu::disk_identity(&d.appliance.name, d.retention_disk.scsi_unit);
+        let script = guest_script(&d, false);
+        assert!(script.contains(&format!(
+            "blkid -p -o value -s UUID /dev/disk/by-id/scsi-3{wwn:016x}"
+        )));
+        assert!(script.contains("journalctl -b -o cat -u mt-agent-firstboot.service | grep 'formatted the retention disk'"));
+        assert!(script.contains("nft list chain inet filter input"));
+        assert!(script.contains("cat /sys/kernel/kexec_crash_loaded"));
+        assert!(script.ends_with("echo MTCHK-''END\n"));
+    }
+
+    /// The scripts are typed into the guest's bash as one line each: bash must parse them.
+    #[test]
+    fn the_guest_scripts_are_valid_shell() {
+        let d = def();
+        for (name, script) in [
+            ("first boot", guest_script(&d, false)),
+            ("first boot, ovf", guest_script(&d, true)),
+            ("after the reboot", reboot_script(&d, Restart::Clean, false)),
+            (
+                "after the crash",
+                reboot_script(&d, Restart::KernelCrash, false),
+            ),
+            (
+                "after the reboot, ovf",
+                reboot_script(&d, Restart::Clean, true),
+            ),
+        ] {
+            assert_eq!(script.lines().count(), 1, "{name}");
+            let out = std::process::Command::new("bash")
+                .args(["-n", "-c", &script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name}: {}\n{script}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     #[test]
@@ -1081,6 +1704,10 @@ mod tests {
     #[test]
     fn a_missing_mount_tool_link_or_inactive_agent_fails() {
         for (drop, expect) in [
+            ("service kdump-tools", "kdump-tools service active"),
+            ("ordering-cycles", "no ordering cycle"),
+            ("kexec-crash", "capture kernel loaded"),
+            ("ret-fstab", "by UUID in fstab"),
             ("mount /home", "/home mounted"),
             ("tool reiserfsck", "tool reiserfsck"),
             ("byid", "/dev/disk/by-id/"),

@@ -78,7 +78,7 @@ fn appliance(name: &str) -> FakeSystem {
 fn first_boot_formats_a_blank_retention_disk_once() {
     let f = appliance("once");
     let tools = FakeTools::default();
-    let done = run_firstboot(&cfg(), &f.paths, &tools).unwrap();
+    let done = run_firstboot(&cfg(), &f.paths, &tools).unwrap().done;
     assert_eq!(
         *tools.calls.borrow(),
         [
@@ -107,10 +107,24 @@ fn first_boot_formats_a_blank_retention_disk_once() {
         Some("36000c2900000000000000000000000b1")
     );
 
-    // The second boot: nothing to do but mount.
+    let uuid = "abababab-abab-abab-abab-abababababab";
+    assert!(
+        done[1].starts_with("formatted the retention disk ")
+            && done[1].ends_with(&format!(" as ext4 labelled retention (UUID={uuid})")),
+        "{done:?}"
+    );
+
+    // The second boot: nothing to do but mount; the volume is adopted, and says so.
     tools.calls.borrow_mut().clear();
     let again = run_firstboot(&cfg(), &f.paths, &tools).unwrap();
-    assert_eq!(again, Vec::<String>::new());
+    assert_eq!(again.done, Vec::<String>::new());
+    assert_eq!(
+        again.kept,
+        [format!(
+            "the retention disk {} already holds the ext4 file system retention (UUID={uuid}): adopted, not formatted",
+            f.paths.dev.join("sdb")
+        )]
+    );
     assert_eq!(*tools.calls.borrow(), ["mount /mnt/retention"]);
 }
 
@@ -172,6 +186,147 @@ fn a_disk_holding_data_is_never_formatted() {
     assert!(
         err.contains("labelled \"payroll\", not the retention volume"),
         "{err}"
+    );
+}
+
+/// A disk laid out like the el6 kickstart's: an MBR whose entries are `(type, start, sectors)`.
+fn partition(dev: &Utf8Path, entries: &[(u8, u32, u32)]) {
+    let f = std::fs::OpenOptions::new().write(true).open(dev).unwrap();
+    for (i, (kind, start, sectors)) in entries.iter().enumerate() {
+        let mut e = [0u8; 16];
+        e[4] = *kind;
+        e[8..12].copy_from_slice(&start.to_le_bytes());
+        e[12..16].copy_from_slice(&sectors.to_le_bytes());
+        f.write_all_at(&e, 446 + 16 * i as u64).unwrap();
+    }
+    f.write_all_at(&[0x55, 0xaa], 510).unwrap();
+}
+
+/// Writes a fake ext4 superblock (magic, UUID 0xcd.., label) at byte `at` of `dev`.
+fn ext4_at(dev: &Utf8Path, at: u64, label: &str) {
+    let f = std::fs::OpenOptions::new().write(true).open(dev).unwrap();
+    f.write_all_at(&[0x53, 0xef], at + 1024 + 0x38).unwrap();
+    f.write_all_at(&[0xcd; 16], at + 1024 + 0x68).unwrap();
+    f.write_all_at(label.as_bytes(), at + 1024 + 0x78).unwrap();
+}
+
+#[test]
+fn a_retention_partition_made_at_install_time_is_adopted_not_formatted() {
+    let f = appliance("el6-part");
+    let dev = f.paths.dev.join("sdb");
+    // 32 MiB disk: one Linux partition from 1 MiB to the end, ext4 labelled retention.
+    partition(&dev, &[(0x83, 2048, (31 << 20) / 512)]);
+    ext4_at(&dev, 1 << 20, "retention");
+    let before = std::fs::read(&dev).unwrap();
+    let tools = FakeTools::default();
+    let report = run_firstboot(&cfg(), &f.paths, &tools).unwrap();
+    assert!(
+        std::fs::read(&dev).unwrap() == before,
+        "the disk was written"
+    );
+    assert!(!tools.calls.borrow().iter().any(|c| c.starts_with("mkfs")));
+    let uuid = "cdcdcdcd-cdcd-cdcd-cdcd-cdcdcdcdcdcd";
+    assert_eq!(
+        report.kept,
+        [format!("partition 1 of the retention disk {dev} already holds the ext4 file system retention (UUID={uuid}): adopted, not formatted")]
+    );
+    assert!(std::fs::read_to_string(f.paths.in_root("/etc/fstab"))
+        .unwrap()
+        .ends_with(&format!(
+            "UUID={uuid} /mnt/retention ext4 defaults,nofail 0 2\n"
+        )),);
+}
+
+#[test]
+fn any_other_partition_table_is_left_alone() {
+    for (why, entries, label) in [
+        (
+            "two partitions",
+            &[(0x83u8, 2048u32, 16384u32), (0x83, 18432, 8192)][..],
+            "retention",
+        ),
+        ("an LVM partition", &[(0x8e, 2048, 16384)][..], "retention"),
+        (
+            "past the disk's end",
+            &[(0x83, 2048, 1 << 20)][..],
+            "retention",
+        ),
+        ("no file system in it", &[(0x83, 2048, 16384)][..], ""),
+    ] {
+        let f = appliance("other-part");
+        let dev = f.paths.dev.join("sdb");
+        partition(&dev, entries);
+        if !label.is_empty() {
+            ext4_at(&dev, 1 << 20, label);
+        }
+        let tools = FakeTools::default();
+        let err = run_firstboot(&cfg(), &f.paths, &tools)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("holds an MBR partition table: not formatting it"),
+            "{why}: {err}"
+        );
+        assert!(tools.calls.borrow().is_empty(), "{why}");
+    }
+    // One Linux partition with somebody else's file system is named, not adopted.
+    let f = appliance("foreign-part");
+    let dev = f.paths.dev.join("sdb");
+    partition(&dev, &[(0x83, 2048, 16384)]);
+    ext4_at(&dev, 1 << 20, "payroll");
+    let err = run_firstboot(&cfg(), &f.paths, &FakeTools::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("labelled \"payroll\", not the retention volume"),
+        "{err}"
+    );
+}
+
+/// The layout the el6 install leaves, made by the tools an operator would use (sfdisk, mke2fs
+/// at the partition's offset), read back as blkid reads it.
+#[test]
+fn examine_finds_a_real_ext4_in_the_only_partition() {
+    let f = appliance("real-part");
+    let img = f.paths.dev.join("sdb");
+    let mut sfdisk = std::process::Command::new("sfdisk")
+        .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sfdisk (Debian package fdisk)");
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"start=2048, type=83\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let ok = std::process::Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", "retention"])
+        .args(["-E", "offset=1048576"])
+        .arg(&img)
+        .arg("31744k")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let blkid = std::process::Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "UUID", "-O", "1048576"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let uuid = String::from_utf8(blkid.stdout).unwrap().trim().to_owned();
+    assert_eq!(uuid.len(), 36, "blkid found no UUID");
+    assert_eq!(
+        examine(&img).unwrap(),
+        Contents::FileSystem {
+            fs: "ext4",
+            label: "retention".into(),
+            uuid,
+            partition: Some(1),
+        }
     );
 }
 

@@ -1,6 +1,8 @@
 //! The Debian 12 part of setup: systemd units for the agent and its first boot (enabled by
-//! their `.wants` links), the host-key unit, an empty machine-id, kdump-tools and nftables
-//! when their packages are in the root (a note saying so when they are not).
+//! their `.wants` links), the host-key unit, an empty machine-id, kdump-tools (dumps to
+//! `/var/crash`, service enabled) and nftables (the ruleset, service enabled) when their
+//! packages are in the root (a note saying so when they are not: the image build installs
+//! both, other roots may not).
 
 use super::{
     firewall, kdump, mount_unit, Change, Plan, Root, AGENT_BINARY, FIRSTBOOT_SERVICE,
@@ -9,6 +11,8 @@ use super::{
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 
 const UNIT_DIR: &str = "/etc/systemd/system";
+/// Where Debian's packages install their units (the links `systemctl enable` makes point here).
+const SYSTEMD_UNITS: &str = "/lib/systemd/system";
 
 fn agent_unit(cfg: &AgentConfig) -> String {
     let mount = mount_unit(cfg.retention_mount.as_str());
@@ -41,12 +45,17 @@ WantedBy=multi-user.target
 /// host-key unit so the two never write the same key at once. On Debian multipathd starts
 /// before the local file systems (which first boot needs), so it is told to re-read the
 /// blacklist afterwards instead of being ordered after first boot (that would be a cycle).
-fn firstboot_unit() -> String {
+/// Once first boot has entered the retention volume in fstab, its `nofail` mount is not
+/// ordered before local-fs.target: first boot waits for it explicitly, so that it never runs
+/// `mount` while systemd is mounting the same volume. (On the first boot there is no such
+/// mount unit yet, and the ordering is void.)
+fn firstboot_unit(cfg: &AgentConfig) -> String {
+    let mount = mount_unit(cfg.retention_mount.as_str());
     format!(
         "[Unit]
 Description=mt-agent first boot: OS disk blacklist, retention disk, SSH host keys
 DefaultDependencies=no
-After=local-fs.target {HOST_KEYS_SERVICE}
+After=local-fs.target {mount} {HOST_KEYS_SERVICE}
 Before=network-pre.target ssh.service {SERVICE} shutdown.target
 Wants=network-pre.target
 Conflicts=shutdown.target
@@ -95,9 +104,15 @@ WantedBy=multi-user.target
     )
 }
 
+/// Only local file systems: first boot runs after this unit and before the network, so with
+/// the default dependencies (after basic.target, which kdump-tools orders after networking)
+/// the two would form an ordering cycle, and systemd would drop first boot's job to break it.
 const HOST_KEYS_UNIT: &str = "[Unit]
 Description=Create this copy's SSH host keys (the template ships none)
-Before=ssh.service
+DefaultDependencies=no
+After=local-fs.target
+Before=ssh.service shutdown.target
+Conflicts=shutdown.target
 ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key
 
 [Service]
@@ -121,7 +136,7 @@ pub fn plan(root: &Root, cfg: &AgentConfig, p: &mut Plan) {
     p.changes.extend([
         unit(SERVICE, agent_unit(cfg)),
         wants("multi-user.target", SERVICE, UNIT_DIR),
-        unit(FIRSTBOOT_SERVICE, firstboot_unit()),
+        unit(FIRSTBOOT_SERVICE, firstboot_unit(cfg)),
         wants("multi-user.target", FIRSTBOOT_SERVICE, UNIT_DIR),
         unit(OVFENV_SERVICE, ovfenv_unit()),
         wants("multi-user.target", OVFENV_SERVICE, UNIT_DIR),
@@ -135,11 +150,18 @@ pub fn plan(root: &Root, cfg: &AgentConfig, p: &mut Plan) {
         },
     ]);
     match root.read_text(kdump::DEBIAN_DEFAULTS) {
-        Some(cur) => p.changes.push(Change::File {
-            path: kdump::DEBIAN_DEFAULTS.into(),
-            contents: kdump::debian_defaults(&cur).into_bytes(),
-            mode: 0o644,
-        }),
+        Some(cur) => {
+            p.changes.push(Change::File {
+                path: kdump::DEBIAN_DEFAULTS.into(),
+                contents: kdump::debian_defaults(&cur).into_bytes(),
+                mode: 0o644,
+            });
+            // Loads the capture kernel at every boot (and saves a dump when booted as one).
+            p.changes.push(Change::Symlink {
+                path: format!("{UNIT_DIR}/basic.target.wants/{}", kdump::DEBIAN_SERVICE),
+                target: format!("{SYSTEMD_UNITS}/{}", kdump::DEBIAN_SERVICE),
+            });
+        }
         None => p.notes.push(format!(
             "{} is not in the root (kdump-tools is not installed): kernel crash dumps are not configured",
             kdump::DEBIAN_DEFAULTS
@@ -147,13 +169,16 @@ pub fn plan(root: &Root, cfg: &AgentConfig, p: &mut Plan) {
     }
     if root.exists("/usr/sbin/nft") {
         p.changes.push(Change::File {
-            path: "/etc/nftables.conf".into(),
+            path: firewall::DEBIAN_RULESET.into(),
             contents: firewall::nftables(cfg.port).into_bytes(),
             mode: 0o755,
         });
         p.changes.push(Change::Symlink {
-            path: format!("{UNIT_DIR}/sysinit.target.wants/nftables.service"),
-            target: "/lib/systemd/system/nftables.service".into(),
+            path: format!(
+                "{UNIT_DIR}/sysinit.target.wants/{}",
+                firewall::DEBIAN_SERVICE
+            ),
+            target: format!("{SYSTEMD_UNITS}/{}", firewall::DEBIAN_SERVICE),
         });
     } else {
         p.notes.push(format!(

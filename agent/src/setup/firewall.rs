@@ -2,6 +2,9 @@
 //! `iptables-save` format for el6's iptables service, an nftables ruleset on Debian.
 
 pub const SSH_PORT: u16 = 22;
+/// Debian's ruleset, loaded by `nftables.service` before the network comes up.
+pub const DEBIAN_RULESET: &str = "/etc/nftables.conf";
+pub const DEBIAN_SERVICE: &str = "nftables.service";
 
 pub fn iptables(agent_port: u16) -> String {
     format!(
@@ -33,6 +36,18 @@ pub fn ip6tables(agent_port: u16) -> String {
     )
 }
 
+/// The DHCP client's port and the server's (RFC 2131): a server's offer and acknowledgement
+/// answer a broadcast, so connection tracking does not see them as replies.
+pub const DHCP_CLIENT_PORT: u16 = 68;
+pub const DHCP_SERVER_PORT: u16 = 67;
+
+/// Debian's `/etc/nftables.conf`: input dropped unless it is a reply, loopback, ICMP (errors,
+/// path MTU, IPv6 neighbour discovery), a DHCP server answering this client, SSH or the agent.
+/// Protocols are named with nft's own names (`icmpv6`): the image has no `/etc/protocols`, so
+/// a name only that file knows (`ipv6-icmp`) makes `nft -f` refuse the whole ruleset.
+/// The DHCP rule is there whatever the definition's network mode: the deploy-time `ip_mode`
+/// property can turn a static template into a DHCP client. (ISC dhclient happens to read its
+/// answers from a packet socket, ahead of the firewall; the rules do not rely on that.)
 pub fn nftables(agent_port: u16) -> String {
     format!(
         "#!/usr/sbin/nft -f\n\
@@ -44,7 +59,8 @@ pub fn nftables(agent_port: u16) -> String {
          \t\tct state established,related accept\n\
          \t\tct state invalid drop\n\
          \t\tiif \"lo\" accept\n\
-         \t\tmeta l4proto {{ icmp, ipv6-icmp }} accept\n\
+         \t\tmeta l4proto {{ icmp, icmpv6 }} accept\n\
+         \t\tudp sport {DHCP_SERVER_PORT} udp dport {DHCP_CLIENT_PORT} accept\n\
          \t\ttcp dport {{ {SSH_PORT}, {agent_port} }} accept\n\
          \t}}\n\
          \tchain forward {{\n\

@@ -5,6 +5,8 @@
 pub const CRASH_DIR: &str = "/var/crash";
 pub const EL6_CONF: &str = "/etc/kdump.conf";
 pub const DEBIAN_DEFAULTS: &str = "/etc/default/kdump-tools";
+/// Debian's unit that loads the capture kernel at boot (`kdump-config load`).
+pub const DEBIAN_SERVICE: &str = "kdump-tools.service";
 
 pub fn el6_conf() -> String {
     format!(

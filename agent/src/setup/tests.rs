@@ -273,6 +273,18 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
     // be a cycle (systemd then drops local-fs.target's job); it re-reads the blacklist instead.
     assert!(!fb.contains("multipathd.service"), "{fb}");
     assert!(fb.contains("ExecStartPost=-/usr/sbin/multipathd reconfigure"));
+    // Ordered after the retention volume's fstab mount (not wanting it), never racing it.
+    assert!(fb
+        .lines()
+        .any(|l| l == "After=local-fs.target mnt-retention.mount mt-ssh-host-keys.service"));
+    assert!(!fb.contains("Wants=mnt-retention.mount"), "{fb}");
+    // The host-key unit runs before first boot, which runs before the network; kdump-tools
+    // orders basic.target after the network, so default dependencies would make a cycle.
+    let keys = text(&root, "/etc/systemd/system/mt-ssh-host-keys.service");
+    assert!(
+        keys.contains("DefaultDependencies=no\nAfter=local-fs.target\n"),
+        "{keys}"
+    );
     let ovf = text(&root, "/etc/systemd/system/mt-agent-ovfenv.service");
     for line in [
         "Type=oneshot",
@@ -289,7 +301,50 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
     let kd = text(&root, "/etc/default/kdump-tools");
     assert!(kd.contains("USE_KDUMP=1\n") && kd.contains("KDUMP_COREDIR=\"/var/crash\"\n"));
     let nft = text(&root, "/etc/nftables.conf");
-    assert!(nft.contains("tcp dport { 22, 9443 } accept") && nft.contains("policy drop"));
+    let input: Vec<&str> = nft
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("chain input"))
+        .take_while(|l| *l != "}")
+        .collect();
+    assert_eq!(
+        input[1..],
+        [
+            "type filter hook input priority filter; policy drop;",
+            "ct state established,related accept",
+            "ct state invalid drop",
+            "iif \"lo\" accept",
+            "meta l4proto { icmp, icmpv6 } accept",
+            "udp sport 67 udp dport 68 accept",
+            "tcp dport { 22, 9443 } accept",
+        ],
+        "{nft}"
+    );
+    for (link, target) in [
+        (
+            "/etc/systemd/system/basic.target.wants/kdump-tools.service",
+            "/lib/systemd/system/kdump-tools.service",
+        ),
+        (
+            "/etc/systemd/system/sysinit.target.wants/nftables.service",
+            "/lib/systemd/system/nftables.service",
+        ),
+    ] {
+        assert_eq!(
+            std::fs::read_link(inside(&root, link)).unwrap().to_str(),
+            Some(target),
+            "{link}"
+        );
+    }
+    let marker = text(&root, MARKER);
+    for managed in [
+        "/etc/default/kdump-tools",
+        "/etc/nftables.conf",
+        "/etc/systemd/system/basic.target.wants/kdump-tools.service",
+        "/etc/systemd/system/sysinit.target.wants/nftables.service",
+    ] {
+        assert!(marker.contains(&format!("  {managed:?},\n")), "{marker}");
+    }
 
     let before = snapshot(&root);
     let (_, second) = setup(&root, Distro::Debian12);
@@ -317,6 +372,71 @@ fn missing_packages_are_noted_not_invented() {
         p.notes
     );
     assert!(!root.join("etc/nftables.conf").exists());
+    assert!(!root
+        .join("etc/systemd/system/basic.target.wants/kdump-tools.service")
+        .exists());
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// What version 3 of the changes left on a Debian root with kdump-tools and nftables: their
+/// files, but kdump-tools.service not enabled, a ruleset naming ICMPv6 as only /etc/protocols
+/// knows it and without the DHCP rule, first boot not ordered after the retention mount and
+/// the host-key unit after basic.target.
+fn as_version_3_left_it(root: &Utf8Path) {
+    std::fs::write(
+        inside(root, "/etc/systemd/system/mt-ssh-host-keys.service"),
+        "[Unit]\nDescription=Create this copy's SSH host keys (the template ships none)\n\
+         Before=ssh.service\nConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key\n\n\
+         [Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -A\n\n\
+         [Install]\nWantedBy=ssh.service\n",
+    )
+    .unwrap();
+    let nft = text(root, "/etc/nftables.conf").replace("icmpv6", "ipv6-icmp");
+    std::fs::write(inside(root, "/etc/nftables.conf"), nft).unwrap();
+    let fb = "/etc/systemd/system/mt-agent-firstboot.service";
+    let unit = text(root, fb).replace(
+        "After=local-fs.target mnt-retention.mount ",
+        "After=local-fs.target ",
+    );
+    std::fs::write(inside(root, fb), unit).unwrap();
+    let kdump_link = "/etc/systemd/system/basic.target.wants/kdump-tools.service";
+    std::fs::remove_file(inside(root, kdump_link)).unwrap();
+    let nft: String = text(root, "/etc/nftables.conf")
+        .lines()
+        .filter(|l| !l.contains("udp sport 67"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(inside(root, "/etc/nftables.conf"), nft).unwrap();
+    let marker = text(root, MARKER)
+        .replace(&format!("version = {CHANGES_VERSION}"), "version = 3")
+        .replace(&format!("  {kdump_link:?},\n"), "");
+    std::fs::write(inside(root, MARKER), marker).unwrap();
+}
+
+#[test]
+fn an_upgrade_of_a_version_3_debian_root_writes_only_what_changed() {
+    let root = debian_root("deb-upgrade");
+    setup(&root, Distro::Debian12);
+    as_version_3_left_it(&root);
+    let p = plan(&root, Distro::Debian12, &cfg(), b"\x7fELF\0agent".to_vec()).unwrap();
+    let d = dry_run(&root, &p.changes).unwrap();
+    assert!(d.contains("+\t\tudp sport 67 udp dport 68 accept\n"), "{d}");
+    assert!(d.contains("-version = 3\n+version = 4\n"), "{d}");
+    let (_, done) = setup(&root, Distro::Debian12);
+    assert_eq!(
+        done,
+        [
+            "wrote /etc/systemd/system/mt-agent-firstboot.service",
+            "wrote /etc/systemd/system/mt-ssh-host-keys.service",
+            "linked /etc/systemd/system/basic.target.wants/kdump-tools.service -> /lib/systemd/system/kdump-tools.service",
+            "wrote /etc/nftables.conf",
+            "wrote /etc/mt-agent/setup.applied",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let (_, again) = setup(&root, Distro::Debian12);
+    assert_eq!(again, Vec::<String>::new());
     std::fs::remove_dir_all(root).unwrap();
 }
 

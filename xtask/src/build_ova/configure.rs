@@ -1,7 +1,8 @@
 //! Applies the definition to the extracted root tree by writing files, as Debian's own tools
-//! would: fstab by label, host name, time zone, locale and keyboard, the root password hash, SSH
-//! keys and the network (ifupdown, DHCP or static). Nothing is executed inside the tree; the
-//! agent's own changes (service, configuration, sealing) are `mt-agent setup`'s job.
+//! would: fstab by label (the OS disk; first boot adds the retention disk by UUID), host name,
+//! time zone, locale and keyboard, the root password hash, SSH keys and the network (ifupdown,
+//! DHCP or static). Nothing is executed inside the tree; the agent's own changes (service,
+//! configuration, sealing) are `mt-agent setup`'s job.
 
 use anyhow::{bail, Context, Result};
 use appliance::definition::{FileSystem, NetworkMode};
@@ -53,10 +54,11 @@ pub fn apply(tree: &Utf8Path, def: &Definition) -> Result<()> {
     Ok(())
 }
 
-/// Mounts by file system label: labels are set by the build (`mke2fs -L`), survive cloning and
-/// do not depend on the order the SCSI disks are found in. The retention disk is `nofail`: the
-/// system must boot without it, and then the agent refuses to start and says why (the agent's
-/// unit wants the mount, so its restarts retry it).
+/// Mounts the OS disk's partitions by file system label: labels are set by the build
+/// (`mke2fs -L`), survive cloning and do not depend on the order the SCSI disks are found in.
+/// The retention disk has no line here: it ships blank, and each VM's first boot formats it
+/// and adds it by UUID (`mt-agent firstboot`, with `nofail`: the system must boot without it,
+/// and then the agent refuses to start and says why).
 pub fn fstab(def: &Definition) -> String {
     let mut t = String::from("# <file system> <mount point> <type> <options> <dump> <pass>\n");
     for p in &def.os_disk.partitions {
@@ -79,15 +81,6 @@ pub fn fstab(def: &Definition) -> String {
         t.push_str(&line);
         t.push('\n');
     }
-    let r = &def.retention_disk;
-    writeln!(
-        t,
-        "LABEL={} {} {} defaults,nofail 0 2",
-        r.label,
-        r.mount,
-        r.fs.as_str()
-    )
-    .expect("writing to a String");
     t
 }
 
@@ -207,13 +200,16 @@ mod tests {
     }
 
     #[test]
-    fn fstab_mounts_every_partition_and_the_retention_disk_by_label() {
+    fn fstab_mounts_every_os_partition_by_label_and_leaves_retention_to_first_boot() {
         let t = fstab(&def());
-        assert!(t.contains("LABEL=root / ext4 errors=remount-ro 0 1\n"));
-        assert!(t.contains("LABEL=crash /var/crash ext4 defaults 0 2\n"));
-        assert!(t.contains("LABEL=home /home ext4 defaults 0 2\n"));
-        assert!(t.contains("LABEL=swap none swap sw 0 0\n"));
-        assert!(t.contains("LABEL=retention /mnt/retention ext4 defaults,nofail"));
+        assert_eq!(
+            t,
+            "# <file system> <mount point> <type> <options> <dump> <pass>\n\
+             LABEL=root / ext4 errors=remount-ro 0 1\n\
+             LABEL=crash /var/crash ext4 defaults 0 2\n\
+             LABEL=home /home ext4 defaults 0 2\n\
+             LABEL=swap none swap sw 0 0\n"
+        );
     }
 
     #[test]

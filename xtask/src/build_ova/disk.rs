@@ -3,7 +3,9 @@
 //! `mt-agent setup` are applied to it, each mount point's subtree becomes one partition's
 //! content, and `mke2fs -E offset=… -d DIR` writes each file system straight into the image at
 //! the offset `appliance::layout` computed. Swap headers, the partition table and GRUB are bytes
-//! from the `appliance` crate. The retention disk is one whole-disk file system.
+//! from the `appliance` crate. The retention disk ships blank (all zeros, a sparse file that the
+//! VMDK writer reduces to a few grain tables): each deployed VM's first boot formats it
+//! (`mt-agent firstboot`), so every copy gets a file system UUID of its own.
 
 use super::bootloader;
 use super::cache::{Cache, StageInputs, StageOutput};
@@ -20,8 +22,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::{Command, Stdio};
 use xshell::{cmd, Shell};
 
-const OS_RECIPE: u32 = 1;
-const RETENTION_RECIPE: u32 = 1;
+const OS_RECIPE: u32 = 2;
+const RETENTION_RECIPE: u32 = 2;
 
 /// What the image contains, reported at the end of the build.
 pub struct OsDiskSummary {
@@ -84,7 +86,9 @@ fn build_os_disk(sh: &Shell, dir: &Utf8Path, i: &OsDiskInputs) -> Result<()> {
     let root = layout
         .by_mount("/")
         .context("the layout has no / partition")?;
-    bootloader::install_files(&tree, &root.partition.label)?;
+    let cmdline =
+        bootloader::kernel_command_line(&root.partition.label, bootloader::crash_kernel(def));
+    bootloader::install_files(&tree, &cmdline)?;
 
     let summary = OsDiskSummary {
         packages: installed_packages(&tree)?,
@@ -162,7 +166,7 @@ fn assemble(
                     appliance::units::ByteSize(p.size),
                     p.offset
                 );
-                mke2fs(sh, disk, p.offset, p.size, &p.partition.label, uuid, Some(content))?;
+                mke2fs(sh, disk, p.offset, p.size, &p.partition.label, uuid, content)?;
             }
             (fs, _) => bail!(
                 "os_disk.partitions: {} has fs = {:?}; the debian12 build writes ext4 and swap partitions",
@@ -181,33 +185,13 @@ fn assemble(
     Ok(())
 }
 
-pub fn retention_disk(
-    sh: &Shell,
-    cache: &Cache,
-    def: &Definition,
-) -> Result<(Utf8PathBuf, StageOutput)> {
+/// The retention disk: `retention_disk.size` of zeros. First boot formats a disk only when its
+/// first and last MiB are all zeros, which is how this one ships.
+pub fn retention_disk(cache: &Cache, def: &Definition) -> Result<(Utf8PathBuf, StageOutput)> {
     let mut inputs = StageInputs::new("retention-disk", RETENTION_RECIPE);
-    inputs
-        .add("retention_disk", &serde_json::to_vec(&def.retention_disk)?)
-        .add("name", def.appliance.name.as_bytes());
+    inputs.add("size", &def.retention_disk.size.bytes().to_le_bytes());
     let out = cache.stage(&inputs, |dir| {
-        let r = &def.retention_disk;
-        let disk = dir.join("retention.raw");
-        create_sparse(&disk, r.size.bytes())?;
-        let uuid = uuid_from(&disk_seed(def), &r.label);
-        match r.fs {
-            FileSystem::Ext4 => mke2fs(sh, &disk, 0, r.size.bytes(), &r.label, uuid, None),
-            FileSystem::Xfs => {
-                let (label, uuid) = (&r.label, format_uuid(uuid));
-                cmd!(sh, "mkfs.xfs -q -f -L {label} -m uuid={uuid} {disk}")
-                    .run()
-                    .context("mkfs.xfs failed (Debian package: xfsprogs)")
-            }
-            other => bail!(
-                "retention_disk.fs = {:?} cannot hold the retention journal",
-                other.as_str()
-            ),
-        }
+        create_sparse(&dir.join("retention.raw"), def.retention_disk.size.bytes())
     })?;
     Ok((out.dir.join("retention.raw"), out))
 }
@@ -221,19 +205,16 @@ fn mke2fs(
     size: u64,
     label: &str,
     uuid: [u8; 16],
-    content: Option<&Utf8PathBuf>,
+    content: &Utf8Path,
 ) -> Result<()> {
     let uuid = format_uuid(uuid);
     // The image is a new sparse file, so its blocks already read as zeros: nothing needs
     // discarding or zeroing, which keeps the image sparse and mke2fs fast.
     let ext = format!("offset={offset},assume_storage_prezeroed=1,nodiscard,hash_seed={uuid}");
     let kib = format!("{}k", size / KIB);
-    let d: Vec<String> = content
-        .map(|c| vec!["-d".to_string(), c.to_string()])
-        .unwrap_or_default();
     cmd!(
         sh,
-        "mke2fs -q -F -t ext4 -L {label} -U {uuid} -E {ext} {d...} {disk} {kib}"
+        "mke2fs -q -F -t ext4 -L {label} -U {uuid} -E {ext} -d {content} {disk} {kib}"
     )
     .run()
     .with_context(|| {

@@ -2,9 +2,9 @@
 //!
 //! Stages, each cached under `build/<stage>-<hash>/` by the hash of its inputs:
 //! `rootfs` (mmdebstrap -> tar), `os-disk` (unpack, configure, `mt-agent setup`, file systems at
-//! partition offsets, GRUB), `retention-disk`; then the appliance crate's OVA writer packs the
-//! raw disks and `verify-ova`'s checks run on the result. Orchestration only: byte layouts live
-//! in the `appliance` crate.
+//! partition offsets, GRUB), `retention-disk` (blank: first boot formats it); then the appliance
+//! crate's OVA writer packs the raw disks and `verify-ova`'s checks run on the result.
+//! Orchestration only: byte layouts live in the `appliance` crate.
 
 pub mod bootloader;
 pub mod cache;
@@ -98,7 +98,7 @@ impl BuildOva {
         if def.appliance.base == Base::Centos6 {
             return self.build_centos6(sh, &def);
         }
-        preflight(sh, &def, !self.raw_only && !self.no_boot_test)?;
+        preflight(sh, !self.raw_only && !self.no_boot_test)?;
         let root = util::workspace_root();
         let build_dir = match &self.build_dir {
             Some(d) => absolute(d),
@@ -131,7 +131,7 @@ impl BuildOva {
             },
         )?;
         report("os-disk", &os, &mut timings);
-        let (retention_raw, retention) = disk::retention_disk(sh, &cache, &def)?;
+        let (retention_raw, retention) = disk::retention_disk(&cache, &def)?;
         report("retention-disk", &retention, &mut timings);
 
         if self.raw_only {
@@ -283,15 +283,12 @@ fn report(
 }
 
 /// Everything the build needs, checked before the first minute is spent.
-fn preflight(sh: &Shell, def: &Definition, boot_test: bool) -> Result<()> {
+fn preflight(sh: &Shell, boot_test: bool) -> Result<()> {
     if !host::is_root() {
         bail!("build-ova must run as root: mmdebstrap installs packages as root, and only root can recreate the root file system's owners and device nodes before mke2fs copies them into the image (no loop device or mount is used). Run it as root, e.g. `sudo -E cargo xtask build-ova`.");
     }
     let mut tools = BUILD_TOOLS.to_vec();
     tools.push(tool("musl-gcc", "musl-tools"));
-    if def.retention_disk.fs == appliance::definition::FileSystem::Xfs {
-        tools.push(tool("mkfs.xfs", "xfsprogs"));
-    }
     if boot_test {
         tools.extend(crate::boot_test::TOOLS);
     }

@@ -2,9 +2,10 @@
 //! tar file (`build/rootfs-<hash>/rootfs.tar`). It depends only on the package list and the
 //! recipe below, so a change to the agent or to the definition's network or disks reuses it.
 //!
-//! What must happen inside the Debian environment (generating the locale and the initramfs)
-//! runs in mmdebstrap's own `--customize-hook`, which is how mmdebstrap is meant to be extended:
-//! the build never chroots into the tree itself.
+//! What must happen inside the Debian environment runs in mmdebstrap's own hooks, which is how
+//! mmdebstrap is meant to be extended (the build never chroots into the tree itself): the
+//! `--essential-hook` preseeds debconf answers before the packages are installed, the
+//! `--customize-hook` generates the locale and the initramfs.
 
 use super::cache::{Cache, StageInputs, StageOutput};
 use super::progress::Ticker;
@@ -17,8 +18,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-/// Bumped when the recipe (options, hook) changes what the stage produces.
-const RECIPE: u32 = 1;
+/// Bumped when the recipe (options, hooks) changes what the stage produces.
+const RECIPE: u32 = 2;
 const SUITE: &str = "bookworm";
 const SOURCES: [&str; 3] = [
     "deb http://deb.debian.org/debian bookworm main",
@@ -52,9 +53,41 @@ pub fn initramfs_drivers() -> Vec<&'static str> {
         .collect()
 }
 
+/// kdump-tools' kernel hook: it builds the capture kernel's small initramfs with
+/// `MODULES=dep`, which needs the running system's mounted root device. Inside mmdebstrap there
+/// is none, so the hook fails, and with it the kernel package's configuration if dpkg happens
+/// to configure the kernel after unpacking kdump-tools. It is diverted to a name run-parts
+/// skips (names with a dot) while the packages are installed and put back afterwards; the
+/// deployed VM then builds that initramfs for its own disk controller when kdump-tools first
+/// loads the capture kernel (as a Debian installation does on its own hardware).
+const KDUMP_KERNEL_HOOK: &str = "/etc/kernel/postinst.d/kdump-tools";
+
+/// Whether the package list brings kdump-tools (the definition's `kexec-tools` on Debian).
+fn has_kdump(packages: &[String]) -> bool {
+    packages.iter().any(|p| p == "kdump-tools")
+}
+
+/// mmdebstrap's essential hook: runs with the tree as "$1" after the Essential packages (which
+/// bring debconf and dpkg) are installed and before the rest. Nothing may ask a question: the
+/// debconf answers the appliance needs are set here rather than left to the defaults.
+fn essential_hook(packages: &[String]) -> String {
+    let mut hook = String::from("set -e\n");
+    if has_kdump(packages) {
+        hook.push_str(&format!(
+            r#"# kdump-tools loads the capture kernel at boot; kexec-tools must not turn every reboot into
+# a kexec (the VM reboots through its firmware, as vSphere expects).
+printf '%s\n' 'kdump-tools kdump-tools/use_kdump boolean true' \
+    'kexec-tools kexec-tools/load_kexec boolean false' | chroot "$1" debconf-set-selections
+chroot "$1" dpkg-divert --quiet --local --rename --divert {KDUMP_KERNEL_HOOK}.mt-build --add {KDUMP_KERNEL_HOOK}
+"#
+        ));
+    }
+    hook
+}
+
 /// mmdebstrap's customize hook: runs with the finished tree as "$1", before it is packed.
-fn customize_hook() -> String {
-    format!(
+fn customize_hook(packages: &[String]) -> String {
+    let mut hook = format!(
         r#"set -e
 root="$1"
 printf '%s\n' {drivers} >> "$root/etc/initramfs-tools/modules"
@@ -67,7 +100,13 @@ chroot "$root" update-initramfs -u -k all
 rm -f "$root/vmlinuz.old" "$root/initrd.img.old" "$root"/boot/*.old-dkms
 "#,
         drivers = initramfs_drivers().join(" ")
-    )
+    );
+    if has_kdump(packages) {
+        hook.push_str(&format!(
+            "chroot \"$root\" dpkg-divert --quiet --local --rename --remove {KDUMP_KERNEL_HOOK}\n"
+        ));
+    }
+    hook
 }
 
 /// Documentation and translations are left out (copyright files stay, for the licences).
@@ -85,7 +124,8 @@ pub fn inputs(packages: &[String]) -> StageInputs {
         .add("suite", SUITE.as_bytes())
         .add("sources", SOURCES.join("\n").as_bytes())
         .add("packages", packages.join(" ").as_bytes())
-        .add("hook", customize_hook().as_bytes())
+        .add("essential-hook", essential_hook(packages).as_bytes())
+        .add("hook", customize_hook(packages).as_bytes())
         .add("dpkg", DPKG_OPTIONS.join("\n").as_bytes());
     inputs
 }
@@ -109,7 +149,8 @@ fn mmdebstrap(
         .arg("--mode=root")
         .arg("--format=tar")
         .arg(format!("--include={}", packages.join(",")))
-        .arg(format!("--customize-hook={}", customize_hook()));
+        .arg(format!("--essential-hook={}", essential_hook(packages)))
+        .arg(format!("--customize-hook={}", customize_hook(packages)));
     for o in DPKG_OPTIONS {
         cmd.arg(format!("--dpkgopt={o}"));
     }
@@ -187,6 +228,9 @@ mod tests {
             "multipath-tools",
             "reiserfsprogs",
             "kexec-tools",
+            "kdump-tools",
+            "makedumpfile",
+            "nftables",
             "linux-image-amd64",
         ] {
             assert!(list.iter().any(|l| l == p), "{p} missing from {list:?}");
@@ -194,6 +238,31 @@ mod tests {
         let mut sorted = list.clone();
         sorted.sort();
         assert_eq!(list, sorted);
+    }
+
+    #[test]
+    fn kdump_tools_is_preseeded_and_its_kernel_hook_diverted_only_while_installing() {
+        let with: Vec<String> = ["kexec-tools", "kdump-tools"].map(String::from).to_vec();
+        let essential = essential_hook(&with);
+        assert!(essential.contains("kdump-tools/use_kdump boolean true"));
+        assert!(essential.contains("kexec-tools/load_kexec boolean false"));
+        let divert =
+            format!("--rename --divert {KDUMP_KERNEL_HOOK}.mt-build --add {KDUMP_KERNEL_HOOK}");
+        assert!(essential.contains(&divert), "{essential}");
+        let customize = customize_hook(&with);
+        let restore = customize
+            .find(&format!("--rename --remove {KDUMP_KERNEL_HOOK}"))
+            .expect("the diversion is removed");
+        assert!(
+            restore > customize.find("update-initramfs").unwrap(),
+            "{customize}"
+        );
+        // run-parts skips names with a dot: the diverted hook cannot run during the install.
+        let name = KDUMP_KERNEL_HOOK.rsplit('/').next().unwrap();
+        assert!(!name.contains('.') && divert.contains(&format!("{name}.mt-build")));
+        let without: Vec<String> = vec!["kexec-tools".into()];
+        assert!(!essential_hook(&without).contains("kdump"));
+        assert!(!customize_hook(&without).contains("dpkg-divert"));
     }
 
     #[test]
