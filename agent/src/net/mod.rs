@@ -71,13 +71,22 @@ pub enum Message {
 /// (`frame::encode_into`); [`finish_frame_message`] fills in the length.
 pub fn start_frame_message(out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&[MSG_FRAME, 0, 0, 0, 0]);
+    out.extend_from_slice(&message_head(MSG_FRAME, 0));
 }
 
 /// Sets the body length of a message begun by [`start_frame_message`].
 pub fn finish_frame_message(out: &mut [u8]) {
-    let len = (out.len() - 5) as u32;
-    out[1..5].copy_from_slice(&len.to_le_bytes());
+    let len = out.len() - MESSAGE_HEAD_LEN;
+    out[..MESSAGE_HEAD_LEN].copy_from_slice(&message_head(MSG_FRAME, len));
+}
+
+/// Every message starts with its type and its body length (u32 LE).
+const MESSAGE_HEAD_LEN: usize = 5;
+
+fn message_head(kind: u8, body_len: usize) -> [u8; MESSAGE_HEAD_LEN] {
+    let mut h = [kind, 0, 0, 0, 0];
+    h[1..].copy_from_slice(&(body_len as u32).to_le_bytes());
+    h
 }
 
 impl Message {
@@ -144,9 +153,8 @@ impl Message {
             }
             Message::Enrolled => MSG_ENROLLED,
         };
-        let mut out = Vec::with_capacity(5 + body.len());
-        out.push(kind);
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        let mut out = Vec::with_capacity(MESSAGE_HEAD_LEN + body.len());
+        out.extend_from_slice(&message_head(kind, body.len()));
         out.extend_from_slice(&body);
         out
     }

@@ -5,6 +5,7 @@
 //! `--rounds` alternating runs, with their spread), bytes on the wire against changed bytes, and
 //! throughput. Both sides start from a warm page cache.
 
+use super::median;
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::io::{BufRead, BufReader, Write};
@@ -30,11 +31,6 @@ pub struct ResyncBench {
     rounds: usize,
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
-}
 fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
 }
