@@ -1,14 +1,16 @@
 //! `mt-agent`: the replication agent baked into the master-target appliance.
 //!
-//! The library holds the logic; `main.rs` only parses arguments and prints.
+//! The library holds the logic; `main.rs` only parses arguments and prints. Two halves that never
+//! reach into each other's internals:
+//! - [`replication`]: the engine (frames, the retention journal, the network sessions). It knows
+//!   nothing of the guest operating system: it sees paths, an `io::Fs` and a clock.
+//! - [`guest`]: the integration with the appliance's operating system (setup at build time, first
+//!   boot, the OVF environment, disk discovery, the retention volume's eligibility).
+//!
+//! `config` (the agent's configuration file) and `serve` (the service that wires a judged retention
+//! volume to the replication listener) sit between them.
 
 pub mod config;
-pub mod disks;
-pub mod firstboot;
-pub mod frame;
-pub mod journal;
-pub mod net;
-pub mod ovfenv;
-pub mod retention;
+pub mod guest;
+pub mod replication;
 pub mod serve;
-pub mod setup;

@@ -3,11 +3,11 @@
 use anyhow::{bail, Context};
 use camino::{Utf8Path, Utf8PathBuf};
 use clap::{Args, Parser, Subcommand};
-use mt_agent::frame::{Frame, FrameReader};
-use mt_agent::journal::clock::SystemClock;
-use mt_agent::journal::io::{OpenMode, RealFs};
-use mt_agent::journal::policy::{self, Policy};
-use mt_agent::journal::{
+use mt_agent::replication::frame::{Frame, FrameReader};
+use mt_agent::replication::journal::clock::SystemClock;
+use mt_agent::replication::journal::io::{OpenMode, RealFs};
+use mt_agent::replication::journal::policy::{self, Policy};
+use mt_agent::replication::journal::{
     DiskSpec, FrameOutcome, GroupJournal, JournalError, PointSelector, RetentionVolume,
     DEFAULT_BATCH_BYTES,
 };
@@ -61,10 +61,10 @@ enum Command {
         #[arg(long, value_parser = parse_bytes, default_value_t = DEFAULT_BATCH_BYTES)]
         batch: u64,
         /// The master target's key and the senders it authorised.
-        #[arg(long, value_name = "DIR", default_value = mt_agent::net::auth::DEFAULT_SERVER_STATE)]
+        #[arg(long, value_name = "DIR", default_value = mt_agent::replication::net::auth::DEFAULT_SERVER_STATE)]
         state: Utf8PathBuf,
         /// The enrolment passphrase (one line, mode 600).
-        #[arg(long, value_name = "FILE", default_value = mt_agent::net::auth::PASSPHRASE_PATH)]
+        #[arg(long, value_name = "FILE", default_value = mt_agent::replication::net::auth::PASSPHRASE_PATH)]
         passphrase_file: Utf8PathBuf,
     },
     /// Enrol this process server with a master target: prove its passphrase, pin its key.
@@ -76,7 +76,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         passphrase_file: Utf8PathBuf,
         /// This sender's key and pinned master-target keys.
-        #[arg(long, value_name = "DIR", default_value = mt_agent::net::auth::DEFAULT_SENDER_STATE)]
+        #[arg(long, value_name = "DIR", default_value = mt_agent::replication::net::auth::DEFAULT_SENDER_STATE)]
         state: Utf8PathBuf,
     },
     /// Replicate a group to a master target: a full copy or delta resync of source disks,
@@ -101,7 +101,7 @@ enum Command {
         /// Enrol first with this passphrase file if no key is pinned for the master target.
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<Utf8PathBuf>,
-        #[arg(long, value_name = "DIR", default_value = mt_agent::net::auth::DEFAULT_SENDER_STATE)]
+        #[arg(long, value_name = "DIR", default_value = mt_agent::replication::net::auth::DEFAULT_SENDER_STATE)]
         state: Utf8PathBuf,
         /// Keep reconnecting this many seconds after a lost connection.
         #[arg(long, default_value_t = 300)]
@@ -117,7 +117,7 @@ enum Command {
         #[arg(long)]
         root: camino::Utf8PathBuf,
         #[arg(long, value_enum)]
-        distro: mt_agent::setup::Distro,
+        distro: mt_agent::guest::setup::Distro,
         /// The agent.toml to install (rendered from the appliance definition) [default: the
         /// one already installed in the root].
         #[arg(long)]
@@ -185,7 +185,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// The record of the applied OVF environment (where the configuration came from).
-        #[arg(long, env = "MT_AGENT_OVFENV_RECORD", default_value = mt_agent::ovfenv::RECORD_PATH, hide = true)]
+        #[arg(long, env = "MT_AGENT_OVFENV_RECORD", default_value = mt_agent::guest::ovfenv::RECORD_PATH, hide = true)]
         ovfenv_record: Utf8PathBuf,
         #[command(flatten)]
         j: JournalArgs,
@@ -227,8 +227,8 @@ struct SystemArgs {
 }
 
 impl SystemArgs {
-    fn paths(&self) -> mt_agent::disks::SystemPaths {
-        mt_agent::disks::SystemPaths {
+    fn paths(&self) -> mt_agent::guest::disks::SystemPaths {
+        mt_agent::guest::disks::SystemPaths {
             sys: self.sys_root.clone(),
             dev: self.dev_root.clone(),
             root: self.system_root.clone(),
@@ -249,7 +249,7 @@ enum OvfenvCommand {
         #[arg(long, default_value = "/")]
         root: Utf8PathBuf,
         #[arg(long, value_enum)]
-        distro: mt_agent::setup::Distro,
+        distro: mt_agent::guest::setup::Distro,
         /// Read this ovf-env.xml instead of VMware tools or the CD-ROM.
         #[arg(long, value_name = "FILE")]
         from: Option<Utf8PathBuf>,
@@ -376,13 +376,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             passphrase_file,
             state,
         } => {
-            let pass = mt_agent::net::auth::read_passphrase(&passphrase_file)?;
-            let auth = mt_agent::net::auth::SenderAuth::load(&state)?;
+            let pass = mt_agent::replication::net::auth::read_passphrase(&passphrase_file)?;
+            let auth = mt_agent::replication::net::auth::SenderAuth::load(&state)?;
             let key = auth.enrol(&to, &pass)?;
             println!(
                 "enrolled with {to}: its key {} is pinned; this sender's key {} is authorised there",
-                mt_agent::net::auth::hex(&key),
-                mt_agent::net::auth::hex(&auth.public_key())
+                mt_agent::replication::net::auth::hex(&key),
+                mt_agent::replication::net::auth::hex(&auth.public_key())
             );
         }
         Command::Send {
@@ -397,15 +397,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             retry_for,
             json,
         } => {
-            use mt_agent::net::sender::{self, ResyncMode, SendOptions};
-            let auth = mt_agent::net::auth::SenderAuth::load(&state)?;
+            use mt_agent::replication::net::sender::{self, ResyncMode, SendOptions};
+            let auth = mt_agent::replication::net::auth::SenderAuth::load(&state)?;
             if auth.pinned(&to)?.is_none() {
                 if let Some(f) = &passphrase_file {
-                    let pass = mt_agent::net::auth::read_passphrase(f)?;
+                    let pass = mt_agent::replication::net::auth::read_passphrase(f)?;
                     let key = auth.enrol(&to, &pass)?;
                     eprintln!(
                         "mt-agent: enrolled with {to}, pinned key {}",
-                        mt_agent::net::auth::hex(&key)
+                        mt_agent::replication::net::auth::hex(&key)
                     );
                 }
             }
@@ -446,13 +446,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             distro,
             config,
             dry_run,
-        } => mt_agent::setup::run(&root, distro, config.as_deref(), dry_run)?,
+        } => mt_agent::guest::setup::run(&root, distro, config.as_deref(), dry_run)?,
         Command::Firstboot { config, sys } => {
             let cfg = mt_agent::config::AgentConfig::load(&config)?;
-            let report = mt_agent::firstboot::run_firstboot(
+            let report = mt_agent::guest::firstboot::run_firstboot(
                 &cfg,
                 &sys.paths(),
-                &mt_agent::firstboot::SystemTools,
+                &mt_agent::guest::firstboot::SystemTools,
             )?;
             for line in &report.kept {
                 println!("mt-agent firstboot: {line}");
@@ -466,23 +466,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Disks { json, config, sys } => {
             let cfg = mt_agent::config::AgentConfig::load(&config)?;
-            let Some(rule) = mt_agent::disks::rule_of(&cfg) else {
+            let Some(rule) = mt_agent::guest::disks::rule_of(&cfg) else {
                 bail!("{config} has no [retention_disk] (scsi_unit, fs, label): the roles of the appliance's own disks come from it");
             };
             let targets = replication_targets(&cfg)
                 .into_iter()
                 .map(|(_, t)| t)
                 .collect::<Vec<_>>();
-            let disks = mt_agent::disks::discover(&sys.paths(), rule, &targets)?;
+            let disks = mt_agent::guest::disks::discover(&sys.paths(), rule, &targets)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&disks)?);
             } else {
-                print!("{}", mt_agent::disks::render(&disks));
+                print!("{}", mt_agent::guest::disks::render(&disks));
             }
         }
         Command::CheckRetention { path, json, config } => {
             let cfg = mt_agent::config::AgentConfig::load(&config).ok();
-            let mut ctx = mt_agent::retention::Context::default();
+            let mut ctx = mt_agent::guest::retention::Context::default();
             let exe = std::env::current_exe()
                 .ok()
                 .and_then(|p| Utf8PathBuf::from_path_buf(p).ok());
@@ -491,7 +491,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .filter_map(|e| e.parent().map(Utf8Path::to_owned))
                 .chain([Utf8PathBuf::from("/var/lib/mt-agent")]);
             for dir in own {
-                if let Some(dev) = mt_agent::retention::device_of(&dir) {
+                if let Some(dev) = mt_agent::guest::retention::device_of(&dir) {
                     ctx.install.push((dir, dev));
                 }
             }
@@ -505,7 +505,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
-            let findings = mt_agent::retention::assess(&path, &ctx);
+            let findings = mt_agent::guest::retention::assess(&path, &ctx);
             if json {
                 println!("{}", serde_json::to_string_pretty(&findings)?);
             } else {
@@ -611,20 +611,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 print!("{}", policy::render(&st));
-                println!("{}", mt_agent::ovfenv::describe_source(&ovfenv_record));
+                println!(
+                    "{}",
+                    mt_agent::guest::ovfenv::describe_source(&ovfenv_record)
+                );
             }
         }
         Command::Ovfenv(OvfenvCommand::Show { from }) => print!(
             "{}",
-            mt_agent::ovfenv::show(from.as_deref(), &mt_agent::ovfenv::SystemRunner)?
+            mt_agent::guest::ovfenv::show(from.as_deref(), &mt_agent::guest::ovfenv::SystemRunner)?
         ),
         Command::Ovfenv(OvfenvCommand::Apply { root, distro, from }) => print!(
             "{}",
-            mt_agent::ovfenv::run_apply(
+            mt_agent::guest::ovfenv::run_apply(
                 &root,
                 distro,
                 from.as_deref(),
-                &mt_agent::ovfenv::SystemRunner
+                &mt_agent::guest::ovfenv::SystemRunner
             )?
         ),
         Command::Apply {
@@ -710,7 +713,7 @@ fn target_capacity(
         .open(target, OpenMode::Read)
         .and_then(|f| f.len())
         .with_context(|| format!("cannot open target {target}"))?;
-    Ok(size.unwrap_or(len - len % mt_agent::frame::BLOCK_SIZE))
+    Ok(size.unwrap_or(len - len % mt_agent::replication::frame::BLOCK_SIZE))
 }
 
 fn apply(jr: &mut GroupJournal, from: &Utf8Path) -> anyhow::Result<()> {

@@ -2,10 +2,10 @@
 //! passes its checks and its own disks are the ones first boot recorded, holds the volume's lock,
 //! listens on the configured port and announces readiness on one line that tools (the boot test,
 //! an operator watching the console) wait for, then accepts replication sessions and enrolments
-//! ([`crate::net`]), one thread per connection so a misbehaving peer only ends its own session.
+//! ([`crate::replication::net`]), one thread per connection so a misbehaving peer only ends its own session.
 
 use crate::config::AgentConfig;
-use crate::net::auth::{hex, Accepted, ServerAuth};
+use crate::replication::net::auth::{hex, Accepted, ServerAuth};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -43,12 +43,12 @@ fn log(line: &str) {
 /// Runs until the process is stopped.
 pub fn run(opts: &ServeOptions) -> Result<()> {
     let mut cfg = AgentConfig::load(&opts.config)?;
-    crate::disks::verify_identity(&crate::disks::SystemPaths::default(), &cfg)
+    crate::guest::disks::verify_identity(&crate::guest::disks::SystemPaths::default(), &cfg)
         .context("mt-agent refuses to start")?;
-    let volume =
-        crate::retention::check(&cfg.retention_mount).context("mt-agent refuses to start")?;
+    let volume = crate::guest::retention::check(&cfg.retention_mount)
+        .context("mt-agent refuses to start")?;
     // Held while serving: check-retention and a second agent see the volume as taken.
-    let _lock = crate::retention::lock(&volume.path)
+    let _lock = crate::guest::retention::lock(&volume.path)
         .map_err(anyhow::Error::msg)
         .context("mt-agent refuses to start")?;
     let addr = opts
@@ -62,11 +62,11 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
         .retention
         .clone()
         .unwrap_or_else(|| cfg.retention_mount.clone());
-    let vol = crate::journal::RetentionVolume {
-        fs: Arc::new(crate::journal::io::RealFs),
-        clock: Arc::new(crate::journal::clock::SystemClock),
+    let vol = crate::replication::journal::RetentionVolume {
+        fs: Arc::new(crate::replication::journal::io::RealFs),
+        clock: Arc::new(crate::replication::journal::clock::SystemClock),
         root,
-        policy: crate::journal::policy::Policy::from_config(&cfg),
+        policy: crate::replication::journal::policy::Policy::from_config(&cfg),
         budget: opts.retention_budget,
         batch_bytes: opts.batch_bytes,
     };
@@ -98,7 +98,7 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
 fn serve_connection(
     stream: std::net::TcpStream,
     auth: &ServerAuth,
-    vol: &crate::journal::RetentionVolume,
+    vol: &crate::replication::journal::RetentionVolume,
 ) {
     let peer = stream
         .peer_addr()
@@ -110,7 +110,7 @@ fn serve_connection(
         Ok(Accepted::Session(ch)) => {
             let key = hex(&ch.remote_key[..4]);
             let plog = |l: &str| log(&format!("{peer}: {l}"));
-            match crate::net::receiver::run_session(*ch, vol, &plog) {
+            match crate::replication::net::receiver::run_session(*ch, vol, &plog) {
                 Ok(s) => log(&format!(
                     "{peer} (sender {key}…): session for group {} ended; {} messages, acknowledged through LSN {}",
                     s.group, s.frames, s.acked

@@ -135,7 +135,7 @@ fn check_retention_reaches_every_criterion_on_real_file_systems() {
     );
 
     // Locked by a running agent (this process holds the lock as serve would).
-    let held = mt_agent::retention::lock(&ret).unwrap();
+    let held = mt_agent::guest::retention::lock(&ret).unwrap();
     let (ok, text) = check(ret.as_str(), &cfg);
     assert!(!ok);
     fails(

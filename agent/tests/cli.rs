@@ -6,10 +6,10 @@ mod common;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use common::{agent_config, Model};
-use mt_agent::frame::{Frame, FrameWriter, TagKind, BLOCK_SIZE};
-use mt_agent::journal::clock::{Clock, SystemClock, Timestamp};
-use mt_agent::journal::sim::SimRng;
-use mt_agent::journal::Lsn;
+use mt_agent::replication::frame::{Frame, FrameWriter, TagKind, BLOCK_SIZE};
+use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
+use mt_agent::replication::journal::sim::SimRng;
+use mt_agent::replication::journal::Lsn;
 use std::process::{Command, Output, Stdio};
 
 struct Env {
@@ -290,7 +290,7 @@ fn bad_streams_are_refused_naming_the_frame_and_nothing_is_half_applied() {
     let bytes = std::fs::read(&good).unwrap();
     // Find the byte offset of each frame.
     let mut offsets = Vec::new();
-    let mut r = mt_agent::frame::FrameReader::new(&bytes[..]);
+    let mut r = mt_agent::replication::frame::FrameReader::new(&bytes[..]);
     loop {
         let (_, off) = r.position();
         if r.next_frame().unwrap().is_none() {

@@ -8,11 +8,11 @@ mod common;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use common::*;
-use mt_agent::frame::{Frame, TagKind};
-use mt_agent::journal::clock::{Clock, FakeClock};
-use mt_agent::journal::io::Fs;
-use mt_agent::journal::sim::{SimFs, SimRng};
-use mt_agent::journal::{JournalError, PointSelector};
+use mt_agent::replication::frame::{Frame, TagKind};
+use mt_agent::replication::journal::clock::{Clock, FakeClock};
+use mt_agent::replication::journal::io::Fs;
+use mt_agent::replication::journal::sim::{SimFs, SimRng};
+use mt_agent::replication::journal::{JournalError, PointSelector};
 use std::sync::Arc;
 
 /// A group with several epochs, app and crash points, and a used rollback log.
@@ -140,7 +140,7 @@ fn judge(
 }
 
 fn journal_files(fs: &SimFs) -> Vec<Utf8PathBuf> {
-    use mt_agent::journal::io::Fs;
+    use mt_agent::replication::journal::io::Fs;
     let dir = Utf8Path::new("/ret/groups/g");
     fs.list(dir)
         .unwrap()

@@ -14,10 +14,10 @@ mod common;
 
 use camino::Utf8PathBuf;
 use common::*;
-use mt_agent::frame::{Frame, BLOCK_SIZE};
-use mt_agent::journal::clock::{Clock, FakeClock};
-use mt_agent::journal::sim::{SimFs, SimRng};
-use mt_agent::journal::{GroupJournal, JournalError, Lsn, PointKind, RecoveryPoint};
+use mt_agent::replication::frame::{Frame, BLOCK_SIZE};
+use mt_agent::replication::journal::clock::{Clock, FakeClock};
+use mt_agent::replication::journal::sim::{SimFs, SimRng};
+use mt_agent::replication::journal::{GroupJournal, JournalError, Lsn, PointKind, RecoveryPoint};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -26,10 +26,10 @@ mod common;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use common::Model;
-use mt_agent::frame::{Frame, FrameWriter, TagKind, BLOCK_SIZE};
-use mt_agent::journal::clock::{Clock, SystemClock, Timestamp};
-use mt_agent::journal::sim::SimRng;
-use mt_agent::journal::Lsn;
+use mt_agent::replication::frame::{Frame, FrameWriter, TagKind, BLOCK_SIZE};
+use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
+use mt_agent::replication::journal::sim::SimRng;
+use mt_agent::replication::journal::Lsn;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 

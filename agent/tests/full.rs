@@ -6,11 +6,11 @@
 mod common;
 
 use common::*;
-use mt_agent::frame::{Frame, TagKind};
-use mt_agent::journal::clock::{Clock, FakeClock};
-use mt_agent::journal::policy::{find, volume_status};
-use mt_agent::journal::sim::{SimFs, SimRng};
-use mt_agent::journal::{FrameOutcome, JournalError};
+use mt_agent::replication::frame::{Frame, TagKind};
+use mt_agent::replication::journal::clock::{Clock, FakeClock};
+use mt_agent::replication::journal::policy::{find, volume_status};
+use mt_agent::replication::journal::sim::{SimFs, SimRng};
+use mt_agent::replication::journal::{FrameOutcome, JournalError};
 use std::sync::Arc;
 
 fn stream(seed: u64, budget: Option<u64>, capacity: Option<u64>) {

@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
-use mt_agent::journal::clock::FakeClock;
-use mt_agent::journal::sim::{SimFs, SimRng};
-use mt_agent::journal::{FrameOutcome, GroupJournal, PointKind, RecoveryPoint};
+use mt_agent::replication::journal::clock::FakeClock;
+use mt_agent::replication::journal::sim::{SimFs, SimRng};
+use mt_agent::replication::journal::{FrameOutcome, GroupJournal, PointKind, RecoveryPoint};
 use std::sync::Arc;
 
 /// Checks the point list against what the policy allows: nothing invented, nothing pruned that
@@ -16,7 +16,7 @@ use std::sync::Arc;
 fn check_point_list(
     j: &GroupJournal,
     created: &[RecoveryPoint],
-    now: mt_agent::journal::clock::Timestamp,
+    now: mt_agent::replication::journal::clock::Timestamp,
 ) {
     let horizon = now.plus_secs(-j.volume().policy.retention_secs);
     let listed = j.points();
@@ -164,11 +164,11 @@ fn run_model(seed: u64, ops: usize) {
 }
 
 trait NowTs {
-    fn now_ts(&self) -> mt_agent::journal::clock::Timestamp;
+    fn now_ts(&self) -> mt_agent::replication::journal::clock::Timestamp;
 }
 impl NowTs for FakeClock {
-    fn now_ts(&self) -> mt_agent::journal::clock::Timestamp {
-        use mt_agent::journal::clock::Clock;
+    fn now_ts(&self) -> mt_agent::replication::journal::clock::Timestamp {
+        use mt_agent::replication::journal::clock::Clock;
         self.now()
     }
 }
@@ -224,10 +224,10 @@ fn the_newest_app_consistent_point_outlives_the_window_until_a_newer_one_exists(
     let vol = sim_volume(&fs, &clock, 1 << 20);
     let mut model = make_group(&fs, &vol, &mut rng, 1, 16);
     let mut j = vol.open_group("g").unwrap();
-    let app = |j: &GroupJournal, name: &str, now| mt_agent::frame::Frame::Tag {
+    let app = |j: &GroupJournal, name: &str, now| mt_agent::replication::frame::Frame::Tag {
         lsn: j.next_lsn(),
         source_time: now,
-        kind: mt_agent::frame::TagKind::App,
+        kind: mt_agent::replication::frame::TagKind::App,
         name: name.into(),
     };
     let f = random_write(&j, &mut model, &mut rng, clock.now_ts());
@@ -252,12 +252,12 @@ fn the_newest_app_consistent_point_outlives_the_window_until_a_newer_one_exists(
 
 fn random_tag_crash(
     j: &GroupJournal,
-    now: mt_agent::journal::clock::Timestamp,
-) -> mt_agent::frame::Frame {
-    mt_agent::frame::Frame::Tag {
+    now: mt_agent::replication::journal::clock::Timestamp,
+) -> mt_agent::replication::frame::Frame {
+    mt_agent::replication::frame::Frame::Tag {
         lsn: j.next_lsn(),
         source_time: now,
-        kind: mt_agent::frame::TagKind::Crash,
+        kind: mt_agent::replication::frame::TagKind::Crash,
         name: "crash".into(),
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use appliance::definition::{DeployProperty, DEPLOY_PRODUCT_CLASS};
 use camino::{Utf8Path, Utf8PathBuf};
-use mt_agent::ovfenv::{self, Distro, IpConfig, Runner, Transport};
+use mt_agent::guest::ovfenv::{self, Distro, IpConfig, Runner, Transport};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
@@ -176,11 +176,11 @@ fn xml_special_characters_in_a_value_reach_the_passphrase_file_unescaped() {
     );
     let root = scratch("special");
     ovfenv::apply(&root, Distro::Debian12, &env, &Transport::GuestInfo).unwrap();
-    let path = root.join(mt_agent::net::auth::PASSPHRASE_PATH.trim_start_matches('/'));
+    let path = root.join(mt_agent::replication::net::auth::PASSPHRASE_PATH.trim_start_matches('/'));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "p&ss<w>rd \"x'\n");
     assert_eq!(mode(&path), 0o600);
     assert_eq!(
-        mt_agent::net::auth::read_passphrase(&path).unwrap(),
+        mt_agent::replication::net::auth::read_passphrase(&path).unwrap(),
         "p&ss<w>rd \"x'",
         "the receiver reads back exactly what the deploy wizard was given"
     );

@@ -6,11 +6,11 @@
 //! quiet session on another group stay connected.
 
 mod net_common;
-use mt_agent::frame::{encode, Frame};
-use mt_agent::journal::clock::Timestamp;
-use mt_agent::journal::Lsn;
-use mt_agent::net::auth::SenderAuth;
-use mt_agent::net::Message;
+use mt_agent::replication::frame::{encode, Frame};
+use mt_agent::replication::journal::clock::Timestamp;
+use mt_agent::replication::journal::Lsn;
+use mt_agent::replication::net::auth::SenderAuth;
+use mt_agent::replication::net::Message;
 use net_common::*;
 use std::io::{Read, Write};
 
@@ -25,7 +25,7 @@ fn untouched(rig: &Rig) -> (Vec<(String, String)>, Vec<u8>) {
 
 /// Opens an authenticated session for group g and returns the channel after the position and
 /// the first credit.
-fn session(rig: &Rig) -> mt_agent::net::transport::Channel {
+fn session(rig: &Rig) -> mt_agent::replication::net::transport::Channel {
     let auth = SenderAuth::load(camino::Utf8Path::from_path(&rig.path("sender")).unwrap()).unwrap();
     let mut ch = auth.session(&rig.addr).unwrap();
     let start = Frame::Start {
@@ -41,7 +41,7 @@ fn session(rig: &Rig) -> mt_agent::net::transport::Channel {
     ch
 }
 
-fn refusal(ch: &mut mt_agent::net::transport::Channel) -> String {
+fn refusal(ch: &mut mt_agent::replication::net::transport::Channel) -> String {
     loop {
         match ch.rx.recv() {
             Ok(Some(Message::Refused { why, .. })) => return why,

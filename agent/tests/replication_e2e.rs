@@ -5,9 +5,9 @@
 //! the source at that tag.
 
 mod net_common;
-use mt_agent::frame::{encode, Frame, TagKind};
-use mt_agent::journal::clock::{Clock, SystemClock, Timestamp};
-use mt_agent::journal::Lsn;
+use mt_agent::replication::frame::{encode, Frame, TagKind};
+use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
+use mt_agent::replication::journal::Lsn;
 use net_common::*;
 
 const D0: u64 = 16 << 20;

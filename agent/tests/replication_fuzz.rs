@@ -1,12 +1,12 @@
-//! The fuzz target's property (`mt_agent::net::check_decoders`) run on the stable toolchain:
+//! The fuzz target's property (`mt_agent::replication::net::check_decoders`) run on the stable toolchain:
 //! valid frame and message streams mutated at random with a fixed seed (bit flips, overwritten
 //! bytes and length fields, cuts, insertions, pure noise). `cargo fuzz` explores further; this
 //! keeps the property checked in every `cargo test`.
 
-use mt_agent::frame::{encode, Frame, TagKind};
-use mt_agent::journal::clock::Timestamp;
-use mt_agent::journal::Lsn;
-use mt_agent::net::{check_decoders, Message};
+use mt_agent::replication::frame::{encode, Frame, TagKind};
+use mt_agent::replication::journal::clock::Timestamp;
+use mt_agent::replication::journal::Lsn;
+use mt_agent::replication::net::{check_decoders, Message};
 
 struct Rng(u64);
 impl Rng {

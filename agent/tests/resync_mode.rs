@@ -5,14 +5,17 @@
 mod common;
 
 use common::*;
-use mt_agent::frame::{Frame, TagKind};
-use mt_agent::journal::clock::{Clock, FakeClock};
-use mt_agent::journal::io::Fs;
-use mt_agent::journal::sim::{SimFs, SimRng};
-use mt_agent::journal::{PointKind, PointSelector};
+use mt_agent::replication::frame::{Frame, TagKind};
+use mt_agent::replication::journal::clock::{Clock, FakeClock};
+use mt_agent::replication::journal::io::Fs;
+use mt_agent::replication::journal::sim::{SimFs, SimRng};
+use mt_agent::replication::journal::{PointKind, PointSelector};
 use std::sync::Arc;
 
-fn tag(j: &mt_agent::journal::GroupJournal, now: mt_agent::journal::clock::Timestamp) -> Frame {
+fn tag(
+    j: &mt_agent::replication::journal::GroupJournal,
+    now: mt_agent::replication::journal::clock::Timestamp,
+) -> Frame {
     Frame::Tag {
         lsn: j.next_lsn(),
         source_time: now,

@@ -20,7 +20,7 @@ use appliance::definition::{
 use appliance::ovf::OvfDescriptor;
 use appliance::Definition;
 use camino::{Utf8Path, Utf8PathBuf};
-use mt_agent::ovfenv::{DeployConfig, IpConfig};
+use mt_agent::guest::ovfenv::{DeployConfig, IpConfig};
 use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 use xshell::cmd;
@@ -368,7 +368,7 @@ struct HostPorts {
     ssh: u16,
 }
 
-const SSH_PORT: u16 = mt_agent::setup::firewall::SSH_PORT;
+const SSH_PORT: u16 = mt_agent::guest::setup::firewall::SSH_PORT;
 
 fn checks(
     args: &BootTest,
@@ -564,7 +564,7 @@ fn firewall_guest_lines() -> String {
     format!(
         "echo \"MTCHK nft-service $(systemctl is-active {service})\"; \
 nft list chain inet filter input 2>&1 | sed 's/^/MTCHK nft /'; ",
-        service = mt_agent::setup::firewall::DEBIAN_SERVICE
+        service = mt_agent::guest::setup::firewall::DEBIAN_SERVICE
     )
 }
 
@@ -584,7 +584,7 @@ echo \"MTCHK ret-fstab $(awk '$2 == \"{mount}\" && $1 !~ /^#/ {{print $1}}' /etc
 echo \"MTCHK ret-formatted $(journalctl -b -o cat -u {unit} | grep 'formatted the retention disk' | grep -o 'UUID=[0-9a-f-]*' | tr '\\n' ' ')\"; \
 echo \"MTCHK ret-adopted $(journalctl -b -o cat -u {unit} | grep 'adopted, not formatted' | grep -o 'UUID=[0-9a-f-]*' | tr '\\n' ' ')\"; ",
         mount = def.retention_disk.mount,
-        unit = mt_agent::setup::FIRSTBOOT_SERVICE,
+        unit = mt_agent::guest::setup::FIRSTBOOT_SERVICE,
     )
 }
 
@@ -600,7 +600,7 @@ echo \"MTCHK ovf-passhash $(sha256sum < {pass} | cut -d' ' -f1)\"; \
 echo \"MTCHK ovf-source $(mt-agent status 2>&1 | grep '^configuration:')\"; \
 echo \"MTCHK ovf-unit $(systemctl is-active mt-agent-ovfenv.service)\"; \
 ",
-        pass = mt_agent::net::auth::PASSPHRASE_PATH,
+        pass = mt_agent::replication::net::auth::PASSPHRASE_PATH,
     )
 }
 
@@ -844,7 +844,10 @@ fn judge_firewall(def: &Definition, report: &[String]) -> Vec<Outcome> {
     });
     vec![
         Outcome {
-            what: format!("{} active", mt_agent::setup::firewall::DEBIAN_SERVICE),
+            what: format!(
+                "{} active",
+                mt_agent::guest::setup::firewall::DEBIAN_SERVICE
+            ),
             ok: service == "active",
             detail: service,
         },
@@ -1115,7 +1118,7 @@ fn judge_crash_dump(report: &[String]) -> Outcome {
     Outcome {
         what: format!(
             "the capture kernel saved the dump in {}",
-            mt_agent::setup::kdump::CRASH_DIR
+            mt_agent::guest::setup::kdump::CRASH_DIR
         ),
         ok: counts == ["1", "1"],
         detail: format!(
@@ -1135,7 +1138,7 @@ fn reboot_script(def: &Definition, restart: Restart, ovf: bool) -> String {
         format!(
             "echo \"MTCHK ovf-addr $(ip -4 -o addr show dev {device} | sed 's/^[0-9]*: //')\"; \
 echo \"MTCHK ovf-unchanged $(journalctl -b -o cat -u {unit} | grep -c 'unchanged, nothing written')\"; ",
-            unit = mt_agent::setup::OVFENV_SERVICE
+            unit = mt_agent::guest::setup::OVFENV_SERVICE
         )
     } else {
         String::new()
@@ -1143,7 +1146,7 @@ echo \"MTCHK ovf-unchanged $(journalctl -b -o cat -u {unit} | grep -c 'unchanged
     let crash_lines = if restart == Restart::KernelCrash {
         format!(
             "echo \"MTCHK crash-saved $(ls {dir}/*/dump.* 2>/dev/null | wc -l) $(grep -l '{PANIC_MESSAGE}' {dir}/*/dmesg.* 2>/dev/null | wc -l)\"; ",
-            dir = mt_agent::setup::kdump::CRASH_DIR
+            dir = mt_agent::guest::setup::kdump::CRASH_DIR
         )
     } else {
         String::new()
@@ -1234,7 +1237,7 @@ fn build_sender(sh: &Shell) -> Result<Utf8PathBuf> {
 
 impl OvfEnvTest {
     fn prepare(sh: &Shell, xml: &str, origin: &str, work: &Utf8Path) -> Result<OvfEnvTest> {
-        let env = mt_agent::ovfenv::parse(xml)
+        let env = mt_agent::guest::ovfenv::parse(xml)
             .with_context(|| format!("the OVF environment from {origin} is not valid"))?;
         let dir = work.join("ovf-env");
         std::fs::create_dir_all(&dir)?;
@@ -1358,7 +1361,7 @@ impl OvfEnvTest {
             out.push(Outcome {
                 what: format!(
                     "{} mode 600 holds the passphrase",
-                    mt_agent::net::auth::PASSPHRASE_PATH
+                    mt_agent::replication::net::auth::PASSPHRASE_PATH
                 ),
                 ok: mode == "600 root" && hash == want,
                 detail: format!("mode {mode}, sha256 {}", &hash[..hash.len().min(16)]),
@@ -1731,7 +1734,7 @@ mod tests {
     }
 
     fn ovf_test() -> OvfEnvTest {
-        let env = mt_agent::ovfenv::parse(&test_environment()).unwrap();
+        let env = mt_agent::guest::ovfenv::parse(&test_environment()).unwrap();
         OvfEnvTest {
             iso: "ovf-env.iso".into(),
             config: env.config,

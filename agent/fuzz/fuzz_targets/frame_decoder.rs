@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    mt_agent::net::check_decoders(data);
+    mt_agent::replication::net::check_decoders(data);
 });

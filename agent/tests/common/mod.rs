@@ -5,12 +5,12 @@
 
 use camino::{Utf8Path, Utf8PathBuf};
 use mt_agent::config::AgentConfig;
-use mt_agent::frame::{Frame, TagKind, BLOCK_SIZE};
-use mt_agent::journal::clock::{FakeClock, Timestamp};
-use mt_agent::journal::io::Fs;
-use mt_agent::journal::policy::Policy;
-use mt_agent::journal::sim::{SimFs, SimRng};
-use mt_agent::journal::{DiskSpec, GroupJournal, Lsn, RecoveryPoint, RetentionVolume};
+use mt_agent::replication::frame::{Frame, TagKind, BLOCK_SIZE};
+use mt_agent::replication::journal::clock::{FakeClock, Timestamp};
+use mt_agent::replication::journal::io::Fs;
+use mt_agent::replication::journal::policy::Policy;
+use mt_agent::replication::journal::sim::{SimFs, SimRng};
+use mt_agent::replication::journal::{DiskSpec, GroupJournal, Lsn, RecoveryPoint, RetentionVolume};
 use std::sync::Arc;
 
 /// The agent configuration the appliance build would write (policy from the definition).
@@ -156,8 +156,10 @@ pub fn random_tag(j: &GroupJournal, rng: &mut SimRng, now: Timestamp) -> Frame {
 pub fn check_point(fs: &SimFs, j: &mut GroupJournal, model: &Model, p: &RecoveryPoint, tag: &str) {
     let dir = Utf8PathBuf::from(format!("/out/{tag}-{}-{}", p.lsn, fs.ops()));
     let sel = match p.kind {
-        mt_agent::journal::PointKind::Latest => mt_agent::journal::PointSelector::Latest,
-        _ => mt_agent::journal::PointSelector::AtOrBefore(p.source_time),
+        mt_agent::replication::journal::PointKind::Latest => {
+            mt_agent::replication::journal::PointSelector::Latest
+        }
+        _ => mt_agent::replication::journal::PointSelector::AtOrBefore(p.source_time),
     };
     // Several points can share a source time; recover through the exact point instead.
     let r = j

@@ -6,10 +6,10 @@
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
-use mt_agent::frame::{Frame, FrameReader, FrameWriter, TagKind};
-use mt_agent::journal::clock::{Clock, SystemClock};
-use mt_agent::journal::sim::SimRng;
-use mt_agent::journal::Lsn;
+use mt_agent::replication::frame::{Frame, FrameReader, FrameWriter, TagKind};
+use mt_agent::replication::journal::clock::{Clock, SystemClock};
+use mt_agent::replication::journal::sim::SimRng;
+use mt_agent::replication::journal::Lsn;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;

@@ -33,15 +33,15 @@ pub fn changes(root: &Root) -> Vec<Change> {
     // Each deployed copy makes its own key pair and records its own disks: a template that
     // carried them would give every copy the same identity.
     for dir in [
-        crate::net::auth::DEFAULT_SERVER_STATE,
-        crate::net::auth::DEFAULT_SENDER_STATE,
+        crate::replication::net::auth::DEFAULT_SERVER_STATE,
+        crate::replication::net::auth::DEFAULT_SENDER_STATE,
     ] {
         c.push(Change::RemoveMatching {
             dir: dir.into(),
             prefix: String::new(),
         });
     }
-    if let Some((dir, name)) = crate::disks::IDENTITY_FILE.rsplit_once('/') {
+    if let Some((dir, name)) = crate::guest::disks::IDENTITY_FILE.rsplit_once('/') {
         c.push(Change::RemoveMatching {
             dir: dir.into(),
             prefix: name.into(),

@@ -15,8 +15,8 @@
 //! path is injectable (`SystemPaths`). It must never write to a disk that holds data.
 
 use crate::config::AgentConfig;
-use crate::disks::{self, Disk, Identity, Role, Rule, SystemPaths};
-use crate::setup::multipath;
+use crate::guest::disks::{self, Disk, Identity, Role, Rule, SystemPaths};
+use crate::guest::setup::multipath;
 use anyhow::{bail, Context, Result};
 use camino::Utf8Path;
 use std::os::unix::fs::FileExt;

@@ -3,7 +3,7 @@
 //!
 //! Layers, bottom up: [`transport`] (TCP, the Noise handshake, an encrypted and authenticated
 //! byte channel), [`auth`] (keys, passphrase enrolment, pinning), the messages in this module
-//! (length-limited, versioned; replication frames from [`crate::frame`] travel inside them
+//! (length-limited, versioned; replication frames from [`crate::replication::frame`] travel inside them
 //! unchanged), and the two ends, [`receiver`] and [`sender`], with [`resync`] for block hashing.
 //! Nothing here writes to a target except through the retention journal's public API.
 
@@ -13,7 +13,7 @@ pub mod resync;
 pub mod sender;
 pub mod transport;
 
-use crate::frame::{FRAME_HASH_LEN, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
+use crate::replication::frame::{FRAME_HASH_LEN, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
 use std::io::Read;
 
 /// The version of the message layer (the frame format has its own).
@@ -40,7 +40,7 @@ const MSG_ENROLLED: u8 = 10;
 /// One message of the replication session (inside the encrypted channel).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// A replication frame, exactly as [`crate::frame::encode`] makes it (checked by the
+    /// A replication frame, exactly as [`crate::replication::frame::encode`] makes it (checked by the
     /// receiver with the frame decoder before anything reaches the journal).
     Frame(Vec<u8>),
     /// Receiver -> sender after the start frame: everything up to this LSN is durable.
@@ -223,7 +223,7 @@ impl Message {
                 let block_size = u32_of(fixed(4)?);
                 if block_size == 0
                     || block_size > MAX_FRAME_PAYLOAD
-                    || !u64::from(block_size).is_multiple_of(crate::frame::BLOCK_SIZE)
+                    || !u64::from(block_size).is_multiple_of(crate::replication::frame::BLOCK_SIZE)
                 {
                     return Err(format!(
                         "hash block size {block_size} is not a multiple of 4096 up to {MAX_FRAME_PAYLOAD}"
@@ -290,8 +290,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, String> {
 }
 
 /// Decodes the single replication frame a [`Message::Frame`] carries (no more, no less).
-pub fn decode_frame(bytes: &[u8], index: u64) -> Result<crate::frame::Frame, String> {
-    crate::frame::decode_slice(bytes).map_err(|what| format!("frame #{index}: {what}"))
+pub fn decode_frame(bytes: &[u8], index: u64) -> Result<crate::replication::frame::Frame, String> {
+    crate::replication::frame::decode_slice(bytes).map_err(|what| format!("frame #{index}: {what}"))
 }
 
 /// The property the fuzz target (`agent/fuzz`) and its stable-toolchain stand-in
@@ -299,31 +299,31 @@ pub fn decode_frame(bytes: &[u8], index: u64) -> Result<crate::frame::Frame, Str
 /// return or refuse without panicking, never read past a limit, and whatever they accept is
 /// exactly what the encoder makes of it (nothing unchecked slips through). Panics on a violation.
 pub fn check_decoders(data: &[u8]) {
-    let mut r = crate::frame::FrameReader::new(data);
+    let mut r = crate::replication::frame::FrameReader::new(data);
     let mut at = 0usize;
     while let Ok(Some(f)) = r.next_frame() {
         let end = r.position().1 as usize;
         assert_eq!(
-            crate::frame::encode(&f),
+            crate::replication::frame::encode(&f),
             data[at..end],
             "a decoded frame does not re-encode to its bytes"
         );
         assert_eq!(
-            crate::frame::decode_slice(&data[at..end]).as_ref(),
+            crate::replication::frame::decode_slice(&data[at..end]).as_ref(),
             Ok(&f),
             "the in-place decoder disagrees with the stream decoder"
         );
         at = end;
     }
     // The in-place decoder on the raw bytes: accepts only what re-encodes to exactly them.
-    if let Ok(f) = crate::frame::decode_slice(data) {
-        assert_eq!(crate::frame::encode(&f), data);
+    if let Ok(f) = crate::replication::frame::decode_slice(data) {
+        assert_eq!(crate::replication::frame::encode(&f), data);
     }
     let mut m = data;
     while let Ok(Some(msg)) = Message::read_from(&mut m) {
         if let Message::Frame(bytes) = &msg {
             if let Ok(f) = decode_frame(bytes, 0) {
-                assert_eq!(&crate::frame::encode(&f), bytes);
+                assert_eq!(&crate::replication::frame::encode(&f), bytes);
             }
         }
     }

@@ -43,7 +43,7 @@ pub const KEYS: [&str; 10] = [
 ];
 
 /// The guest distribution whose configuration files `apply` writes (the one `setup` knows).
-pub use crate::setup::Distro;
+pub use crate::guest::setup::Distro;
 
 /// How the document reached the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -698,7 +698,11 @@ fn files(root: &Utf8Path, distro: Distro, c: &DeployConfig) -> Result<Vec<Desire
         }
     }
     if let Some(p) = &c.agent_passphrase {
-        file(crate::net::auth::PASSPHRASE_PATH, format!("{p}\n"), 0o600);
+        file(
+            crate::replication::net::auth::PASSPHRASE_PATH,
+            format!("{p}\n"),
+            0o600,
+        );
     }
     if let Some(key) = &c.root_ssh_key {
         let path = root.join("root/.ssh/authorized_keys");

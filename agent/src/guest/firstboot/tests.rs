@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::config::RetentionDiskConfig;
-use crate::disks::fake::FakeSystem;
+use crate::guest::disks::fake::FakeSystem;
 use std::cell::RefCell;
 
 fn cfg() -> AgentConfig {

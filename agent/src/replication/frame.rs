@@ -7,8 +7,8 @@
 //! panics on any input and never returns part of a frame. It must not touch the journal or disks.
 //! Layout: `agent/docs/journal-format.md`, section "Frames".
 
-use crate::journal::clock::Timestamp;
-use crate::journal::Lsn;
+use crate::replication::journal::clock::Timestamp;
+use crate::replication::journal::Lsn;
 use std::io::{self, Read, Write};
 
 pub const FRAME_MAGIC: [u8; 4] = *b"MTFR";

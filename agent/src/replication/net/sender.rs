@@ -7,9 +7,9 @@
 use super::auth::SenderAuth;
 use super::transport::{Tx, WireCounter};
 use super::{resync, Message, RESYNC_BLOCK};
-use crate::frame::{encode, Frame, FrameReader, TagKind, BLOCK_SIZE};
-use crate::journal::clock::{Clock, SystemClock};
-use crate::journal::Lsn;
+use crate::replication::frame::{encode, Frame, FrameReader, TagKind, BLOCK_SIZE};
+use crate::replication::journal::clock::{Clock, SystemClock};
+use crate::replication::journal::Lsn;
 use anyhow::{anyhow, bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::VecDeque;
@@ -176,7 +176,7 @@ impl Session {
 
     fn send_frame(&mut self, frame: &Frame, report: &mut SendReport) -> Result<()> {
         super::start_frame_message(&mut self.msg);
-        crate::frame::encode_into(frame, &mut self.msg);
+        crate::replication::frame::encode_into(frame, &mut self.msg);
         super::finish_frame_message(&mut self.msg);
         let size = (self.msg.len() - 5) as u64;
         // Take in whatever already arrived, so credits and acks never pile up unread.
@@ -365,7 +365,7 @@ pub fn send(opts: &SendOptions, log: &dyn Fn(&str)) -> Result<SendReport> {
     Ok(report)
 }
 
-fn now() -> crate::journal::clock::Timestamp {
+fn now() -> crate::replication::journal::clock::Timestamp {
     SystemClock.now()
 }
 

@@ -240,8 +240,8 @@ pub struct Context {
 /// The least free space a retention volume needs: the journal stops acknowledging at
 /// `NEARLY_FULL_PERCENT` full, and needs room for at least one group-commit batch.
 pub fn min_free_bytes(capacity: u64) -> u64 {
-    let nearly_full = crate::journal::policy::NEARLY_FULL_PERCENT;
-    (capacity / 100 * (100 - nearly_full)).max(crate::journal::DEFAULT_BATCH_BYTES)
+    let nearly_full = crate::replication::journal::policy::NEARLY_FULL_PERCENT;
+    (capacity / 100 * (100 - nearly_full)).max(crate::replication::journal::DEFAULT_BATCH_BYTES)
 }
 
 /// One criterion of the runbook and how the volume fared.
@@ -399,7 +399,7 @@ pub fn assess(path: &Utf8Path, ctx: &Context) -> Vec<Finding> {
                 f.free_bytes
             ))
         } else {
-            Err(format!("{path} has {} bytes free of {}; the journal stops acknowledging writes at {}% full and needs one batch of room: free at least {need} bytes", f.free_bytes, f.capacity_bytes, crate::journal::policy::NEARLY_FULL_PERCENT))
+            Err(format!("{path} has {} bytes free of {}; the journal stops acknowledging writes at {}% full and needs one batch of room: free at least {need} bytes", f.free_bytes, f.capacity_bytes, crate::replication::journal::policy::NEARLY_FULL_PERCENT))
         },
     );
     out

@@ -7,8 +7,8 @@
 
 use super::transport::{Channel, Tx};
 use super::{decode_frame, resync, Message, HASHES_PER_MESSAGE};
-use crate::frame::Frame;
-use crate::journal::{valid_group_name, GroupJournal, JournalError, RetentionVolume};
+use crate::replication::frame::Frame;
+use crate::replication::journal::{valid_group_name, GroupJournal, JournalError, RetentionVolume};
 use anyhow::{anyhow, bail, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -209,7 +209,7 @@ fn network_loop<'s>(
     stop: &'s AtomicBool,
     ops: &std::sync::mpsc::SyncSender<Op>,
     outstanding: &AtomicU64,
-    disks: &[crate::journal::DiskSpec],
+    disks: &[crate::replication::journal::DiskSpec],
     group: &str,
 ) -> Result<NetEnd> {
     let mut frame_index = 1u64;

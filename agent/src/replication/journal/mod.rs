@@ -19,7 +19,7 @@ pub mod record;
 pub mod sim;
 pub(crate) mod timeline;
 
-use crate::frame::{Frame, TagKind, BLOCK_SIZE};
+use crate::replication::frame::{Frame, TagKind, BLOCK_SIZE};
 use camino::{Utf8Path, Utf8PathBuf};
 use clock::{Clock, Timestamp};
 use io::{Fs, FsFile, OpenMode};
