@@ -5,6 +5,7 @@
 
 pub mod cpio;
 pub mod definition;
+pub mod kernel_cmdline;
 pub mod kickstart;
 pub mod layout;
 pub mod manifest;
@@ -13,6 +14,7 @@ pub mod ovf;
 pub mod packages;
 pub mod units;
 pub mod verify;
+pub mod vm_hardware;
 pub mod vmdk;
 
 pub use definition::Definition;

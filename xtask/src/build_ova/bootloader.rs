@@ -1,13 +1,12 @@
 //! The BIOS boot loader: GRUB's core image built with `grub-mkimage` from the build host's
 //! `grub-pc-bin`, GRUB's modules and a `grub.cfg` with a serial console copied into the root
 //! file system's `/boot/grub`, and the MBR and core image written into the disk image through
-//! `appliance::bootloader` (no `grub-install`, no device nodes).
+//! `appliance::bootloader` (no `grub-install`, no device nodes). The command line itself is
+//! `appliance::kernel_cmdline`'s.
 
 use anyhow::{bail, Context, Result};
-use appliance::definition::LogicalPackage;
 use appliance::layout::{DiskLayout, PlacedPartition};
 use appliance::units::SECTOR;
-use appliance::Definition;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::io::{Read, Seek, SeekFrom, Write};
 use xshell::{cmd, Shell};
@@ -27,35 +26,6 @@ const CORE_MODULES: [&str; 8] = [
     "linux",
     "search",
 ];
-
-/// Memory reserved for kdump's capture kernel (the image has no `update-grub`, so kdump-tools'
-/// own `/etc/default/grub.d/kdump-tools.cfg`, `crashkernel=384M-:128M`, never reaches GRUB):
-/// Debian's 128 MiB below 2 GiB of RAM, and 256 MiB from 2 GiB on, where the capture kernel
-/// also has to map the larger memory it dumps. Every definition has at least 512 MiB, so
-/// something is always reserved. The el6 kickstart asks for `crashkernel=auto` instead.
-pub const CRASH_KERNEL: &str = "crashkernel=384M-2G:128M,2G-:256M";
-
-/// `CRASH_KERNEL` when the image saves kernel crash dumps: the definition's `kexec-tools`
-/// package, which brings kdump-tools on Debian (`packages/debian12.toml`).
-pub fn crash_kernel(def: &Definition) -> Option<&'static str> {
-    def.packages
-        .contains(&LogicalPackage::KexecTools)
-        .then_some(CRASH_KERNEL)
-}
-
-/// The kernel command line. `console=ttyS0` last makes the serial port `/dev/console`, where
-/// systemd and the agent's readiness line go; `net.ifnames=0` keeps the first NIC `eth0` on
-/// any virtual hardware, so no per-MAC rule is needed.
-pub fn kernel_command_line(root_label: &str, crash_kernel: Option<&str>) -> String {
-    let mut line = format!(
-        "root=LABEL={root_label} ro console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0"
-    );
-    if let Some(c) = crash_kernel {
-        line.push(' ');
-        line.push_str(c);
-    }
-    line
-}
 
 /// Copies GRUB's modules and writes `grub.cfg` for the kernel found in the tree's `/boot`,
 /// booting it with `cmdline`.
@@ -162,23 +132,4 @@ pub fn write_boot_sectors(
     f.sync_all()
         .with_context(|| format!("cannot flush {disk}"))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_command_line_reserves_crash_kernel_memory_only_with_kdump() {
-        let path = crate::util::workspace_root().join(appliance::definition::DEFAULT_DEFINITION);
-        let mut def = Definition::load(&path).unwrap();
-        let line = kernel_command_line("root", crash_kernel(&def));
-        assert!(line.starts_with("root=LABEL=root ro "), "{line}");
-        assert!(
-            line.ends_with(" crashkernel=384M-2G:128M,2G-:256M"),
-            "{line}"
-        );
-        def.packages.retain(|p| *p != LogicalPackage::KexecTools);
-        assert!(!kernel_command_line("root", crash_kernel(&def)).contains("crashkernel"));
-    }
 }

@@ -13,6 +13,7 @@ use super::configure;
 use super::progress::Progress;
 use anyhow::{bail, Context, Result};
 use appliance::definition::FileSystem;
+use appliance::kernel_cmdline;
 use appliance::layout::DiskLayout;
 use appliance::units::KIB;
 use appliance::Definition;
@@ -86,8 +87,10 @@ fn build_os_disk(sh: &Shell, dir: &Utf8Path, i: &OsDiskInputs) -> Result<()> {
     let root = layout
         .by_mount("/")
         .context("the layout has no / partition")?;
-    let cmdline =
-        bootloader::kernel_command_line(&root.partition.label, bootloader::crash_kernel(def));
+    let cmdline = kernel_cmdline::kernel_command_line(
+        &root.partition.label,
+        kernel_cmdline::crash_kernel(def),
+    );
     bootloader::install_files(&tree, &cmdline)?;
 
     let summary = OsDiskSummary {

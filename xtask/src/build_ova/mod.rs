@@ -2,14 +2,16 @@
 //!
 //! Stages, each cached under `build/<stage>-<hash>/` by the hash of its inputs:
 //! `rootfs` (mmdebstrap -> tar), `os-disk` (unpack, configure, `mt-agent setup`, file systems at
-//! partition offsets, GRUB), `retention-disk` (blank: first boot formats it); then the appliance
-//! crate's OVA writer packs the raw disks and `verify-ova`'s checks run on the result.
+//! partition offsets, GRUB), `retention-disk` (blank: first boot formats it); then
+//! the finishing path (`finish`, shared with the centos6 base) packs the raw disks, runs
+//! `verify-ova`'s checks and the boot test on the result, and only then names it.
 //! Orchestration only: byte layouts live in the `appliance` crate.
 
 pub mod bootloader;
 pub mod cache;
 pub mod configure;
 pub mod disk;
+pub mod finish;
 pub mod host;
 pub mod progress;
 pub mod rootfs;
@@ -49,7 +51,7 @@ pub struct BuildOva {
     #[arg(long)]
     no_boot_test: bool,
     /// The root password the boot test logs in with (default: the default definition's).
-    #[arg(long, default_value = "mt-changeme")]
+    #[arg(long, default_value = crate::boot_test::DEFAULT_PASSWORD)]
     password: String,
 }
 
@@ -73,17 +75,33 @@ impl BuildOva {
             Some(d) => absolute(d),
             None => root.join("out"),
         };
+        if !self.raw_only {
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("cannot create {out_dir}"))?;
+        }
+        let disks = crate::centos::install_disks(sh, def, self.centos.iso.as_deref(), &opts)?;
         if self.raw_only {
-            let disks = crate::centos::install_disks(sh, def, self.centos.iso.as_deref(), &opts)?;
             eprintln!(
                 "raw disks:\n  os        {}\n  retention {}\nkickstart {}\nconsole   {}",
                 disks.os_disk, disks.retention_disk, disks.kickstart, disks.console_log
             );
             return Ok(());
         }
-        std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {out_dir}"))?;
-        let ova = out_dir.join(format!("{}.ova", def.appliance.name));
-        crate::centos::build(sh, def, self.centos.iso.as_deref(), &ova, &opts)?;
+        eprintln!(
+            "install console log: {}\ninjected kickstart: {}",
+            disks.console_log, disks.kickstart
+        );
+        let finished = finish::Finish {
+            def,
+            os_disk: &disks.os_disk,
+            retention_disk: &disks.retention_disk,
+            out_dir: &out_dir,
+            build_id: crate::ova::git_build_id(sh),
+            // The boot test's guest checks are the Debian image's (systemd units, nftables,
+            // kdump-tools): an el6 image is not booted by the build.
+            boot_test: None,
+        };
+        finish::finish(sh, &finished, &mut Vec::new())?;
         Ok(())
     }
 
@@ -142,37 +160,19 @@ impl BuildOva {
                 def.appliance.version,
                 os.dir.file_name().unwrap_or("os-disk")
             );
-            // The OVA gets its final name only after it passed verify-ova and its boot test, so
-            // an interrupted or failed run never leaves a file that looks ready to hand out.
-            std::fs::create_dir_all(&out_dir)
-                .with_context(|| format!("cannot create {out_dir}"))?;
-            let ova = out_dir.join(format!("{}.ova", def.appliance.name));
-            remove_abandoned_staging(&out_dir, &def.appliance.name)?;
-            let staging = out_dir.join(format!(
-                ".{}.ova{STAGING_MARK}{}",
-                def.appliance.name,
-                std::process::id()
-            ));
-            let result = self.pack_and_boot(
-                sh,
-                &def,
-                &def_path,
-                &os_raw,
-                &retention_raw,
-                &staging,
+            let boot_test = (!self.no_boot_test).then(|| finish::BootCheck {
+                definition: def_path.clone(),
+                password: self.password.clone(),
+            });
+            let finished = finish::Finish {
+                def: &def,
+                os_disk: &os_raw,
+                retention_disk: &retention_raw,
+                out_dir: &out_dir,
                 build_id,
-                &mut timings,
-            );
-            if let Err(e) = result {
-                let _ = std::fs::remove_file(&staging);
-                return Err(e);
-            }
-            std::fs::rename(&staging, &ova)
-                .with_context(|| format!("cannot rename {staging} to {ova}"))?;
-            eprintln!(
-                "OVA: {ova} ({})",
-                progress::human_bytes(std::fs::metadata(&ova)?.len())
-            );
+                boot_test,
+            };
+            finish::finish(sh, &finished, &mut timings)?;
         }
         eprintln!("\nstage                 time      ");
         for (name, elapsed, reused) in &timings {
@@ -195,81 +195,7 @@ impl BuildOva {
     }
 }
 
-impl BuildOva {
-    /// Packs into `staging`, verifies, and boots it once unless `--no-boot-test`.
-    #[allow(clippy::too_many_arguments)]
-    fn pack_and_boot(
-        &self,
-        sh: &Shell,
-        def: &Definition,
-        def_path: &Utf8Path,
-        os_raw: &Utf8Path,
-        retention_raw: &Utf8Path,
-        staging: &Utf8Path,
-        build_id: String,
-        timings: &mut Vec<(String, std::time::Duration, bool)>,
-    ) -> Result<()> {
-        let t = Instant::now();
-        pack(def, os_raw, retention_raw, staging, build_id)?;
-        timings.push(("pack + verify".to_string(), t.elapsed(), false));
-        if self.no_boot_test {
-            return Ok(());
-        }
-        let t = Instant::now();
-        let test = crate::boot_test::BootTest {
-            ova: Some(staging.to_owned()),
-            definition: Some(def_path.to_owned()),
-            password: self.password.clone(),
-            raw: Vec::new(),
-            accel: "auto".into(),
-            timeout: 900,
-            work: None,
-            ovf_env: None,
-            ovf_env_test: false,
-        };
-        if let Err(e) = test.run(sh) {
-            // Complete and verified, but it did not boot: kept for inspection under a name
-            // that cannot be mistaken for a finished OVA.
-            let failed = staging
-                .parent()
-                .unwrap_or(Utf8Path::new("."))
-                .join(format!("{}.ova.failed-boot-test", def.appliance.name));
-            std::fs::rename(staging, &failed)
-                .with_context(|| format!("cannot rename {staging}"))?;
-            return Err(e.context(format!(
-                "the OVA did not pass its boot test; kept as {failed} for inspection"
-            )));
-        }
-        timings.push(("boot test".to_string(), t.elapsed(), false));
-        Ok(())
-    }
-}
-
-const STAGING_MARK: &str = ".unverified-";
-
-/// OVAs of runs that were interrupted before their checks finished.
-fn remove_abandoned_staging(out_dir: &Utf8Path, name: &str) -> Result<()> {
-    let prefix = format!(".{name}.ova{STAGING_MARK}");
-    for entry in std::fs::read_dir(out_dir).with_context(|| format!("cannot list {out_dir}"))? {
-        let entry = entry?;
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = file.strip_prefix(&prefix) else {
-            continue;
-        };
-        if !Utf8Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("removing the unverified OVA of an interrupted build: {out_dir}/{file}");
-            std::fs::remove_file(entry.path())
-                .with_context(|| format!("cannot remove {out_dir}/{file}"))?;
-        }
-    }
-    Ok(())
-}
-
-fn report(
-    name: &str,
-    out: &cache::StageOutput,
-    timings: &mut Vec<(String, std::time::Duration, bool)>,
-) {
+fn report(name: &str, out: &cache::StageOutput, timings: &mut finish::Timings) {
     if out.reused {
         eprintln!("{name}: unchanged inputs, reusing {}", out.dir);
     } else {
@@ -319,74 +245,6 @@ fn build_agent(sh: &Shell) -> Result<Utf8PathBuf> {
 pub fn agent_config_toml(def: &Definition) -> Result<String> {
     let cfg = util::agent_config(def);
     Ok(toml::to_string_pretty(&cfg)?)
-}
-
-/// Packs the raw disks into the OVA with the appliance crate's writers (temporary name, renamed
-/// when complete), then runs `verify-ova`'s checks on the result; an OVA that fails them is
-/// removed rather than left looking finished.
-fn pack(
-    def: &Definition,
-    os: &Utf8Path,
-    retention: &Utf8Path,
-    out: &Utf8Path,
-    build_id: String,
-) -> Result<()> {
-    use appliance::ovf::DiskRole;
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => Some(v.trim().parse::<u64>().with_context(|| {
-            format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
-        })?),
-        Err(_) => None,
-    };
-    let opts = appliance::ova::PackOptions {
-        source_date_epoch,
-        build_id,
-    };
-    let summary = {
-        let status = std::sync::Arc::new(std::sync::Mutex::new(format!(
-            "streamOptimized VMDKs, OVF, manifest -> {out}"
-        )));
-        let _ticker = progress::Ticker::start("pack", None, status);
-        appliance::ova::pack(
-            def,
-            &[(DiskRole::Os, os), (DiskRole::Retention, retention)],
-            out,
-            &opts,
-        )
-        .with_context(|| format!("packing {out}"))?
-    };
-    for (name, size) in &summary.members {
-        eprintln!("  {name:<32} {}", progress::human_bytes(*size));
-    }
-    let verify = appliance::verify::VerifyOptions {
-        compat: def.appliance.vsphere_compat,
-        raw_dir: None,
-    };
-    let report =
-        appliance::verify::verify_ova(out, &verify).with_context(|| format!("verifying {out}"))?;
-    let errors: Vec<String> = report
-        .findings
-        .iter()
-        .filter(|f| f.severity == appliance::verify::Severity::Error)
-        .map(|f| f.to_string())
-        .collect();
-    for f in &report.findings {
-        eprintln!("verify-ova: {f}");
-    }
-    if !errors.is_empty() {
-        let _ = std::fs::remove_file(out);
-        bail!(
-            "the OVA failed verify-ova ({} error(s)); it was removed:\n{}",
-            errors.len(),
-            errors.join("\n")
-        );
-    }
-    eprintln!(
-        "verify-ova: OK for vSphere {} (sha256 {})",
-        def.appliance.vsphere_compat.as_str(),
-        summary.sha256
-    );
-    Ok(())
 }
 
 /// A path given on the command line is relative to where the user ran the command.

@@ -12,11 +12,11 @@ use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
-use super::qemu_install::Accel;
+use crate::qemu::{Accel, QemuCommand};
 
 /// Console text after which the RHEL 6 loader or Anaconda waits for a person: seeing one means
 /// the unattended install has failed (anaconda `loader/kickstart.c`, `cmdline.py`, `kickstart.py`).
@@ -243,40 +243,47 @@ impl Drop for Running {
     }
 }
 
-fn qemu_command(sh: &Shell, i: &Install) -> Command {
-    let accel = i.accel.qemu_args();
-    let memory = i.memory_mib.to_string();
-    let cpus = i.cpus.to_string();
-    let serial = format!("file:{}", i.console_log);
+fn qemu_command(i: &Install) -> QemuCommand {
     // IDE on the pc machine: the disks are the first two ATA devices, so the installer calls them
     // sda and sdb as the kickstart expects; the two CDs follow. cache=unsafe skips the guest's
     // flushes: QEMU writes everything when it exits, and a crashed install is redone anyway.
-    let os = format!(
-        "file={},format=raw,if=ide,index=0,media=disk,cache=unsafe",
-        i.os_disk
-    );
-    let retention = format!(
-        "file={},format=raw,if=ide,index=1,media=disk,cache=unsafe",
-        i.retention_disk
-    );
-    let iso = format!(
-        "file={},format=raw,if=ide,index=2,media=cdrom,readonly=on",
-        i.iso
-    );
-    let extras = format!(
-        "file={},format=raw,if=ide,index=3,media=cdrom,readonly=on",
-        i.extras
-    );
-    let (kernel, initrd, append) = (i.kernel, i.initrd, i.append);
-    cmd!(
-        sh,
-        "qemu-system-x86_64 {accel...} -machine pc -m {memory} -smp {cpus}
-            -nodefaults -display none -monitor none -serial {serial} -no-reboot
-            -kernel {kernel} -initrd {initrd} -append {append}
-            -drive {os} -drive {retention} -drive {iso} -drive {extras}
-            -nic user,model=e1000,restrict=on"
-    )
-    .into()
+    let mut qemu = QemuCommand::new(i.accel, i.cpus, i.memory_mib);
+    qemu.opt("-monitor", "none")
+        .opt("-serial", format!("file:{}", i.console_log))
+        .arg("-no-reboot")
+        .opt("-kernel", i.kernel.as_str())
+        .opt("-initrd", i.initrd.as_str())
+        .opt("-append", i.append)
+        .opt(
+            "-drive",
+            format!(
+                "file={},format=raw,if=ide,index=0,media=disk,cache=unsafe",
+                i.os_disk
+            ),
+        )
+        .opt(
+            "-drive",
+            format!(
+                "file={},format=raw,if=ide,index=1,media=disk,cache=unsafe",
+                i.retention_disk
+            ),
+        )
+        .opt(
+            "-drive",
+            format!(
+                "file={},format=raw,if=ide,index=2,media=cdrom,readonly=on",
+                i.iso
+            ),
+        )
+        .opt(
+            "-drive",
+            format!(
+                "file={},format=raw,if=ide,index=3,media=cdrom,readonly=on",
+                i.extras
+            ),
+        )
+        .opt("-nic", "user,model=e1000,restrict=on");
+    qemu
 }
 
 /// Allocated blocks and modification time of each disk: a write changes one or the other.
@@ -310,12 +317,7 @@ pub fn run(sh: &Shell, i: &Install) -> Result<Duration> {
         "installing in QEMU ({:?}, {} MiB, {} CPUs); console: {}",
         i.accel, i.memory_mib, i.cpus, i.console_log
     );
-    let child = qemu_command(sh, i)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .context("cannot run qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+    let child = qemu_command(i).spawn(sh, Stdio::null(), stderr.into())?;
     let mut qemu = Running(child);
     let mut console = std::fs::File::open(i.console_log)?;
     let mut read_to = 0u64;

@@ -1,32 +1,29 @@
 //! The centos6 base: CentOS 6.6 minimal installed by Anaconda from the rendered kickstart inside
-//! QEMU, then packed like the Debian base.
+//! QEMU, then finished like the Debian base.
 //!
 //! Steps: find and check the ISO (`iso`), take its installer kernel and initrd and append
 //! `ks.cfg` to the initrd (`initrd`), write the extras CD with the verified RPMs and `mt-agent`
-//! (`extras`), run the install headless and follow its console (`install`, with the accelerator
-//! from `qemu_install`), then hand the two raw disks to the OVA writer. Everything runs here in
-//! `xtask`; the formats (kickstart, cpio) come from the `appliance` library.
+//! (`extras`), run the install headless and follow its console (`install`, under the accelerator
+//! `crate::qemu::accel` chooses), then hand the two raw disks to `build-ova`'s finishing path
+//! (`build_ova::finish`: pack, verify, then the final name). Everything runs here in `xtask`;
+//! the formats (kickstart, cpio) come from the `appliance` library.
 
 pub mod extras;
 pub mod initrd;
 pub mod install;
 pub mod iso;
-pub mod qemu_install;
 
 #[cfg(test)]
 mod test_double;
 
 use anyhow::{bail, Context, Result};
-use appliance::ova::PackOptions;
-use appliance::ovf::DiskRole;
 use appliance::packages::PackageManifest;
-use appliance::verify::{verify_ova, Severity, VerifyOptions};
 use appliance::Definition;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::time::Duration;
 use xshell::Shell;
 
-pub use qemu_install::Accel;
+pub use crate::qemu::Accel;
 
 /// Everything of a centos6 build besides the definition, the ISO and the output.
 pub struct BuildOptions {
@@ -127,22 +124,6 @@ pub struct InstalledDisks {
     pub kickstart: Utf8PathBuf,
 }
 
-/// `cargo xtask build-ova --base centos6`: installs, then packs the OVA at `out`.
-pub fn build(
-    sh: &Shell,
-    def: &Definition,
-    iso: Option<&Utf8Path>,
-    out: &Utf8Path,
-    opts: &BuildOptions,
-) -> Result<Utf8PathBuf> {
-    let disks = install_disks(sh, def, iso, opts)?;
-    eprintln!(
-        "install console log: {}\ninjected kickstart: {}",
-        disks.console_log, disks.kickstart
-    );
-    pack_ova_from_raw_disks(sh, def, &disks, out)
-}
-
 /// Everything up to the installed raw disks.
 pub fn install_disks(
     sh: &Shell,
@@ -179,7 +160,7 @@ pub fn install_disks(
     install::create_disk(&retention_disk, def.retention_disk.size.bytes())?;
     let console_log = work.join("install-console.log");
     let append = kernel_append();
-    let accel = qemu_install::choose(sh, opts.accel, work)?;
+    let accel = crate::qemu::accel::choose(sh, opts.accel, work)?;
     let result = install::run(
         sh,
         &install::Install {
@@ -215,52 +196,6 @@ pub fn install_disks(
 /// port QEMU logs, the text UI (no X in the install VM).
 pub fn kernel_append() -> String {
     format!("{} console=ttyS0,115200 text", initrd::ks_kernel_arg())
-}
-
-/// Packs the installed disks into the OVA (the definition's base gives the el6 guest type) and
-/// checks the result with the same verifier as `cargo xtask verify-ova`.
-pub fn pack_ova_from_raw_disks(
-    sh: &Shell,
-    def: &Definition,
-    disks: &InstalledDisks,
-    out: &Utf8Path,
-) -> Result<Utf8PathBuf> {
-    let opts = PackOptions {
-        source_date_epoch: crate::ova::source_date_epoch()?,
-        build_id: crate::ova::git_build_id(sh),
-    };
-    let raws = [
-        (DiskRole::Os, disks.os_disk.as_path()),
-        (DiskRole::Retention, disks.retention_disk.as_path()),
-    ];
-    eprintln!("packing {out}");
-    let summary = appliance::ova::pack(def, &raws, out, &opts)
-        .with_context(|| format!("cannot pack {out} from {} and {}", raws[0].1, raws[1].1))?;
-    let report = verify_ova(
-        &summary.path,
-        &VerifyOptions {
-            compat: def.appliance.vsphere_compat,
-            raw_dir: None,
-        },
-    )?;
-    let errors: Vec<String> = report
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .map(|f| f.to_string())
-        .collect();
-    if !errors.is_empty() {
-        bail!(
-            "{} does not pass verify-ova:\n  {}",
-            summary.path,
-            errors.join("\n  ")
-        );
-    }
-    eprintln!(
-        "OVA: {} ({} bytes, SHA-256 {})",
-        summary.path, summary.size, summary.sha256
-    );
-    Ok(summary.path)
 }
 
 /// Runs a tool, and on failure says what was being done, with the tool's own output.

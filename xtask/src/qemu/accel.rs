@@ -1,14 +1,17 @@
-//! Which QEMU accelerator the install uses: KVM when it really runs a guest, TCG otherwise.
+//! Which QEMU accelerator a VM runs under: KVM when it really runs a guest, TCG otherwise. The
+//! one choice for every VM (the boot test's and the CentOS install's), and the one KVM probe.
 //!
-//! A `/dev/kvm` node is not proof: on some hosts KVM accepts a guest and never runs it. So the
-//! probe boots a 512-byte boot sector that writes one byte to the first serial port and halts;
+//! A `/dev/kvm` node is not proof: on some hosts KVM accepts a guest and never runs it, or aborts
+//! once `-cpu host` asks for MSRs it cannot set. So the probe boots a 512-byte boot sector with
+//! exactly the arguments a KVM VM gets, which writes one byte to the first serial port and halts;
 //! KVM is used only if that byte arrives within a few seconds.
 
+use super::QemuCommand;
 use anyhow::{Context, Result};
 use camino::Utf8Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
 /// How long a working KVM may take to print the probe's byte (it takes milliseconds).
 const PROBE_WAIT: Duration = Duration::from_secs(5);
@@ -23,13 +26,32 @@ pub enum Accel {
 }
 
 impl Accel {
-    /// QEMU's `-accel` and `-cpu` values.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Auto => "auto",
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+
+    /// QEMU's `-accel` and `-cpu` values. Only a chosen accelerator runs a VM (`choose`
+    /// resolves `Auto` first).
     pub fn qemu_args(self) -> [&'static str; 4] {
         match self {
             Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
-            _ => ["-accel", "tcg,thread=multi", "-cpu", "qemu64"],
+            Accel::Tcg => ["-accel", "tcg,thread=multi", "-cpu", "qemu64"],
+            Accel::Auto => panic!("a VM was started before its accelerator was chosen"),
         }
     }
+}
+
+/// Whether `/dev/kvm` can be opened (which does not yet mean KVM runs a guest).
+pub fn kvm_device_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
 }
 
 /// The boot sector: `mov dx,0x3f8; mov al,'K'; out dx,al; cli; hlt; jmp $-1`, then the 0x55AA
@@ -50,7 +72,7 @@ pub fn choose(sh: &Shell, asked: Accel, dir: &Utf8Path) -> Result<Accel> {
     if asked != Accel::Auto {
         return Ok(asked);
     }
-    if !crate::qemu::kvm_device_usable() {
+    if !kvm_device_usable() {
         eprintln!("accelerator: /dev/kvm is not usable, using TCG (slower)");
         return Ok(Accel::Tcg);
     }
@@ -72,22 +94,12 @@ fn kvm_runs_a_guest(sh: &Shell, dir: &Utf8Path) -> Result<bool> {
     let log = dir.join("kvm-probe.log");
     std::fs::write(&disk, probe_sector()).with_context(|| format!("cannot write {disk}"))?;
     std::fs::write(&log, b"").with_context(|| format!("cannot write {log}"))?;
-    let serial = format!("file:{log}");
-    let floppy = format!("file={disk},format=raw,if=floppy");
-    // The probe runs with exactly the accelerator arguments the install would use: on some
-    // hosts KVM runs a plain guest but aborts once `-cpu host` asks for MSRs it cannot set.
-    let accel = Accel::Kvm.qemu_args();
-    let mut qemu: Command = cmd!(
-        sh,
-        "qemu-system-x86_64 {accel...} -machine pc -m 16 -nodefaults -display none -monitor none -serial {serial} -no-reboot -drive {floppy}"
-    )
-    .into();
-    let mut child = qemu
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot run qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+    let mut qemu = QemuCommand::new(Accel::Kvm, 1, 16);
+    qemu.opt("-monitor", "none")
+        .opt("-serial", format!("file:{log}"))
+        .arg("-no-reboot")
+        .opt("-drive", format!("file={disk},format=raw,if=floppy"));
+    let mut child = qemu.spawn(sh, Stdio::null(), Stdio::null())?;
     let start = Instant::now();
     let mut seen = false;
     while start.elapsed() < PROBE_WAIT {
@@ -105,4 +117,24 @@ fn kvm_runs_a_guest(sh: &Shell, dir: &Utf8Path) -> Result<bool> {
     let _ = std::fs::remove_file(&disk);
     let _ = std::fs::remove_file(&log);
     Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_is_a_bootable_sector() {
+        let s = probe_sector();
+        assert_eq!(&s[510..], &[0x55, 0xaa]);
+        assert!(s[..10].contains(&PROBE_BYTE));
+    }
+
+    #[test]
+    fn an_asked_accelerator_is_used_without_probing() {
+        let sh = Shell::new().unwrap();
+        let nowhere = Utf8Path::new("/nonexistent");
+        assert_eq!(choose(&sh, Accel::Tcg, nowhere).unwrap(), Accel::Tcg);
+        assert_eq!(choose(&sh, Accel::Kvm, nowhere).unwrap(), Accel::Kvm);
+    }
 }
