@@ -476,3 +476,62 @@ fn the_transport_cd_carries_ovf_env_xml() {
     assert!(listing.contains("ovf-env.xml"), "{listing}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+fn flags(args: &[&str]) -> Result<BootTestOptions> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        boot_test: BootTest,
+    }
+    let mut argv = vec!["boot-test"];
+    argv.extend(args);
+    Cli::try_parse_from(argv).unwrap().boot_test.options()
+}
+
+#[test]
+fn the_flags_become_the_options_build_ova_fills_in_too() {
+    let ova = Utf8Path::new("out/mt-appliance.ova");
+    let def = Utf8Path::new("appliance/appliance.toml");
+    let mut built = BootTestOptions::of_built_ova(ova, def, DEFAULT_PASSWORD);
+    assert_eq!(
+        flags(&[ova.as_str(), "--definition", def.as_str()]).unwrap(),
+        built
+    );
+    built.accel = Accel::Tcg;
+    built.timeout = Duration::from_secs(60);
+    built.ovf_env = Some(OvfEnvSource::TestValues);
+    assert_eq!(
+        flags(&[
+            ova.as_str(),
+            "--definition",
+            def.as_str(),
+            "--accel",
+            "tcg",
+            "--timeout",
+            "60",
+            "--ovf-env-test"
+        ])
+        .unwrap(),
+        built
+    );
+    let raw = flags(&["--raw", "os.raw", "--raw", "r.raw", "--ovf-env", "e.xml"]).unwrap();
+    assert_eq!(
+        raw.image,
+        BootImage::Raw {
+            os: "os.raw".into(),
+            retention: "r.raw".into()
+        }
+    );
+    assert_eq!(raw.ovf_env, Some(OvfEnvSource::File("e.xml".into())));
+}
+
+#[test]
+fn a_missing_image_or_an_unknown_accelerator_is_refused_in_the_words_of_before() {
+    let err = flags(&[]).unwrap_err().to_string();
+    assert!(err.starts_with("give the OVA to boot"), "{err}");
+    let err = flags(&["--raw", "os.raw"]).unwrap_err().to_string();
+    assert!(err.starts_with("give the OVA to boot"), "{err}");
+    let err = flags(&["x.ova", "--accel", "hvf"]).unwrap_err().to_string();
+    assert_eq!(err, "--accel \"hvf\": use kvm, tcg or auto");
+}

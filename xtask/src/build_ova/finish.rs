@@ -168,3 +168,61 @@ fn verify(def: &Definition, ova: &Utf8Path, sha256: &str) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Utf8Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn only_a_packed_and_verified_ova_gets_the_final_name() {
+        let root = crate::util::workspace_root();
+        let (_, def) = crate::util::load_definition(None).unwrap();
+        let name = &def.appliance.name;
+        let dir = root.join("target/tmp-finish-test");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (os, retention) = (dir.join("os.raw"), dir.join("retention.raw"));
+        for (path, size) in [
+            (&os, def.os_disk.size.bytes()),
+            (&retention, def.retention_disk.size.bytes()),
+        ] {
+            std::fs::File::create(path).unwrap().set_len(size).unwrap();
+        }
+        let out = dir.join("out");
+        let sh = Shell::new().unwrap();
+        let missing = dir.join("missing.raw");
+        let mut f = Finish {
+            def: &def,
+            os_disk: &os,
+            retention_disk: &missing,
+            out_dir: &out,
+            build_id: "test".into(),
+            boot_test: None,
+        };
+        // A pack that fails leaves nothing under either name.
+        let err = format!("{:#}", finish(&sh, &f, &mut Vec::new()).unwrap_err());
+        assert!(err.contains("missing.raw"), "{err}");
+        assert_eq!(names_in(&out), Vec::<String>::new());
+
+        // What an interrupted run left is removed; the OVA gets its name only at the end.
+        let abandoned = format!(".{name}.ova{STAGING_MARK}999999999");
+        std::fs::write(out.join(&abandoned), b"half an OVA").unwrap();
+        f.retention_disk = &retention;
+        let mut timings = Vec::new();
+        let ova = finish(&sh, &f, &mut timings).unwrap();
+        assert_eq!(ova, out.join(format!("{name}.ova")));
+        assert_eq!(names_in(&out), [format!("{name}.ova")]);
+        let stages: Vec<&str> = timings.iter().map(|t| t.0.as_str()).collect();
+        assert_eq!(stages, ["pack + verify"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -472,6 +472,42 @@ mod tests {
     }
 
     #[test]
+    fn the_install_boots_the_installer_with_the_disks_first_on_ide_and_never_reboots() {
+        let p = Utf8Path::new;
+        let i = Install {
+            kernel: p("vmlinuz"),
+            initrd: p("initrd-ks.img"),
+            append: "ks=file:/ks.cfg text",
+            iso: p("c.iso"),
+            extras: p("extras.iso"),
+            os_disk: p("os.raw"),
+            retention_disk: p("r.raw"),
+            console_log: p("console.log"),
+            accel: Accel::Tcg,
+            memory_mib: 2048,
+            cpus: 2,
+            limits: Limits {
+                timeout: Duration::from_secs(1),
+                idle: Duration::from_secs(1),
+            },
+        };
+        let line = qemu_command(&i).line();
+        assert!(
+            line.starts_with(
+                "qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -machine pc -smp 2 -m 2048M"
+            ),
+            "{line}"
+        );
+        for needle in [
+            " -monitor none -serial file:console.log -no-reboot -kernel vmlinuz -initrd initrd-ks.img -append ks=file:/ks.cfg text ",
+            "-drive file=os.raw,format=raw,if=ide,index=0,media=disk,cache=unsafe -drive file=r.raw,format=raw,if=ide,index=1,",
+            "-drive file=extras.iso,format=raw,if=ide,index=3,media=cdrom,readonly=on -nic user,model=e1000,restrict=on",
+        ] {
+            assert!(line.contains(needle), "no {needle:?} in {line}");
+        }
+    }
+
+    #[test]
     fn escape_sequences_and_control_characters_are_removed() {
         assert_eq!(
             strip_terminal_codes("\u{1b}[0;1mBold\u{1b}[0m \u{1b}(Bx\u{7}\ty"),
