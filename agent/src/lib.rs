@@ -7,9 +7,11 @@
 //! - [`guest`]: the integration with the appliance's operating system (setup at build time, first
 //!   boot, the OVF environment, disk discovery, the retention volume's eligibility).
 //!
-//! `config` (the agent's configuration file) and `serve` (the service that wires a judged retention
+//! `config` (the agent's configuration file), `atomic_file` (the one writer that replaces a file
+//! atomically, used by both halves outside the journal) and `serve` (the service that wires a judged retention
 //! volume to the replication listener) sit between them.
 
+pub mod atomic_file;
 pub mod config;
 pub mod guest;
 pub mod replication;

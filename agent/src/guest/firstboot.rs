@@ -14,6 +14,7 @@
 //! Outside effects (mkfs, mount, ssh-keygen) go through `Tools`, so tests use fakes; every
 //! path is injectable (`SystemPaths`). It must never write to a disk that holds data.
 
+use crate::atomic_file::write_atomic;
 use crate::config::AgentConfig;
 use crate::guest::disks::{self, Disk, Identity, Role, Rule, SystemPaths};
 use crate::guest::setup::multipath;
@@ -255,21 +256,12 @@ pub fn fstab_with(current: &str, uuid: &str, mountpoint: &str, fs: &str) -> Stri
     out
 }
 
-/// Writes `contents` to `path` unless it already holds them (temp file + rename).
+/// Writes `contents` to `path` unless it already holds them (see [`write_atomic`]).
 fn put(path: &Utf8Path, contents: &str, mode: u32) -> Result<bool> {
     if std::fs::read_to_string(path).ok().as_deref() == Some(contents) {
         return Ok(false);
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {parent}"))?;
-    }
-    let tmp = path.with_file_name(format!(".{}.mt-tmp", path.file_name().unwrap_or("f")));
-    std::fs::write(&tmp, contents).with_context(|| format!("cannot write {tmp}"))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    let f = std::fs::File::open(&tmp)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {path}"))?;
+    write_atomic(path, contents.as_bytes(), mode)?;
     Ok(true)
 }
 

@@ -9,6 +9,7 @@
 //! Setup must not do what depends on the deployed VM (disk WWIDs, MACs, host keys): that is
 //! `mt-agent firstboot`'s job.
 
+use crate::atomic_file::write_atomic;
 use crate::config::AgentConfig;
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -385,18 +386,13 @@ pub fn dry_run(root: &Utf8Path, changes: &[Change]) -> Result<String> {
     Ok(out)
 }
 
-/// Written through a temporary file in the same directory, so a crash leaves the old file or
-/// the new one, never half of it.
+/// Replaces a file of the root (see [`write_atomic`]: a crash leaves the old file or the new
+/// one).
 fn write_file(p: &Utf8Path, contents: &[u8], mode: u32) -> Result<()> {
-    create_parent(p)?;
-    let tmp = p.with_file_name(format!(".{}.mt-setup-tmp", p.file_name().unwrap_or("file")));
-    std::fs::write(&tmp, contents).with_context(|| format!("cannot write {tmp}"))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set the mode of {tmp}"))?;
     if p.is_dir() && !p.is_symlink() {
         bail!("{p} is a directory; setup needs a file there: remove it");
     }
-    std::fs::rename(&tmp, p).with_context(|| format!("cannot replace {p}"))
+    write_atomic(p, contents, mode)
 }
 
 pub fn inside(root: &Utf8Path, path: &str) -> Utf8PathBuf {
@@ -447,4 +443,4 @@ pub fn run(root: &Utf8Path, distro: Distro, config: Option<&Utf8Path>, dry: bool
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

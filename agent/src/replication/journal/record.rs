@@ -84,15 +84,75 @@ pub fn check_file_header(
     Ok(u64::from_le_bytes(h[16..24].try_into().unwrap()))
 }
 
+/// The record header as read: everything but the body's checksum is checked by
+/// [`RecordHeader::decode`]; [`RecordHeader::matches`] checks the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub kind: u8,
+    pub body_len: u64,
+    /// Bytes 0..12 as found (the reserved bytes too: the checksum covers them).
+    covered: [u8; 12],
+    crc: u32,
+}
+
+/// Why a record header is refused; each log words it for its own reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderFault {
+    NoMagic,
+    /// A length beyond [`MAX_RECORD_LEN`]: damage, never a reason to allocate.
+    TooLong,
+}
+
+impl RecordHeader {
+    /// Writes the header of `body` (magic, length, kind, reserved 0, CRC32C of bytes 0..12 then
+    /// the body).
+    pub fn encode(kind: u8, body: &[u8]) -> [u8; RECORD_HEADER_LEN as usize] {
+        let mut h = [0u8; RECORD_HEADER_LEN as usize];
+        h[0..4].copy_from_slice(&RECORD_MAGIC);
+        h[4..8].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        h[8] = kind;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[0..12]), body);
+        h[12..16].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    pub fn decode(h: &[u8; RECORD_HEADER_LEN as usize]) -> Result<RecordHeader, HeaderFault> {
+        if h[0..4] != RECORD_MAGIC {
+            return Err(HeaderFault::NoMagic);
+        }
+        let body_len = u64::from(u32::from_le_bytes(h[4..8].try_into().unwrap()));
+        if body_len > MAX_RECORD_LEN {
+            return Err(HeaderFault::TooLong);
+        }
+        Ok(RecordHeader {
+            kind: h[8],
+            body_len,
+            covered: h[0..12].try_into().unwrap(),
+            crc: u32::from_le_bytes(h[12..16].try_into().unwrap()),
+        })
+    }
+
+    /// Whether `body` is the one this header's checksum was computed over.
+    pub fn matches(&self, body: &[u8]) -> bool {
+        crc32c::crc32c_append(crc32c::crc32c(&self.covered), body) == self.crc
+    }
+
+    /// The record's size on disk, header included.
+    pub fn record_len(&self) -> u64 {
+        RECORD_HEADER_LEN + self.body_len
+    }
+}
+
+/// Frames a record in place: `record` is [`RECORD_HEADER_LEN`] bytes of room followed by the
+/// body, so a caller can read a large body straight into its final place.
+pub fn seal_record(record: &mut [u8], kind: u8) {
+    let (head, body) = record.split_at_mut(RECORD_HEADER_LEN as usize);
+    head.copy_from_slice(&RecordHeader::encode(kind, body));
+}
+
 /// Appends one framed record to `out`.
 pub fn encode_record(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
-    let start = out.len();
-    out.extend_from_slice(&RECORD_MAGIC);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&[kind, 0, 0, 0]);
-    let mut crc = crc32c::crc32c(&out[start..start + 12]);
-    crc = crc32c::crc32c_append(crc, body);
-    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&RecordHeader::encode(kind, body));
     out.extend_from_slice(body);
 }
 
@@ -121,29 +181,24 @@ pub fn parse_record(bytes: &[u8], offset: u64) -> Result<(RecordAt, u64), BadRec
     let Some(h) = bytes.get(o..o + RECORD_HEADER_LEN as usize) else {
         return Err(bad("truncated record header"));
     };
-    if h[0..4] != RECORD_MAGIC {
-        return Err(bad("no record magic"));
-    }
-    let len = u32::from_le_bytes(h[4..8].try_into().unwrap()) as u64;
-    if len > MAX_RECORD_LEN {
-        return Err(bad("record length field out of range"));
-    }
+    let head = RecordHeader::decode(h.try_into().unwrap()).map_err(|f| match f {
+        HeaderFault::NoMagic => bad("no record magic"),
+        HeaderFault::TooLong => bad("record length field out of range"),
+    })?;
     let body_start = o + RECORD_HEADER_LEN as usize;
-    let Some(body) = bytes.get(body_start..body_start + len as usize) else {
+    let Some(body) = bytes.get(body_start..body_start + head.body_len as usize) else {
         return Err(bad("record runs past the end of the file"));
     };
-    let mut crc = crc32c::crc32c(&h[0..12]);
-    crc = crc32c::crc32c_append(crc, body);
-    if crc != u32::from_le_bytes(h[12..16].try_into().unwrap()) {
+    if !head.matches(body) {
         return Err(bad("record checksum mismatch"));
     }
     Ok((
         RecordAt {
             offset,
-            kind: h[8],
+            kind: head.kind,
             body: body.to_vec(),
         },
-        offset + RECORD_HEADER_LEN + len,
+        offset + head.record_len(),
     ))
 }
 
@@ -165,31 +220,30 @@ pub fn read_record(
     let mut h = [0u8; RECORD_HEADER_LEN as usize];
     file.read_exact_at(&mut h, offset)
         .map_err(|e| bad(&format!("cannot read: {e}")))?;
-    if h[0..4] != RECORD_MAGIC {
-        return Err(bad("no record magic"));
-    }
-    let len = u32::from_le_bytes(h[4..8].try_into().unwrap()) as u64;
-    if len > MAX_RECORD_LEN || offset + RECORD_HEADER_LEN + len > end {
-        return Err(bad("record runs past the end of the log"));
+    let past_end = "record runs past the end of the log";
+    let head = RecordHeader::decode(&h).map_err(|f| match f {
+        HeaderFault::NoMagic => bad("no record magic"),
+        HeaderFault::TooLong => bad(past_end),
+    })?;
+    if offset + head.record_len() > end {
+        return Err(bad(past_end));
     }
     let mut body = Vec::new();
     if verify {
-        body = vec![0u8; len as usize];
+        body = vec![0u8; head.body_len as usize];
         file.read_exact_at(&mut body, offset + RECORD_HEADER_LEN)
             .map_err(|e| bad(&format!("cannot read: {e}")))?;
-        let mut crc = crc32c::crc32c(&h[0..12]);
-        crc = crc32c::crc32c_append(crc, &body);
-        if crc != u32::from_le_bytes(h[12..16].try_into().unwrap()) {
+        if !head.matches(&body) {
             return Err(bad("record checksum mismatch"));
         }
     }
     Ok((
         RecordAt {
             offset,
-            kind: h[8],
+            kind: head.kind,
             body,
         },
-        offset + RECORD_HEADER_LEN + len,
+        offset + head.record_len(),
     ))
 }
 
@@ -302,4 +356,109 @@ pub fn read_record_head(
             what: format!("cannot read: {e}"),
         })?;
     Ok((r, next, len))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The byte layouts of `agent/docs/journal-format.md`, built here field by field from the
+    //! document (not from the codec), so a change to the codec that moves a byte fails.
+    use super::*;
+    use crate::replication::journal::io::{Fs, OpenMode};
+    use crate::replication::journal::sim::SimFs;
+
+    /// Kind, body and the offset after it: what a reader gives back.
+    type Read = std::result::Result<(u8, Vec<u8>, u64), ()>;
+
+    fn le32(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn a_record_is_laid_out_as_the_format_document_says() {
+        let body = b"twelve bytes";
+        let mut out = b"prefix".to_vec();
+        encode_record(&mut out, 3, body);
+        let r = &out[6..];
+        assert_eq!(r.len(), 16 + body.len());
+        assert_eq!(&r[0..4], b"MTR1");
+        assert_eq!(le32(r, 4), body.len() as u32);
+        assert_eq!(r[8], 3);
+        assert_eq!(&r[9..12], &[0, 0, 0]);
+        let mut covered = r[0..12].to_vec();
+        covered.extend_from_slice(body);
+        assert_eq!(le32(r, 12), crc32c::crc32c(&covered));
+        assert_eq!(&r[16..], body);
+    }
+
+    #[test]
+    fn sealing_in_place_gives_the_same_bytes_as_encoding() {
+        let body = [7u8; 100];
+        let mut encoded = Vec::new();
+        encode_record(&mut encoded, 2, &body);
+        let mut sealed = vec![0xAA; 16];
+        sealed.extend_from_slice(&body);
+        seal_record(&mut sealed, 2);
+        assert_eq!(sealed, encoded);
+    }
+
+    #[test]
+    fn a_file_header_is_laid_out_as_the_format_document_says() {
+        for (kind, magic) in [
+            (FileKind::Timeline, b"MTJTIMEL"),
+            (FileKind::Undo, b"MTJUNDO1"),
+            (FileKind::Rollback, b"MTJRBACK"),
+        ] {
+            let h = file_header(kind, 0x0102_0304_0506_0708);
+            assert_eq!(&h[0..8], magic);
+            assert_eq!(le32(&h, 8), 1);
+            assert_eq!(le32(&h, 12), 0);
+            assert_eq!(&h[16..24], &0x0102_0304_0506_0708u64.to_le_bytes());
+            assert_eq!(le32(&h, 24), 0);
+            assert_eq!(le32(&h, 28), crc32c::crc32c(&h[0..28]));
+        }
+    }
+
+    #[test]
+    fn both_readers_give_back_what_was_encoded_and_agree_on_damage() {
+        let fs = SimFs::new();
+        let path = Utf8Path::new("/log");
+        let mut bytes = Vec::new();
+        encode_record(&mut bytes, 4, b"first");
+        encode_record(&mut bytes, 5, b"");
+        let end = bytes.len() as u64;
+        let check = |bytes: &[u8]| -> Vec<Read> {
+            fs.put(path, bytes);
+            let f = fs.open(path, OpenMode::Read).unwrap();
+            let mut out = Vec::new();
+            for at in [0, 21] {
+                let parsed = parse_record(bytes, at).map(|(r, n)| (r.kind, r.body, n));
+                let read = read_record(f.as_ref(), at, end, true).map(|(r, n)| (r.kind, r.body, n));
+                assert_eq!(parsed.is_ok(), read.is_ok(), "at {at}");
+                out.push(parsed.map_err(|_| ()));
+            }
+            out
+        };
+        assert_eq!(
+            check(&bytes),
+            vec![Ok((4, b"first".to_vec(), 21)), Ok((5, Vec::new(), 37))]
+        );
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x10;
+            let which = usize::from(i >= 21);
+            assert!(
+                check(&damaged)[which].is_err(),
+                "a flip at byte {i} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_length_beyond_the_limit_is_refused_before_reading_the_body() {
+        let mut h = RecordHeader::encode(1, b"");
+        h[4..8].copy_from_slice(&((MAX_RECORD_LEN + 1) as u32).to_le_bytes());
+        assert_eq!(RecordHeader::decode(&h), Err(HeaderFault::TooLong));
+        h[0] = b'X';
+        assert_eq!(RecordHeader::decode(&h), Err(HeaderFault::NoMagic));
+    }
 }

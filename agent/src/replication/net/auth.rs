@@ -13,7 +13,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -62,23 +62,9 @@ fn random<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
-/// Writes a file only its owner can read, atomically (temp file in the same directory, rename).
+/// Keys, salts and the authorised senders: readable by their owner only.
 fn write_private(path: &Utf8Path, text: &str) -> Result<()> {
-    let dir = path.parent().unwrap_or(Utf8Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap_or("state")));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {tmp}"))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {tmp}"))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {tmp} to {path}"))?;
-    Ok(())
+    crate::atomic_file::write_atomic(path, text.as_bytes(), 0o600)
 }
 
 impl KeyPair {

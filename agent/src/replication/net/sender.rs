@@ -257,12 +257,7 @@ fn read_stream_base(state: &Utf8Path, group: &str, id: &str) -> Option<u64> {
 
 fn write_stream_base(state: &Utf8Path, group: &str, id: &str, base: u64) -> Result<()> {
     let p = stream_record(state, group);
-    let dir = p.parent().unwrap_or(state);
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
-    let tmp = dir.join(format!(".{group}.tmp"));
-    std::fs::write(&tmp, format!("{id} {base}\n"))
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, &p))
+    crate::atomic_file::write_atomic(&p, format!("{id} {base}\n").as_bytes(), 0o644)
         .with_context(|| format!("cannot write {p}"))
 }
 

@@ -1,0 +1,390 @@
+//! The write path of a group: frames in, batches made durable in the order the format requires
+//! (old content saved, then the targets written and flushed, then the commit record), space
+//! checked before a batch is taken. Only this path writes new data to the targets.
+
+use super::blocks::{append_block_record, BlockHead, BLOCK_HEAD_LEN, REC_ROLLBACK, REC_UNDO};
+use super::clock::Timestamp;
+use super::io;
+use super::points::TIMELINE_COMPACT_BYTES;
+use super::record::{FILE_HEADER_LEN, RECORD_HEADER_LEN};
+use super::timeline::{self, PointKind, RecoveryPoint};
+use super::{GroupJournal, JournalError, Lsn, Result};
+use crate::replication::frame::{Frame, TagKind, BLOCK_SIZE};
+use std::collections::HashSet;
+
+/// The aligned buffer that gathers a batch's adjacent writes for one direct write.
+const STAGING_BYTES: usize = 8 << 20;
+
+/// What happened to one frame handed to [`GroupJournal::apply_frame`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameOutcome {
+    /// Buffered; durable at the next commit.
+    Accepted,
+    /// Already acknowledged earlier (a resend): ignored, never applied twice.
+    Duplicate,
+    /// A tag: a recovery point now exists (durable).
+    PointCreated(RecoveryPoint),
+}
+
+pub(super) struct PendingWrite {
+    pub(super) lsn: Lsn,
+    pub(super) time: Timestamp,
+    pub(super) disk: u32,
+    pub(super) offset: u64,
+    pub(super) data: Vec<u8>,
+}
+
+impl GroupJournal {
+    /// Checks that a stream's Start frame describes this group.
+    pub fn check_start(&self, group: &str, disks: &[(String, u64)]) -> Result<()> {
+        let mine: Vec<(String, u64)> = self
+            .state
+            .disks
+            .iter()
+            .map(|d| (d.name.clone(), d.capacity))
+            .collect();
+        if group != self.state.group || disks != mine.as_slice() {
+            return Err(JournalError::Rejected(format!(
+                "the stream is for group {group} with disks {disks:?}, but group {} has disks {mine:?}",
+                self.state.group
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes one frame of the stream. Writes are buffered and become durable (acknowledged) at
+    /// the next commit; a tag commits and creates a recovery point.
+    pub fn apply_frame(&mut self, frame: Frame) -> Result<FrameOutcome> {
+        self.check_usable()?;
+        match frame {
+            Frame::Start { group, disks } => {
+                self.check_start(&group, &disks)?;
+                Ok(FrameOutcome::Duplicate)
+            }
+            Frame::Write {
+                lsn,
+                source_time,
+                disk,
+                offset,
+                data,
+                resync,
+            } => {
+                if lsn <= self.state.tip {
+                    return Ok(FrameOutcome::Duplicate);
+                }
+                self.check_order(lsn)?;
+                let spec = self.state.disks.get(disk as usize).ok_or_else(|| {
+                    JournalError::Rejected(format!(
+                        "LSN {lsn}: disk number {disk}, but group {} has {} disks",
+                        self.state.group,
+                        self.state.disks.len()
+                    ))
+                })?;
+                let end = offset.checked_add(data.len() as u64);
+                if end.is_none_or(|e| e > spec.capacity)
+                    || offset % BLOCK_SIZE != 0
+                    || !(data.len() as u64).is_multiple_of(BLOCK_SIZE)
+                    || data.is_empty()
+                {
+                    return Err(JournalError::Rejected(format!(
+                        "LSN {lsn}: a write of {} bytes at offset {offset} does not fit disk {} ({} bytes, whole {BLOCK_SIZE}-byte blocks)",
+                        data.len(),
+                        spec.name,
+                        spec.capacity
+                    )));
+                }
+                self.enter_or_check_resync(lsn, resync)?;
+                // A crash-consistent point at least every 5 minutes of incoming changes (never
+                // in the middle of a resync: the targets are not consistent there).
+                let first = self
+                    .pending
+                    .first()
+                    .map(|w| w.time)
+                    .or(self.state.open.first_change);
+                if let (Some(first), None) = (first, self.state.resync) {
+                    if source_time.secs_since(first) >= self.vol.policy.crash_point_interval_secs {
+                        self.commit()?;
+                        self.make_point(self.state.tip, PointKind::Crash, "auto".into(), None)?;
+                    }
+                }
+                self.pending_bytes += data.len() as u64;
+                self.pending.push(PendingWrite {
+                    lsn,
+                    time: source_time,
+                    disk,
+                    offset,
+                    data,
+                });
+                if self.pending_bytes >= self.batch_limit() {
+                    self.commit()?;
+                }
+                Ok(FrameOutcome::Accepted)
+            }
+            Frame::Tag {
+                lsn,
+                source_time,
+                kind,
+                name,
+            } => {
+                if lsn <= self.state.tip {
+                    return Ok(FrameOutcome::Duplicate);
+                }
+                self.check_order(lsn)?;
+                self.commit()?;
+                let kind = match kind {
+                    TagKind::Crash => PointKind::Crash,
+                    TagKind::App => PointKind::App,
+                };
+                let p = self.make_point(lsn, kind, name, Some(source_time))?;
+                Ok(FrameOutcome::PointCreated(p))
+            }
+        }
+    }
+
+    fn check_order(&self, lsn: Lsn) -> Result<()> {
+        let want = self.next_lsn();
+        if lsn != want {
+            return Err(JournalError::Rejected(format!(
+                "LSN {lsn} out of order: the next frame of group {} must have LSN {want}",
+                self.state.group
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes every buffered write durable and acknowledges it; returns the acknowledged LSN.
+    pub fn commit(&mut self) -> Result<Lsn> {
+        self.check_usable()?;
+        if self.pending.is_empty() {
+            return Ok(self.state.tip);
+        }
+        let r = self.commit_inner();
+        self.guard(r)
+    }
+
+    fn commit_inner(&mut self) -> Result<Lsn> {
+        let seq = self.state.commit_seq + 1;
+        // A batch is all resync writes or none (the first resync write commits what is before).
+        let resync = self.state.resync.is_some();
+        // Which blocks need their old content saved, and where.
+        let mut in_batch: HashSet<(u32, u64)> = HashSet::new();
+        let mut undo_runs: Vec<(u32, u64, u64)> = Vec::new(); // disk, first block, count
+        let mut rb_runs: Vec<(u32, u64, u64)> = Vec::new();
+        for w in &self.pending {
+            let first = w.offset / BLOCK_SIZE;
+            for b in first..first + w.data.len() as u64 / BLOCK_SIZE {
+                if !in_batch.insert((w.disk, b)) {
+                    continue;
+                }
+                // Without any point, no recovery can need the epoch's undo: the rollback log,
+                // rewritten every batch, is enough (the bytes are written, but not kept). In a
+                // resync not even that: no state before its closing tag is consistent, so an
+                // unfinished batch needs no rollback (the resync resends it).
+                if self.saved.contains(w.disk, b) || self.state.points.is_empty() {
+                    if resync {
+                        continue;
+                    }
+                    match rb_runs.last_mut() {
+                        Some((d, s, n)) if *d == w.disk && *s + *n == b => *n += 1,
+                        _ => rb_runs.push((w.disk, b, 1)),
+                    }
+                } else {
+                    match undo_runs.last_mut() {
+                        Some((d, s, n)) if *d == w.disk && *s + *n == b => *n += 1,
+                        _ => undo_runs.push((w.disk, b, 1)),
+                    }
+                }
+            }
+        }
+        let payload: u64 = undo_runs
+            .iter()
+            .map(|r| r.2)
+            .chain(rb_runs.iter().map(|r| r.2))
+            .sum::<u64>()
+            * BLOCK_SIZE;
+        let records = (undo_runs.len() + rb_runs.len()) as u64;
+        let needed = payload + records * (RECORD_HEADER_LEN + BLOCK_HEAD_LEN as u64) + 4096;
+        self.ensure_space(needed)?;
+
+        let mut undo_buf = Vec::new();
+        for &(disk, b, n) in &undo_runs {
+            self.save_old_blocks(&mut undo_buf, REC_UNDO, seq, disk, b, n)?;
+        }
+        let mut rb_buf = Vec::new();
+        for &(disk, b, n) in &rb_runs {
+            self.save_old_blocks(&mut rb_buf, REC_ROLLBACK, seq, disk, b, n)?;
+        }
+        let undo_path = self.undo_path(self.state.open.id);
+        let rb_path = self.dir.join(timeline::ROLLBACK_FILE);
+        if !undo_buf.is_empty() {
+            self.undo
+                .write_all_at(&undo_buf, self.state.open.undo_len)
+                .map_err(|e| JournalError::io(&undo_path, "write", e))?;
+        }
+        if !rb_buf.is_empty() {
+            self.rollback
+                .write_all_at(&rb_buf, FILE_HEADER_LEN)
+                .map_err(|e| JournalError::io(&rb_path, "write", e))?;
+        }
+        if !undo_buf.is_empty() {
+            self.undo
+                .sync_data()
+                .map_err(|e| JournalError::io(&undo_path, "flush", e))?;
+        }
+        if !rb_buf.is_empty() {
+            self.rollback
+                .sync_data()
+                .map_err(|e| JournalError::io(&rb_path, "flush", e))?;
+        }
+        // Only now may the targets change: everything they lose is durable above. Writes that
+        // follow each other on a disk are gathered into one aligned buffer and written past the
+        // page cache (a resync's 1 MiB frames become writes of up to STAGING_BYTES).
+        let mut touched = std::collections::BTreeSet::new();
+        let staging = self
+            .staging
+            .get_or_insert_with(|| io::AlignedBuf::new(STAGING_BYTES));
+        let mut i = 0;
+        while i < self.pending.len() {
+            let (d, start) = (self.pending[i].disk as usize, self.pending[i].offset);
+            let target = &self.state.disks[d].target;
+            let mut len = 0usize;
+            let mut j = i;
+            while let Some(w) = self.pending.get(j) {
+                let fits = len + w.data.len() <= staging.len();
+                if w.disk as usize != d || w.offset != start + len as u64 || !fits {
+                    break;
+                }
+                staging[len..len + w.data.len()].copy_from_slice(&w.data);
+                len += w.data.len();
+                self.state.last_write[d] = w.time;
+                j += 1;
+            }
+            if j == i {
+                // Larger than the buffer (never with frames of at most 4 MiB): as it is.
+                let w = &self.pending[i];
+                self.targets[d]
+                    .write_all_at(&w.data, w.offset)
+                    .map_err(|e| JournalError::io(target, "write", e))?;
+                self.state.last_write[d] = w.time;
+                j = i + 1;
+            } else {
+                self.targets[d]
+                    .write_blocks_at(&staging[..len], start)
+                    .map_err(|e| JournalError::io(target, "write", e))?;
+            }
+            touched.insert(d);
+            i = j;
+        }
+        self.sync_targets(touched)?;
+        let last = self.pending.last().expect("batch is not empty");
+        let (tip, tip_time) = (last.lsn, last.time);
+        let first_change = self.state.open.first_change.unwrap_or(self.pending[0].time);
+        let new_undo_len = self.state.open.undo_len + undo_buf.len() as u64;
+        let rec = timeline::Record::Commit {
+            seq,
+            tip,
+            tip_time,
+            received: self.vol.clock.now(),
+            epoch: self.state.open.id,
+            undo_len: new_undo_len,
+            first_change,
+            last_write: self.state.last_write.clone(),
+        };
+        self.append_timeline(&rec)?;
+        rec.apply(&mut self.state)
+            .map_err(|e| JournalError::damaged(&self.timeline_path(), self.timeline_len, &e))?;
+        for &(disk, b, n) in &undo_runs {
+            for i in 0..n {
+                self.saved.insert(disk, b + i);
+            }
+        }
+        self.pending.clear();
+        self.pending_bytes = 0;
+        if self.timeline_len > TIMELINE_COMPACT_BYTES {
+            self.compact()?;
+        }
+        self.prune_if_due()?;
+        Ok(self.state.tip)
+    }
+
+    /// Appends one undo or rollback record holding blocks `block..block + n` of a disk as they
+    /// are now, read straight into the record (no copy: this is the hot path of every batch).
+    fn save_old_blocks(
+        &self,
+        out: &mut Vec<u8>,
+        kind: u8,
+        seq: u64,
+        disk: u32,
+        block: u64,
+        n: u64,
+    ) -> Result<()> {
+        let head = BlockHead {
+            tag: seq,
+            disk,
+            offset: block * BLOCK_SIZE,
+            len: (n * BLOCK_SIZE) as u32,
+        };
+        let d = disk as usize;
+        append_block_record(out, kind, head, |data| {
+            self.targets[d]
+                .read_exact_at(data, head.offset)
+                .map_err(|e| JournalError::io(&self.state.disks[d].target, "read", e))
+        })
+    }
+
+    pub(super) fn append_timeline(&mut self, rec: &timeline::Record) -> Result<()> {
+        let mut buf = Vec::new();
+        rec.encode(&mut buf);
+        let path = self.timeline_path();
+        self.timeline
+            .write_all_at(&buf, self.timeline_len)
+            .map_err(|e| JournalError::io(&path, "write", e))?;
+        self.timeline
+            .sync_data()
+            .map_err(|e| JournalError::io(&path, "flush", e))?;
+        self.timeline_len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Refuses a batch that would not fit: first prunes what the policy allows, then stops.
+    fn ensure_space(&mut self, needed: u64) -> Result<()> {
+        let check = |j: &GroupJournal| -> Option<String> {
+            let free = j.fs().free_space(&j.vol.root).unwrap_or(0);
+            if needed > free {
+                return Some(format!(
+                    "{} needs {needed} more bytes but the file system has {free} free",
+                    j.vol.root
+                ));
+            }
+            if let Some(budget) = j.vol.budget {
+                let used = j.vol.usage();
+                if used + needed > budget {
+                    return Some(format!(
+                        "the journals use {used} of the {budget}-byte retention budget and the next batch needs {needed} more"
+                    ));
+                }
+            }
+            None
+        };
+        let Some(_) = check(self) else { return Ok(()) };
+        self.prune()?;
+        match check(self) {
+            None => Ok(()),
+            Some(why) => {
+                let now = self.vol.clock.now();
+                let msg = format!("{why}; acknowledged up to LSN {}", self.state.tip);
+                if self.state.stalled.is_none() {
+                    let rec = timeline::Record::Stall {
+                        since: now,
+                        reason: msg.clone(),
+                    };
+                    // Best effort: the volume may be too full even for this small record.
+                    if self.append_timeline(&rec).is_ok() {
+                        let _ = rec.apply(&mut self.state);
+                    }
+                }
+                Err(JournalError::RetentionFull(msg))
+            }
+        }
+    }
+}
