@@ -31,3 +31,41 @@ pub struct RetentionDiskConfig {
     /// File system label first boot gives it.
     pub label: String,
 }
+
+/// Why `agent.toml` could not be loaded; the source is the I/O or TOML error.
+#[cfg(feature = "load")]
+#[derive(Debug)]
+pub enum LoadError {
+    Read(camino::Utf8PathBuf, std::io::Error),
+    Invalid(camino::Utf8PathBuf, toml::de::Error),
+}
+
+#[cfg(feature = "load")]
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Read(path, _) => write!(f, "cannot read the agent configuration {path}"),
+            LoadError::Invalid(path, _) => write!(f, "the agent configuration {path} is invalid"),
+        }
+    }
+}
+
+#[cfg(feature = "load")]
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Read(_, e) => Some(e),
+            LoadError::Invalid(_, e) => Some(e),
+        }
+    }
+}
+
+#[cfg(feature = "load")]
+impl AgentConfig {
+    /// Reads and parses the file (the agent's side only: feature `load`).
+    pub fn load(path: &camino::Utf8Path) -> Result<AgentConfig, LoadError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| LoadError::Read(path.to_owned(), e))?;
+        toml::from_str(&text).map_err(|e| LoadError::Invalid(path.to_owned(), e))
+    }
+}

@@ -13,7 +13,9 @@
 //!   resolv.conf).
 //!
 //! Architecture invariant: this crate is pure. It does no I/O, runs no process and depends on
-//! nothing but serde (and camino for the one path type); both sides convert at their edges.
+//! nothing but serde (and camino for the one path type); both sides convert at their edges. The
+//! one exception is the agent-only feature `load` (`AgentConfig::load` reads agent.toml), which
+//! the build side never enables.
 
 pub mod config;
 pub mod deploy;
