@@ -11,14 +11,11 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
 
-/// The prefix of the readiness line: `mt-agent: ready port=9443 retention=/mnt/retention`.
-pub const READY_PREFIX: &str = "mt-agent: ready";
+/// The prefix of the readiness line (a guest fact the boot test waits for).
+pub use mt_contract::guest::READY_PREFIX;
 
 pub fn readiness_line(cfg: &AgentConfig) -> String {
-    format!(
-        "{READY_PREFIX} port={} retention={}",
-        cfg.port, cfg.retention_mount
-    )
+    mt_contract::guest::readiness_line(cfg.port, cfg.retention_mount.as_str())
 }
 
 /// Where and how `serve` runs; the defaults are the appliance's.

@@ -408,6 +408,57 @@ fn el6_gets_ifcfg_eth0_on_boot_with_a_static_address() {
 }
 
 #[test]
+fn the_interface_the_image_was_built_with_keeps_its_device_and_onboot() {
+    let env = ovfenv::parse(&env_xml(&static_props())).unwrap();
+    let root = scratch("built-debian");
+    let built = mt_contract::network::debian_interfaces(
+        &mt_contract::network::Interface {
+            device: "ens192".into(),
+            onboot: false,
+        },
+        &IpConfig::Dhcp,
+    );
+    std::fs::create_dir_all(root.join("etc/network")).unwrap();
+    std::fs::write(root.join("etc/network/interfaces"), built).unwrap();
+    ovfenv::apply(&root, Distro::Debian12, &env, &Transport::GuestInfo).unwrap();
+    let interfaces = read(&root, "etc/network/interfaces");
+    assert!(
+        !interfaces.contains("auto ens192")
+            && interfaces.contains("allow-hotplug ens192\niface ens192 inet static\n"),
+        "{interfaces}"
+    );
+
+    let root = scratch("built-el6");
+    let scripts = root.join("etc/sysconfig/network-scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::write(scripts.join("ifcfg-lo"), "DEVICE=lo\nONBOOT=yes\n").unwrap();
+    std::fs::write(
+        scripts.join("ifcfg-eth1"),
+        "DEVICE=\"eth1\"\nBOOTPROTO=dhcp\nONBOOT=no\n",
+    )
+    .unwrap();
+    ovfenv::apply(&root, Distro::El6, &env, &Transport::GuestInfo).unwrap();
+    let ifcfg = read(&root, "etc/sysconfig/network-scripts/ifcfg-eth1");
+    assert!(
+        ifcfg.starts_with("DEVICE=eth1\nTYPE=Ethernet\nONBOOT=no\n")
+            && ifcfg.contains("IPADDR=192.168.10.20\n"),
+        "{ifcfg}"
+    );
+    assert!(!scripts.join("ifcfg-eth0").exists());
+}
+
+#[test]
+fn a_root_key_with_shell_characters_is_refused_as_the_definition_refuses_it() {
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHg7yGk2XbW1Z0m9v0sR2nq4t2s3F0aQ7wJk5l9cM1xR $(reboot)";
+    let props = with(&static_props(), "mt.root_ssh_key", key);
+    let err = ovfenv::parse(&env_xml(&props)).unwrap_err().to_string();
+    assert!(
+        err.contains("mt.root_ssh_key") && err.contains("backtick or $"),
+        "{err}"
+    );
+}
+
+#[test]
 fn dhcp_writes_a_dhcp_configuration_and_leaves_the_resolver_to_the_lease() {
     let root = scratch("dhcp");
     let env = ovfenv::parse(&env_xml(&[

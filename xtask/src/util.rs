@@ -49,20 +49,3 @@ pub fn write_atomic(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
     }
     result
 }
-
-/// The agent's configuration from the definition: the one place where port, policy, retention
-/// mount and retention-disk rule are carried over (the build, the benchmarks and tests use it).
-pub fn agent_config(def: &Definition) -> mt_agent::config::AgentConfig {
-    mt_agent::config::AgentConfig {
-        port: def.agent.port,
-        retention_mount: def.retention_disk.mount.clone().into(),
-        rpo_threshold_minutes: def.policy.rpo_threshold_minutes,
-        retention_hours: def.policy.retention_hours,
-        app_consistent_frequency_minutes: def.policy.app_consistent_frequency_minutes,
-        retention_disk: Some(mt_agent::config::RetentionDiskConfig {
-            scsi_unit: def.retention_disk.scsi_unit,
-            fs: def.retention_disk.fs.as_str().to_owned(),
-            label: def.retention_disk.label.clone(),
-        }),
-    }
-}

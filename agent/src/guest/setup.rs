@@ -44,9 +44,7 @@ impl Distro {
 
 /// Where the agent and its files live inside the image.
 pub const AGENT_BINARY: &str = "/usr/sbin/mt-agent";
-pub const SERVICE: &str = "mt-agent.service";
-pub const FIRSTBOOT_SERVICE: &str = "mt-agent-firstboot.service";
-pub const OVFENV_SERVICE: &str = "mt-agent-ovfenv.service";
+pub use mt_contract::guest::{AGENT_SERVICE as SERVICE, FIRSTBOOT_SERVICE, OVFENV_SERVICE};
 pub const HOST_KEYS_SERVICE: &str = "mt-ssh-host-keys.service";
 /// The marker of the changes applied (see `Marker`).
 pub const MARKER: &str = "/etc/mt-agent/setup.applied";

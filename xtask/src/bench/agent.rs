@@ -95,7 +95,7 @@ impl AgentBench {
         let cfg = mt_agent::config::AgentConfig {
             retention_mount: dir.join("retention"),
             retention_disk: None,
-            ..crate::util::agent_config(&def)
+            ..def.agent_config()
         };
         crate::util::write_atomic(&dir.join("agent.toml"), toml::to_string(&cfg)?.as_bytes())?;
         let disk = self.disk_mib * MIB;

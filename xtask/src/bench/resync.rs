@@ -173,7 +173,7 @@ impl ResyncBench {
         let cfg = mt_agent::config::AgentConfig {
             retention_mount: "/dev/shm".into(),
             retention_disk: None,
-            ..crate::util::agent_config(&def)
+            ..def.agent_config()
         };
         let config = dir.join("agent.toml");
         std::fs::write(&config, toml::to_string(&cfg)?)?;

@@ -1,21 +1,22 @@
 //! Applies the definition to the extracted root tree by writing files, as Debian's own tools
 //! would: fstab by label (the OS disk; first boot adds the retention disk by UUID), host name,
 //! time zone, locale and keyboard, the root password hash, SSH keys and the network (ifupdown,
-//! DHCP or static). Nothing is executed inside the tree; the agent's own changes (service,
+//! DHCP or static; the network files come from the contract's renderer, which `mt-agent ovfenv`
+//! uses too). Nothing is executed inside the tree; the agent's own changes (service,
 //! configuration, sealing) are `mt-agent setup`'s job.
 
 use anyhow::{bail, Context, Result};
-use appliance::definition::{FileSystem, NetworkMode};
+use appliance::definition::FileSystem;
 use appliance::Definition;
 use camino::Utf8Path;
-use std::fmt::Write as _;
+use mt_contract::network;
 use std::os::unix::fs::PermissionsExt;
 
 pub fn apply(tree: &Utf8Path, def: &Definition) -> Result<()> {
     write(tree, "etc/fstab", &fstab(def), 0o644)?;
-    let (short, fqdn) = host_names(def);
-    write(tree, "etc/hostname", &format!("{short}\n"), 0o644)?;
-    write(tree, "etc/hosts", &hosts(&short, &fqdn), 0o644)?;
+    let host = &def.network.hostname;
+    write(tree, "etc/hostname", &network::debian_hostname(host), 0o644)?;
+    write(tree, "etc/hosts", &network::debian_hosts(host), 0o644)?;
     time_zone(tree, &def.system.timezone)?;
     write(
         tree,
@@ -33,10 +34,8 @@ pub fn apply(tree: &Utf8Path, def: &Definition) -> Result<()> {
     authorized_keys(tree, &def.system.ssh_authorized_keys)?;
     write(tree, "etc/network/interfaces", &interfaces(def), 0o644)?;
     if let Some(ip) = def.network.static_ip() {
-        let mut text = String::new();
-        for d in &ip.dns {
-            writeln!(text, "nameserver {d}")?;
-        }
+        // The build has no search domain of its own: the resolver searches the host's domain.
+        let text = network::resolv_conf(None, &ip.dns);
         // A static configuration has no DHCP client to write it, and resolv.conf may be a
         // dangling link to a resolver the image does not have.
         let path = tree.join("etc/resolv.conf");
@@ -84,42 +83,10 @@ pub fn fstab(def: &Definition) -> String {
     t
 }
 
-fn host_names(def: &Definition) -> (String, String) {
-    let fqdn = def.network.hostname.clone();
-    let short = fqdn.split('.').next().unwrap_or(&fqdn).to_string();
-    (short, fqdn)
-}
-
-fn hosts(short: &str, fqdn: &str) -> String {
-    let names = if short == fqdn {
-        short.to_string()
-    } else {
-        format!("{fqdn} {short}")
-    };
-    format!(
-        "127.0.0.1\tlocalhost\n127.0.1.1\t{names}\n\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
-    )
-}
-
 /// ifupdown's configuration; the interface name is stable because the kernel command line
 /// turns predictable names off (`net.ifnames=0`), so the first NIC is `eth0` on any hardware.
 pub fn interfaces(def: &Definition) -> String {
-    let n = &def.network;
-    let mut t =
-        String::from("source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\n");
-    if n.onboot {
-        writeln!(t, "auto {}", n.device).expect("String");
-    }
-    writeln!(t, "allow-hotplug {}", n.device).expect("String");
-    match (n.mode, n.static_ip()) {
-        (NetworkMode::Static, Some(ip)) => {
-            writeln!(t, "iface {} inet static", n.device).expect("String");
-            writeln!(t, "    address {}/{}", ip.address, ip.prefix).expect("String");
-            writeln!(t, "    gateway {}", ip.gateway).expect("String");
-        }
-        _ => writeln!(t, "iface {} inet dhcp", n.device).expect("String"),
-    }
-    t
+    network::debian_interfaces(&def.interface(), &def.addressing())
 }
 
 fn time_zone(tree: &Utf8Path, tz: &str) -> Result<()> {
@@ -193,6 +160,7 @@ fn write(tree: &Utf8Path, rel: &str, text: &str, mode: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use appliance::definition::NetworkMode;
 
     fn def() -> Definition {
         let path = crate::util::workspace_root().join(appliance::definition::DEFAULT_DEFINITION);
@@ -238,5 +206,22 @@ mod tests {
             "root:$6$s$h:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
         );
         assert!(!set_shadow_hash("daemon:*:1::::::\n", "root", "x").1);
+    }
+
+    /// The files as the build wrote them before the contract's renderer took over (compared
+    /// byte for byte with the old renderer when it was replaced).
+    #[test]
+    fn the_default_definition_gets_the_network_files_it_always_had() {
+        let d = def();
+        let host = &d.network.hostname;
+        assert_eq!(network::debian_hostname(host), "mt-appliance\n");
+        assert_eq!(
+            network::debian_hosts(host),
+            "127.0.0.1\tlocalhost\n127.0.1.1\tmt-appliance.localdomain mt-appliance\n\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+        );
+        assert_eq!(
+            interfaces(&d),
+            "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nauto eth0\nallow-hotplug eth0\niface eth0 inet dhcp\n"
+        );
     }
 }

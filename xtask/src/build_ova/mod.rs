@@ -243,8 +243,7 @@ fn build_agent(sh: &Shell) -> Result<Utf8PathBuf> {
 
 /// The agent's configuration file, from the definition: one source for port, policy and paths.
 pub fn agent_config_toml(def: &Definition) -> Result<String> {
-    let cfg = util::agent_config(def);
-    Ok(toml::to_string_pretty(&cfg)?)
+    Ok(toml::to_string_pretty(&def.agent_config())?)
 }
 
 /// A path given on the command line is relative to where the user ran the command.

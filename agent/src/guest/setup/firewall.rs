@@ -1,10 +1,9 @@
 //! Firewall rules opening only SSH and the agent's port (plus loopback, ICMP and replies):
 //! `iptables-save` format for el6's iptables service, an nftables ruleset on Debian.
 
-pub const SSH_PORT: u16 = 22;
+pub use mt_contract::guest::{FIREWALL_SERVICE as DEBIAN_SERVICE, SSH_PORT};
 /// Debian's ruleset, loaded by `nftables.service` before the network comes up.
 pub const DEBIAN_RULESET: &str = "/etc/nftables.conf";
-pub const DEBIAN_SERVICE: &str = "nftables.service";
 
 pub fn iptables(agent_port: u16) -> String {
     format!(

@@ -2,7 +2,7 @@
 //! `/etc/kdump.conf`, Debian's kdump-tools `/etc/default/kdump-tools`. The reserved memory
 //! (`crashkernel=`) is on the kernel command line, which the bootloader's builder owns.
 
-pub const CRASH_DIR: &str = "/var/crash";
+pub use mt_contract::guest::CRASH_DIR;
 pub const EL6_CONF: &str = "/etc/kdump.conf";
 pub const DEBIAN_DEFAULTS: &str = "/etc/default/kdump-tools";
 /// Debian's unit that loads the capture kernel at boot (`kdump-config load`).

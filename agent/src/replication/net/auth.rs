@@ -17,9 +17,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-/// Where the master target's passphrase is read from (one line; readable only by root). The
-/// appliance's first boot writes it; `mt-agent serve --passphrase-file` overrides it.
-pub const PASSPHRASE_PATH: &str = "/etc/mt-agent/passphrase";
+/// Where the master target's passphrase is read from (one line; readable only by root; a guest
+/// fact of the contract). `mt-agent serve --passphrase-file` overrides it.
+pub use mt_contract::guest::PASSPHRASE_PATH;
 /// The master target's keys and authorised senders.
 pub const DEFAULT_SERVER_STATE: &str = "/var/lib/mt-agent/serve";
 /// A sender's key and the master-target keys it pinned.
