@@ -1,17 +1,13 @@
 //! The `mt-agent` command line: parses arguments and calls the library. No logic lives here.
 
 use anyhow::{bail, Context};
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8PathBuf;
 use clap::{Args, Parser, Subcommand};
-use mt_agent::replication::frame::{Frame, FrameReader};
-use mt_agent::replication::journal::clock::SystemClock;
-use mt_agent::replication::journal::io::{OpenMode, RealFs};
-use mt_agent::replication::journal::policy::{self, Policy};
+use mt_agent::replication::journal::policy;
 use mt_agent::replication::journal::{
-    DiskSpec, FrameOutcome, GroupJournal, JournalError, PointSelector, RetentionVolume,
-    DEFAULT_BATCH_BYTES,
+    DiskSpec, GroupJournal, JournalError, PointSelector, RetentionVolume, DEFAULT_BATCH_BYTES,
 };
-use std::sync::Arc;
+use mt_agent::replication::{apply, volume};
 
 /// The master target's replication agent.
 #[derive(Parser)]
@@ -308,14 +304,12 @@ impl JournalArgs {
         if !root.is_dir() {
             bail!("the retention directory {root} does not exist (mount the retention volume or pass --retention DIR)");
         }
-        Ok(RetentionVolume {
-            fs: Arc::new(RealFs),
-            clock: Arc::new(SystemClock),
+        Ok(volume::on_disk(
+            &cfg,
             root,
-            policy: Policy::from_config(&cfg),
-            budget: self.retention_budget,
-            batch_bytes: DEFAULT_BATCH_BYTES,
-        })
+            self.retention_budget,
+            DEFAULT_BATCH_BYTES,
+        ))
     }
 }
 
@@ -481,30 +475,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::CheckRetention { path, json, config } => {
-            let cfg = mt_agent::config::AgentConfig::load(&config).ok();
-            let mut ctx = mt_agent::guest::retention::Context::default();
-            let exe = std::env::current_exe()
-                .ok()
-                .and_then(|p| Utf8PathBuf::from_path_buf(p).ok());
-            let own = exe
-                .iter()
-                .filter_map(|e| e.parent().map(Utf8Path::to_owned))
-                .chain([Utf8PathBuf::from("/var/lib/mt-agent")]);
-            for dir in own {
-                if let Some(dev) = mt_agent::guest::retention::device_of(&dir) {
-                    ctx.install.push((dir, dev));
-                }
-            }
-            if let Some(cfg) = &cfg {
-                use std::os::unix::fs::{FileTypeExt, MetadataExt};
-                for (what, target) in replication_targets(cfg) {
-                    if let Ok(m) = std::fs::metadata(&target) {
-                        if m.file_type().is_block_device() {
-                            ctx.targets.push((format!("{what} ({target})"), m.rdev()));
-                        }
-                    }
-                }
-            }
+            let targets = mt_agent::config::AgentConfig::load(&config)
+                .map(|cfg| replication_targets(&cfg))
+                .unwrap_or_default();
+            let ctx = mt_agent::guest::retention::Context::of_this_system(&targets);
             let findings = mt_agent::guest::retention::assess(&path, &ctx);
             if json {
                 println!("{}", serde_json::to_string_pretty(&findings)?);
@@ -532,7 +506,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     bail!("--disk {d:?}: expected NAME=TARGET (a file or /dev/disk/by-id/scsi-3…)");
                 };
                 let target = Utf8PathBuf::from(target);
-                let capacity = target_capacity(&vol, &target, size)?;
+                let capacity = volume::target_capacity(&vol, &target, size)?;
                 specs.push(DiskSpec {
                     name: name.to_owned(),
                     target,
@@ -639,7 +613,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut vol = j.volume()?;
             vol.batch_bytes = batch;
             let mut jr = open(&vol, &group)?;
-            apply(&mut jr, &from)?;
+            let r = apply::apply_recorded(&mut jr, &from)?;
+            println!(
+                "group {}: acknowledged through LSN {} (was {}); {} frames read, {} resent frames skipped, {} tagged points",
+                jr.name(),
+                r.acked,
+                r.first_acked,
+                r.frames,
+                r.resent_skipped,
+                r.points
+            );
+            r.into_result()?;
         }
         Command::Prune { group, j } => {
             let vol = j.volume()?;
@@ -665,112 +649,5 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Every group's disk targets on the configured retention volume ("group/disk", target).
 fn replication_targets(cfg: &mt_agent::config::AgentConfig) -> Vec<(String, Utf8PathBuf)> {
-    let vol = RetentionVolume {
-        fs: Arc::new(RealFs),
-        clock: Arc::new(SystemClock),
-        root: cfg.retention_mount.clone(),
-        policy: Policy::from_config(cfg),
-        budget: None,
-        batch_bytes: DEFAULT_BATCH_BYTES,
-    };
-    let mut out = Vec::new();
-    if !vol.root.is_dir() {
-        return out;
-    }
-    for g in vol.groups() {
-        match vol.open_group(&g) {
-            Ok(j) => out.extend(
-                j.disks()
-                    .iter()
-                    .map(|d| (format!("{g}/{}", d.name), d.target.clone())),
-            ),
-            Err(e) => eprintln!("mt-agent: warning: group {g} cannot be read: {e}"),
-        }
-    }
-    out
-}
-
-/// The disk capacity for a target: `--size` (creating a missing file target), or its size.
-fn target_capacity(
-    vol: &RetentionVolume,
-    target: &Utf8Path,
-    size: Option<u64>,
-) -> anyhow::Result<u64> {
-    let fs = vol.fs.as_ref();
-    if !fs.exists(target) {
-        let Some(size) = size else {
-            bail!("target {target} does not exist (pass --size to create a file target)");
-        };
-        let f = fs
-            .open(target, OpenMode::CreateTruncate)
-            .with_context(|| format!("cannot create target {target}"))?;
-        f.set_len(size)
-            .and_then(|_| f.sync_data())
-            .with_context(|| format!("cannot size target {target}"))?;
-        return Ok(size);
-    }
-    let len = fs
-        .open(target, OpenMode::Read)
-        .and_then(|f| f.len())
-        .with_context(|| format!("cannot open target {target}"))?;
-    Ok(size.unwrap_or(len - len % mt_agent::replication::frame::BLOCK_SIZE))
-}
-
-fn apply(jr: &mut GroupJournal, from: &Utf8Path) -> anyhow::Result<()> {
-    let file = std::fs::File::open(from).with_context(|| format!("cannot open {from}"))?;
-    let mut reader = FrameReader::new(std::io::BufReader::with_capacity(4 << 20, file));
-    let first_acked = jr.acked();
-    let (mut frames, mut dups, mut points) = (0u64, 0u64, 0u64);
-    let mut started = false;
-    // Frames are read and their hashes checked on another thread while the journal flushes;
-    // the channel is bounded, so memory is too (16 frames of at most 4 MiB: about two batches).
-    let (tx, rx) = std::sync::mpsc::sync_channel(16);
-    let result: anyhow::Result<()> = std::thread::scope(|s| {
-        s.spawn(move || loop {
-            let (index, offset) = reader.position();
-            let next = reader.next_frame();
-            let end = !matches!(next, Ok(Some(_)));
-            if tx.send((index, offset, next)).is_err() || end {
-                break;
-            }
-        });
-        let rx = rx;
-        loop {
-            let Ok((index, offset, next)) = rx.recv() else {
-                break Ok(());
-            };
-            let frame = match next {
-                Ok(Some(f)) => f,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(anyhow::anyhow!("{from}: {e}")),
-            };
-            if !started && !matches!(frame, Frame::Start { .. }) {
-                break Err(anyhow::anyhow!(
-                    "{from}: frame #{index} (byte {offset}): the stream must begin with a start frame naming the group"
-                ));
-            }
-            started = true;
-            frames += 1;
-            match jr.apply_frame(frame) {
-                Ok(FrameOutcome::Duplicate) => dups += 1,
-                Ok(FrameOutcome::Accepted) => {}
-                Ok(FrameOutcome::PointCreated(_)) => points += 1,
-                Err(e) => {
-                    break Err(anyhow::Error::new(e)
-                        .context(format!("{from}: frame #{index} (byte {offset})")))
-                }
-            }
-        }
-    });
-    // Whatever was valid before an error is still made durable and acknowledged.
-    let commit = jr.commit();
-    println!(
-        "group {}: acknowledged through LSN {} (was {first_acked}); {frames} frames read, {} resent frames skipped, {points} tagged points",
-        jr.name(),
-        jr.acked(),
-        dups.saturating_sub(1)
-    );
-    result?;
-    commit?;
-    Ok(())
+    volume::disk_targets(cfg, &|w| eprintln!("mt-agent: warning: {w}"))
 }

@@ -62,14 +62,8 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
         .retention
         .clone()
         .unwrap_or_else(|| cfg.retention_mount.clone());
-    let vol = crate::replication::journal::RetentionVolume {
-        fs: Arc::new(crate::replication::journal::io::RealFs),
-        clock: Arc::new(crate::replication::journal::clock::SystemClock),
-        root,
-        policy: crate::replication::journal::policy::Policy::from_config(&cfg),
-        budget: opts.retention_budget,
-        batch_bytes: opts.batch_bytes,
-    };
+    let vol =
+        crate::replication::volume::on_disk(&cfg, root, opts.retention_budget, opts.batch_bytes);
     eprintln!(
         "mt-agent: retention volume {} ({} GiB, {} GiB free)",
         volume.path,
