@@ -39,6 +39,7 @@ fn replication_targets(cfg: &AgentConfig) -> Vec<(String, Utf8PathBuf)> {
 /// Print the configuration the agent would run with.
 #[derive(Args)]
 pub struct ShowConfigArgs {
+    /// The agent configuration.
     #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
     config: camino::Utf8PathBuf,
 }
@@ -58,6 +59,7 @@ pub struct SetupArgs {
     /// The root of the image's file system tree.
     #[arg(long)]
     root: camino::Utf8PathBuf,
+    /// The distribution installed in the root.
     #[arg(long, value_enum)]
     distro: mt_agent::guest::setup::Distro,
     /// The agent.toml to install (rendered from the appliance definition) [default: the
@@ -85,6 +87,7 @@ impl SetupArgs {
 /// SSH host keys, record the own disks' IDs. Safe to re-run.
 #[derive(Args)]
 pub struct FirstbootArgs {
+    /// The agent configuration (the retention disk's rule and mount point).
     #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
     config: Utf8PathBuf,
     #[command(flatten)]
@@ -111,8 +114,10 @@ impl FirstbootArgs {
 /// Every SCSI disk with its stable ID, size and role (os, retention, target, free).
 #[derive(Args)]
 pub struct DisksArgs {
+    /// Print the disks as JSON.
     #[arg(long)]
     json: bool,
+    /// The agent configuration (the retention disk's rule; the groups' targets).
     #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
     config: Utf8PathBuf,
     #[command(flatten)]
@@ -143,9 +148,12 @@ impl DisksArgs {
 /// a retention volume, one line per criterion.
 #[derive(Args)]
 pub struct CheckRetentionArgs {
+    /// The volume's mount point, or a block device.
     path: Utf8PathBuf,
+    /// Print the findings as JSON.
     #[arg(long)]
     json: bool,
+    /// The agent configuration (the groups' targets, which the volume must not be).
     #[arg(long, env = "MT_AGENT_CONFIG", default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
     config: Utf8PathBuf,
 }

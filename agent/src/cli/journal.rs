@@ -72,6 +72,7 @@ impl GroupCommand {
 /// Create a group. Targets are files or block devices (/dev/disk/by-id/scsi-3…).
 #[derive(Args)]
 pub struct GroupCreateArgs {
+    /// The new group's name (the sender's streams name it in their start frame).
     group: String,
     /// NAME=TARGET, once per disk, in the order the source numbers them.
     #[arg(long = "disk", required = true)]
@@ -110,7 +111,9 @@ impl GroupCreateArgs {
 /// List a group's recovery points (and "latest", the newest acknowledged state).
 #[derive(Args)]
 pub struct PointsArgs {
+    /// The replication group.
     group: String,
+    /// Print the points as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -161,6 +164,7 @@ impl PointsArgs {
 /// roll back; newer points are dropped).
 #[derive(Args)]
 pub struct RecoverArgs {
+    /// The replication group.
     group: String,
     /// latest | latest-app-consistent | an RFC 3339 time (the newest point at or before it)
     #[arg(long)]
@@ -199,6 +203,7 @@ impl RecoverArgs {
 /// RPO, app-consistent age, retention window and usage of every group.
 #[derive(Args)]
 pub struct StatusArgs {
+    /// Print the status as JSON.
     #[arg(long)]
     json: bool,
     /// The record of the applied OVF environment (where the configuration came from).
@@ -228,7 +233,9 @@ impl StatusArgs {
 /// Apply a recorded change stream (the network's frame format) to a group.
 #[derive(Args)]
 pub struct ApplyArgs {
+    /// The replication group (the stream's start frame must name it).
     group: String,
+    /// The recorded change stream (frames one after another, as `send --stream` sends them).
     #[arg(long, value_name = "FILE")]
     from: Utf8PathBuf,
     /// Group-commit size: writes are made durable and acknowledged per this many bytes.
@@ -261,6 +268,7 @@ impl ApplyArgs {
 /// Drop recovery points older than the retention window now (apply also does this).
 #[derive(Args)]
 pub struct PruneArgs {
+    /// The replication group.
     group: String,
     #[command(flatten)]
     j: JournalArgs,
@@ -279,6 +287,7 @@ impl PruneArgs {
 /// Check every record of every undo log the group's points need.
 #[derive(Args)]
 pub struct VerifyArgs {
+    /// The replication group.
     group: String,
     #[command(flatten)]
     j: JournalArgs,

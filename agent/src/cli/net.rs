@@ -13,6 +13,7 @@ use mt_agent::replication::net::sender::{self, ResyncMode, SendOptions};
 /// accept enrolments and replication sessions.
 #[derive(Args)]
 pub struct ServeArgs {
+    /// The agent configuration (port, failback policy, retention mount).
     #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
     config: camino::Utf8PathBuf,
     /// Listen on ADDR (e.g. 127.0.0.1:0) instead of every address on the configured port.
@@ -83,6 +84,7 @@ impl EnrolArgs {
 /// and/or a recorded change stream. Resumes from the last acknowledged position.
 #[derive(Args)]
 pub struct SendArgs {
+    /// The replication group (created on the master target beforehand).
     group: String,
     /// The master target, HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
@@ -102,6 +104,7 @@ pub struct SendArgs {
     /// Enrol first with this passphrase file if no key is pinned for the master target.
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<Utf8PathBuf>,
+    /// This sender's key and pinned master-target keys.
     #[arg(long, value_name = "DIR", default_value = auth::DEFAULT_SENDER_STATE)]
     state: Utf8PathBuf,
     /// Keep reconnecting this many seconds after a lost connection.

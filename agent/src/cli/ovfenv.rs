@@ -38,8 +38,10 @@ impl ShowArgs {
 /// Apply the OVF environment to a root file system; unchanged values write nothing.
 #[derive(Args)]
 pub struct ApplyArgs {
+    /// The root file system to write to (network, host name, passphrase, root's SSH key).
     #[arg(long, default_value = "/")]
     root: Utf8PathBuf,
+    /// The distribution installed in the root.
     #[arg(long, value_enum)]
     distro: mt_agent::guest::setup::Distro,
     /// Read this ovf-env.xml instead of VMware tools or the CD-ROM.
