@@ -20,8 +20,8 @@ pub struct Cli {
     command: Command,
 }
 
-// The order of the variants is the order `mt-agent --help` lists the verbs in; each verb's help
-// text is the doc comment of its arguments' type.
+// The order of the variants is the order `mt-agent --help` lists the verbs in. A verb's help text
+// is the doc comment of its arguments' type; a family of subcommands has its own here.
 #[derive(Subcommand)]
 enum Command {
     ShowConfig(guest::ShowConfigArgs),
