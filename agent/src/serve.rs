@@ -62,8 +62,12 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
         .retention
         .clone()
         .unwrap_or_else(|| cfg.retention_mount.clone());
-    let vol =
-        crate::replication::volume::on_disk(&cfg, root, opts.retention_budget, opts.batch_bytes);
+    let vol = crate::replication::local::retention_volume(
+        &cfg,
+        root,
+        opts.retention_budget,
+        opts.batch_bytes,
+    );
     eprintln!(
         "mt-agent: retention volume {} ({} GiB, {} GiB free)",
         volume.path,

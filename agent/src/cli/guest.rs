@@ -7,7 +7,7 @@ use camino::Utf8PathBuf;
 use clap::Args;
 use mt_agent::config::AgentConfig;
 use mt_agent::guest::{disks, firstboot, retention};
-use mt_agent::replication::volume;
+use mt_agent::replication::local;
 
 /// Where sysfs, /dev and the system root are (tests point them at a fake tree).
 #[derive(Args, Clone)]
@@ -33,7 +33,7 @@ impl SystemArgs {
 /// The disk targets of every group on the configured volume, a group that cannot be read
 /// reported as a warning.
 fn replication_targets(cfg: &AgentConfig) -> Vec<(String, Utf8PathBuf)> {
-    volume::disk_targets(cfg, &|w| eprintln!("mt-agent: warning: {w}"))
+    local::disk_targets(cfg, &|w| eprintln!("mt-agent: warning: {w}"))
 }
 
 /// Print the configuration the agent would run with.

@@ -10,7 +10,7 @@ use mt_agent::replication::journal::policy;
 use mt_agent::replication::journal::{
     DiskSpec, GroupJournal, PointSelector, RetentionVolume, DEFAULT_BATCH_BYTES,
 };
-use mt_agent::replication::{apply, volume};
+use mt_agent::replication::{apply, local};
 
 /// Where the journal lives and which policy applies (every journal subcommand takes these).
 #[derive(Args, Clone)]
@@ -38,7 +38,7 @@ impl JournalArgs {
         if !root.is_dir() {
             bail!("the retention directory {root} does not exist (mount the retention volume or pass --retention DIR)");
         }
-        Ok(volume::on_disk(
+        Ok(local::retention_volume(
             &cfg,
             root,
             self.retention_budget,
@@ -92,7 +92,7 @@ impl GroupCreateArgs {
         for d in &self.disks {
             let (name, target) = named_disk(d, "NAME=TARGET (a file or /dev/disk/by-id/scsi-3…)")?;
             let target = Utf8PathBuf::from(target);
-            let capacity = volume::target_capacity(&vol, &target, self.size)?;
+            let capacity = local::target_capacity(&vol, &target, self.size)?;
             specs.push(DiskSpec {
                 name: name.to_owned(),
                 target,

@@ -15,7 +15,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use std::sync::Arc;
 
 /// The journals in `root` on the real disks, under the configuration's policy.
-pub fn on_disk(
+pub fn retention_volume(
     cfg: &AgentConfig,
     root: Utf8PathBuf,
     budget: Option<u64>,
@@ -34,7 +34,7 @@ pub fn on_disk(
 /// Every group's disk targets on the configured retention volume ("group/disk", target); none if
 /// the volume is not mounted. A group that cannot be read is reported through `warn` and skipped.
 pub fn disk_targets(cfg: &AgentConfig, warn: &dyn Fn(&str)) -> Vec<(String, Utf8PathBuf)> {
-    let vol = on_disk(cfg, cfg.retention_mount.clone(), None, DEFAULT_BATCH_BYTES);
+    let vol = retention_volume(cfg, cfg.retention_mount.clone(), None, DEFAULT_BATCH_BYTES);
     let mut out = Vec::new();
     if !vol.root.is_dir() {
         return out;
