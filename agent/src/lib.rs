@@ -1,7 +1,7 @@
 //! `mt-agent`: the replication agent baked into the master-target appliance.
 //!
-//! The library holds the logic; `main.rs` only parses arguments and prints. Two halves that never
-//! reach into each other's internals:
+//! The library holds the logic; the binary (`main.rs`, `cli/`) only parses arguments, calls the
+//! library and prints. Two halves that never reach into each other's internals:
 //! - [`replication`]: the engine (frames, the retention journal, the network sessions). It knows
 //!   nothing of the guest operating system: it sees paths, an `io::Fs` and a clock.
 //! - [`guest`]: the integration with the appliance's operating system (setup at build time, first

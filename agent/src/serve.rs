@@ -59,14 +59,12 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
         .retention
         .clone()
         .unwrap_or_else(|| cfg.retention_mount.clone());
-    let vol = crate::replication::journal::RetentionVolume {
-        fs: Arc::new(crate::replication::journal::io::RealFs),
-        clock: Arc::new(crate::replication::journal::clock::SystemClock),
+    let vol = crate::replication::local::retention_volume(
+        &cfg,
         root,
-        policy: crate::replication::journal::policy::Policy::from_config(&cfg),
-        budget: opts.retention_budget,
-        batch_bytes: opts.batch_bytes,
-    };
+        opts.retention_budget,
+        opts.batch_bytes,
+    );
     eprintln!(
         "mt-agent: retention volume {} ({} GiB, {} GiB free)",
         volume.path,

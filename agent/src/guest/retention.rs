@@ -7,7 +7,7 @@
 //! `assess` is the whole list for `mt-agent check-retention PATH` (one finding per criterion,
 //! for a mounted directory or for a block device an operator means to use): also not the
 //! agent's install/cache volume, not a replication target, not locked by a running agent, and
-//! enough free space for the policy.
+//! enough free space for the policy. `Context::of_this_system` gathers what it compares with.
 
 use camino::{Utf8Path, Utf8PathBuf};
 use std::os::unix::fs::MetadataExt;
@@ -235,6 +235,36 @@ pub struct Context {
     pub targets: Vec<(String, u64)>,
     /// The space the policy needs free on the volume.
     pub min_free_bytes: u64,
+}
+
+impl Context {
+    /// What `check-retention` compares a candidate with on this system: the directories the
+    /// running binary and the agent's state live in, and those of `targets` ("group/disk",
+    /// target) that are block devices.
+    pub fn of_this_system(targets: &[(String, Utf8PathBuf)]) -> Context {
+        use std::os::unix::fs::FileTypeExt;
+        let mut ctx = Context::default();
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|p| Utf8PathBuf::from_path_buf(p).ok());
+        let own = exe
+            .iter()
+            .filter_map(|e| e.parent().map(Utf8Path::to_owned))
+            .chain([Utf8PathBuf::from("/var/lib/mt-agent")]);
+        for dir in own {
+            if let Some(dev) = device_of(&dir) {
+                ctx.install.push((dir, dev));
+            }
+        }
+        for (what, target) in targets {
+            if let Ok(m) = std::fs::metadata(target) {
+                if m.file_type().is_block_device() {
+                    ctx.targets.push((format!("{what} ({target})"), m.rdev()));
+                }
+            }
+        }
+        ctx
+    }
 }
 
 /// The least free space a retention volume needs: the journal stops acknowledging at

@@ -1,0 +1,165 @@
+//! The network verbs: `serve` (the master target's service), `enrol` and `send` (the process
+//! server's side). They convert the arguments into the options of `mt_agent::serve` and
+//! `mt_agent::replication::net::sender` and print the reports; the sessions are the library's.
+
+use super::{named_disk, parse_bytes};
+use camino::Utf8PathBuf;
+use clap::Args;
+use mt_agent::replication::journal::DEFAULT_BATCH_BYTES;
+use mt_agent::replication::net::auth::{self, SenderAuth};
+use mt_agent::replication::net::sender::{self, ResyncMode, SendOptions};
+
+/// Check the retention volume, listen on the configured port, announce readiness, then
+/// accept enrolments and replication sessions.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The agent configuration (port, failback policy, retention mount).
+    #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
+    config: camino::Utf8PathBuf,
+    /// Listen on ADDR (e.g. 127.0.0.1:0) instead of every address on the configured port.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// The journals' directory [default: the configuration's retention mount].
+    #[arg(long, env = "MT_AGENT_RETENTION")]
+    retention: Option<Utf8PathBuf>,
+    /// Most bytes the journals may take; credit stops before it is reached.
+    #[arg(long, env = "MT_AGENT_RETENTION_BUDGET", value_parser = parse_bytes)]
+    retention_budget: Option<u64>,
+    /// Group-commit size per session: writes are made durable and acknowledged per this
+    /// many bytes (memory per session grows with it).
+    #[arg(long, value_parser = parse_bytes, default_value_t = DEFAULT_BATCH_BYTES)]
+    batch: u64,
+    /// The master target's key and the senders it authorised.
+    #[arg(long, value_name = "DIR", default_value = auth::DEFAULT_SERVER_STATE)]
+    state: Utf8PathBuf,
+    /// The enrolment passphrase (one line, mode 600).
+    #[arg(long, value_name = "FILE", default_value = auth::PASSPHRASE_PATH)]
+    passphrase_file: Utf8PathBuf,
+}
+
+impl ServeArgs {
+    pub fn run(self) -> anyhow::Result<()> {
+        mt_agent::serve::run(&mt_agent::serve::ServeOptions {
+            config: self.config,
+            listen: self.listen,
+            retention: self.retention,
+            retention_budget: self.retention_budget,
+            batch_bytes: self.batch,
+            state: self.state,
+            passphrase_file: self.passphrase_file,
+        })
+    }
+}
+
+/// Enrol this process server with a master target: prove its passphrase, pin its key.
+#[derive(Args)]
+pub struct EnrolArgs {
+    /// The master target, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    to: String,
+    /// A file holding the master target's passphrase (one line, mode 600).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Utf8PathBuf,
+    /// This sender's key and pinned master-target keys.
+    #[arg(long, value_name = "DIR", default_value = auth::DEFAULT_SENDER_STATE)]
+    state: Utf8PathBuf,
+}
+
+impl EnrolArgs {
+    pub fn run(self) -> anyhow::Result<()> {
+        let pass = auth::read_passphrase(&self.passphrase_file)?;
+        let sender = SenderAuth::load(&self.state)?;
+        let key = sender.enrol(&self.to, &pass)?;
+        println!(
+            "enrolled with {}: its key {} is pinned; this sender's key {} is authorised there",
+            self.to,
+            auth::hex(&key),
+            auth::hex(&sender.public_key())
+        );
+        Ok(())
+    }
+}
+
+/// Replicate a group to a master target: a full copy or delta resync of source disks,
+/// and/or a recorded change stream. Resumes from the last acknowledged position.
+#[derive(Args)]
+pub struct SendArgs {
+    /// The replication group (created on the master target beforehand).
+    group: String,
+    /// The master target, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    to: String,
+    /// NAME=SOURCE (a file or block device), once per disk, in the group's order.
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    /// Copy every block of the sources.
+    #[arg(long, conflicts_with = "delta")]
+    full: bool,
+    /// Send only blocks that differ from the master target's copy.
+    #[arg(long)]
+    delta: bool,
+    /// Then send this recorded change stream (the frame format `apply --from` reads).
+    #[arg(long, value_name = "FILE")]
+    stream: Option<Utf8PathBuf>,
+    /// Enrol first with this passphrase file if no key is pinned for the master target.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<Utf8PathBuf>,
+    /// This sender's key and pinned master-target keys.
+    #[arg(long, value_name = "DIR", default_value = auth::DEFAULT_SENDER_STATE)]
+    state: Utf8PathBuf,
+    /// Keep reconnecting this many seconds after a lost connection.
+    #[arg(long, default_value_t = 300)]
+    retry_for: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl SendArgs {
+    pub fn run(self) -> anyhow::Result<()> {
+        let to = self.to;
+        let sender_auth = SenderAuth::load(&self.state)?;
+        // `--passphrase-file` is the enrol verb folded into the first send.
+        if sender_auth.pinned(&to)?.is_none() {
+            if let Some(f) = &self.passphrase_file {
+                let pass = auth::read_passphrase(f)?;
+                let key = sender_auth.enrol(&to, &pass)?;
+                eprintln!(
+                    "mt-agent: enrolled with {to}, pinned key {}",
+                    auth::hex(&key)
+                );
+            }
+        }
+        let mut sources = Vec::new();
+        for d in &self.disks {
+            let (name, path) = named_disk(d, "NAME=SOURCE (a file or block device)")?;
+            sources.push((name.to_owned(), Utf8PathBuf::from(path)));
+        }
+        let resync = match (self.full, self.delta) {
+            (true, _) => Some(ResyncMode::Full),
+            (_, true) => Some(ResyncMode::Delta),
+            _ => None,
+        };
+        let group = self.group;
+        let opts = SendOptions {
+            target: to,
+            group: group.clone(),
+            disks: sources,
+            resync,
+            stream: self.stream,
+            state: self.state,
+            retry_for: std::time::Duration::from_secs(self.retry_for),
+        };
+        let r = sender::send(&opts, &|l| eprintln!("mt-agent: {l}"))?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "group {group}: acknowledged through LSN {}; {} of {} compared blocks changed ({} bytes), {} frames, wire {} bytes sent / {} received ({} of hashes), {} reconnects",
+                r.acked, r.blocks_changed, r.blocks_compared, r.changed_bytes, r.frames_sent,
+                r.wire_bytes_sent, r.wire_bytes_received, r.hash_bytes_received, r.reconnects
+            );
+        }
+        Ok(())
+    }
+}
