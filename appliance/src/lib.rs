@@ -5,6 +5,7 @@
 
 pub mod cpio;
 pub mod definition;
+pub mod finding;
 pub mod kickstart;
 pub mod layout;
 pub mod manifest;

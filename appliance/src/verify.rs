@@ -16,6 +16,8 @@ use crate::definition::{DigestAlgorithm, VsphereCompat};
 use crate::manifest::{digest_reader, Manifest};
 use crate::ova::{read_index, HeaderFormat, MemberReader, TarEntry, TarIndex, USTAR_MAX_SIZE};
 use crate::ovf::{ControllerKind, OvfDescriptor, DISK_ENABLE_UUID, STREAM_OPTIMIZED_FORMAT};
+use crate::units::SECTOR;
+use crate::vmdk::lint::{self, LintFinding};
 use crate::vmdk::{VmdkError, VmdkReader};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::BTreeMap;
@@ -34,25 +36,7 @@ pub struct VerifyOptions {
     pub raw_dir: Option<Utf8PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    /// For the reader's information (a known caveat of some import path).
-    Note,
-    /// Imports, but something is off or unverified.
-    Warning,
-    /// vSphere (or a byte-for-byte check) fails.
-    Error,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Note => "note",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        })
-    }
-}
+pub use crate::finding::Severity;
 
 /// One problem: where (member, structure, byte offset in the OVA) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -920,11 +904,6 @@ fn check_descriptor(cx: &mut Ctx, ovf: &TarEntry, d: &OvfDescriptor) {
     }
 }
 
-/// Sparse extent header fields a stream disk must have.
-const VMDK_MAGIC: &[u8; 4] = b"KDMV";
-const FLAG_COMPRESSED: u32 = 1 << 16;
-const FLAG_MARKERS: u32 = 1 << 17;
-
 fn check_disks(cx: &mut Ctx, d: &OvfDescriptor) {
     for disk in &d.disks {
         let Some(href) = &disk.href else { continue };
@@ -940,308 +919,38 @@ fn check_disks(cx: &mut Ctx, d: &OvfDescriptor) {
     }
 }
 
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-
-/// The stream-disk lints that need only the first and last sector; true if the header is a
-/// sparse extent header worth walking.
+/// The stream-disk lints of the VMDK module (header fields, descriptor, the marker walk) and,
+/// between them, the capacity against the OVF's; true if the header is a sparse extent header
+/// worth the full structure check.
 fn check_vmdk_header(cx: &mut Ctx, e: &TarEntry, ovf_capacity: u64) -> bool {
-    let m = Some(e.name.as_str());
-    let head_at = Some(e.data_offset);
-    if e.size < 3 * 512 || !e.size.is_multiple_of(512) {
-        cx.add(
-            Severity::Error,
-            m,
-            "VMDK file",
-            head_at,
-            format!(
-                "{} bytes is not a whole number of 512-byte sectors of at least a header, footer and end-of-stream marker",
-                e.size
-            ),
-        );
-        if e.size < 512 {
-            return false;
-        }
-    }
-    let mut head = [0u8; 512];
-    if let Err(err) = MemberReader::new(cx.file, e).read_exact(&mut head) {
-        cx.add(
-            Severity::Error,
-            m,
-            "sparse extent header",
-            head_at,
-            format!("cannot be read: {err}"),
-        );
+    let mut r = MemberReader::new(cx.file, e);
+    let Some(h) = lint::header(&mut r, e.size, &mut |f| lint_finding(cx, e, f)) else {
         return false;
-    }
-    if &head[0..4] != VMDK_MAGIC {
-        let what = if head.starts_with(b"# Disk DescriptorFile") {
-            "a VMDK descriptor file, not a monolithic streamOptimized disk"
-        } else {
-            "not a sparse VMDK (no KDMV magic)"
-        };
-        cx.add(Severity::Error, m, "sparse extent header", head_at, what);
-        return false;
-    }
-    let version = le32(&head, 4);
-    let flags = le32(&head, 8);
-    let capacity = le64(&head, 12) * 512;
-    let desc_off = le64(&head, 28);
-    let desc_len = le64(&head, 36);
-    let compress = u16::from_le_bytes([head[77], head[78]]);
-    let field = |o: u64| Some(e.data_offset + o);
-    if version < 3 {
-        cx.add(
-            Severity::Error,
-            m,
-            "sparse extent header version",
-            field(4),
-            format!("version {version}: ESXi answers \"sparse VMDK version too old\" (stream disks are version 3)"),
-        );
-    }
-    if flags & FLAG_COMPRESSED == 0 || flags & FLAG_MARKERS == 0 || compress != 1 {
-        cx.add(
-            Severity::Error,
-            m,
-            "sparse extent header flags",
-            field(8),
-            format!("flags {flags:#010x}, compressAlgorithm {compress}: a stream disk has compressed grains (bit 16), markers (bit 17) and DEFLATE (1)"),
-        );
-    }
+    };
+    let capacity = h.capacity.saturating_mul(SECTOR);
     if capacity != ovf_capacity {
         cx.add(
             Severity::Error,
-            m,
+            Some(&e.name),
             "sparse extent header capacity",
-            field(12),
+            Some(e.data_offset + 12),
             format!("the disk holds {capacity} bytes but the OVF declares {ovf_capacity}: vSphere creates the disk from the OVF's number"),
         );
     }
-    if desc_off > 0 && desc_len > 0 && desc_len <= 128 && (desc_off + desc_len) * 512 <= e.size {
-        let mut desc = vec![0u8; (desc_len * 512) as usize];
-        let mut r = MemberReader::new(cx.file, e);
-        let _ = io::Seek::seek(&mut r, io::SeekFrom::Start(desc_off * 512));
-        if r.read_exact(&mut desc).is_ok() {
-            let text = String::from_utf8_lossy(&desc);
-            if !text.contains("createType=\"streamOptimized\"") {
-                cx.add(
-                    Severity::Error,
-                    m,
-                    "embedded descriptor",
-                    field(desc_off * 512),
-                    "createType is not \"streamOptimized\"",
-                );
-            }
-        }
-    }
-    let grain_sectors = le64(&head, 20);
-    let over_head = le64(&head, 64);
-    let gd_at_end = le64(&head, 56) == u64::MAX;
-    walk_markers(cx, e, over_head, le64(&head, 12), grain_sectors, gd_at_end);
+    lint::descriptor(&mut r, e.size, &h, &mut |f| lint_finding(cx, e, f));
+    lint::stream(&mut r, e.size, &h, &mut |f| lint_finding(cx, e, f));
     true
 }
 
-const SECTOR: u64 = 512;
-
-/// Walks the stream from the first grain marker (`overHead`) to the end-of-stream marker the
-/// way a streaming importer reads it: grain markers (LBA, compressed size), metadata markers
-/// (GT, GD, footer) and the all-zero EOS that must be the file's last sector. Reads only the
-/// 16 marker bytes of each structure. Works for any producer's layout (tables at the front or
-/// at the end).
-fn walk_markers(
-    cx: &mut Ctx,
-    e: &TarEntry,
-    over_head: u64,
-    capacity: u64,
-    grain: u64,
-    gd_at_end: bool,
-) {
-    let m = Some(e.name.as_str());
-    let at = |pos: u64| Some(e.data_offset + pos);
-    let mut pos = over_head * SECTOR;
-    if over_head == 0 || pos > e.size {
-        cx.add(
-            Severity::Error,
-            m,
-            "sparse extent header overHead",
-            at(64),
-            format!(
-                "overHead sector {over_head} is not where grains start inside the {}-byte file",
-                e.size
-            ),
-        );
-        return;
-    }
-    let mut last_lba = None;
-    loop {
-        if pos + SECTOR > e.size {
-            cx.add(
-                Severity::Error,
-                m,
-                "end-of-stream marker",
-                at(pos),
-                format!(
-                    "the marker walk from sector {over_head} reaches the end of the file at byte {pos} without an end-of-stream marker: ESXi rejects such disks (qemu-img writes none)"
-                ),
-            );
-            return;
-        }
-        let mut mk = [0u8; 16];
-        if let Err(err) = e_read_at(cx.file, e, pos, &mut mk) {
-            cx.add(
-                Severity::Error,
-                m,
-                "marker",
-                at(pos),
-                format!("cannot be read: {err}"),
-            );
-            return;
-        }
-        let val = le64(&mk, 0);
-        let size = le32(&mk, 8);
-        let kind = le32(&mk, 12);
-        if size != 0 {
-            let structure = format!("grain marker (LBA {val})");
-            if grain == 0 || !val.is_multiple_of(grain) || val >= capacity {
-                cx.add(
-                    Severity::Error,
-                    m,
-                    structure,
-                    at(pos),
-                    format!("LBA {val} is not a grain start inside the disk's {capacity} sectors (bad marker)"),
-                );
-                return;
-            }
-            if u64::from(size) > 2 * grain * SECTOR + SECTOR {
-                cx.add(
-                    Severity::Error,
-                    m,
-                    structure,
-                    at(pos),
-                    format!("compressed size {size} is larger than any {}-byte grain compresses to (bad marker)", grain * SECTOR),
-                );
-                return;
-            }
-            if last_lba.is_some_and(|l| val <= l) {
-                cx.add(
-                    Severity::Warning,
-                    m,
-                    structure.clone(),
-                    at(pos),
-                    "grains are not in ascending LBA order (some importers expect them sorted)",
-                );
-            }
-            last_lba = Some(val);
-            let next = pos + (12 + u64::from(size)).div_ceil(SECTOR) * SECTOR;
-            if next > e.size {
-                cx.add(
-                    Severity::Error,
-                    m,
-                    structure,
-                    at(pos),
-                    format!("the grain's {size} compressed bytes run past the end of the file ({} bytes): truncated", e.size),
-                );
-                return;
-            }
-            pos = next;
-            continue;
-        }
-        match kind {
-            0 => {
-                let after = pos + SECTOR;
-                if after == e.size {
-                    return;
-                }
-                let trailing_zero = match all_zero(cx.file, e, after) {
-                    Ok(z) => z,
-                    Err(err) => {
-                        cx.add(
-                            Severity::Error,
-                            m,
-                            "end-of-stream marker",
-                            at(pos),
-                            format!("the bytes after it cannot be read: {err}"),
-                        );
-                        return;
-                    }
-                };
-                let (severity, why) = if gd_at_end {
-                    (Severity::Error, "with the grain directory at the end, readers find the footer at end of file - 1536 bytes, so the end-of-stream marker must be the last sector")
-                } else if trailing_zero {
-                    (Severity::Note, "only zero padding follows (qemu-img does this); stream readers stop at the marker")
-                } else {
-                    (Severity::Error, "data follows the end of the stream")
-                };
-                cx.add(
-                    severity,
-                    m,
-                    "end-of-stream marker",
-                    at(pos),
-                    format!(
-                        "the stream ends here but the file goes on for {} bytes: {why}",
-                        e.size - after
-                    ),
-                );
-                return;
-            }
-            1..=3 => {
-                let name = [
-                    "",
-                    "grain table marker",
-                    "grain directory marker",
-                    "footer marker",
-                ][kind as usize];
-                let next = pos + (1 + val) * SECTOR;
-                if val == 0 || next > e.size {
-                    cx.add(
-                        Severity::Error,
-                        m,
-                        name,
-                        at(pos),
-                        format!("announces {val} sectors, which do not fit in the {}-byte file: truncated or a bad marker", e.size),
-                    );
-                    return;
-                }
-                pos = next;
-            }
-            other => {
-                cx.add(
-                    Severity::Error,
-                    m,
-                    "marker",
-                    at(pos),
-                    format!("unknown metadata marker type {other} (0 EOS, 1 GT, 2 GD, 3 footer): bad marker"),
-                );
-                return;
-            }
-        }
-    }
-}
-
-fn e_read_at(file: &File, e: &TarEntry, pos: u64, buf: &mut [u8]) -> io::Result<()> {
-    let mut r = MemberReader::new(file, e);
-    io::Seek::seek(&mut r, io::SeekFrom::Start(pos))?;
-    r.read_exact(buf)
-}
-
-/// Whether the member is all zero from `from` to its end.
-fn all_zero(file: &File, e: &TarEntry, from: u64) -> io::Result<bool> {
-    let mut r = MemberReader::new(file, e);
-    io::Seek::seek(&mut r, io::SeekFrom::Start(from))?;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
-    }
+/// A finding of the stream lint, with the offset moved from the member into the OVA.
+fn lint_finding(cx: &mut Ctx, e: &TarEntry, f: LintFinding) {
+    cx.add(
+        f.severity,
+        Some(&e.name),
+        f.structure,
+        Some(e.data_offset + f.offset),
+        f.message,
+    );
 }
 
 /// A finding from a VMDK reader error, with the offset moved from the member into the OVA.

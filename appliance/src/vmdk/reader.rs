@@ -458,12 +458,14 @@ impl<R: Read + Seek> VmdkReader<R> {
         });
         self.compressed = compressed;
         let consumed = result?;
-        let record = if lba.is_some() {
-            GRAIN_MARKER_LEN as u64 + size as u64
-        } else {
-            consumed
-        };
-        Ok(record.div_ceil(SECTOR))
+        Ok(match lba {
+            Some(lba) => Marker::Grain {
+                lba,
+                size: size as u32,
+            }
+            .record_sectors(),
+            None => consumed.div_ceil(SECTOR),
+        })
     }
 
     fn check_grain_lba(&self, at: u64, lba: u64, expect: Option<u64>) -> Result<(), VmdkError> {
@@ -691,7 +693,8 @@ impl<R: Read + Seek> VmdkReader<R> {
                 ));
             }
             self.read_exact_at(at, &mut b, "marker")?;
-            match Marker::parse(&b) {
+            let marker = Marker::parse(&b);
+            match marker {
                 Marker::Grain { lba, .. } => {
                     self.check_grain_lba(at, lba, None)?;
                     let index = lba / gs;
@@ -725,7 +728,7 @@ impl<R: Read + Seek> VmdkReader<R> {
                     }
                     break;
                 }
-                Marker::GrainTable { sectors } => {
+                Marker::GrainTable { .. } => {
                     if !gt_sectors.contains(&(s + 1)) {
                         return Err(VmdkError::corrupt(
                             "grain-table marker",
@@ -736,9 +739,9 @@ impl<R: Read + Seek> VmdkReader<R> {
                             ),
                         ));
                     }
-                    s += 1 + sectors;
+                    s += marker.record_sectors();
                 }
-                Marker::GrainDirectory { sectors } => {
+                Marker::GrainDirectory { .. } => {
                     if s + 1 != self.gd_offset {
                         return Err(VmdkError::corrupt(
                             "grain-directory marker",
@@ -750,9 +753,9 @@ impl<R: Read + Seek> VmdkReader<R> {
                             ),
                         ));
                     }
-                    s += 1 + sectors;
+                    s += marker.record_sectors();
                 }
-                Marker::Footer { sectors } => {
+                Marker::Footer { .. } => {
                     if self.layout != Layout::GdAtEnd || s + 3 != self.len / SECTOR {
                         return Err(VmdkError::corrupt(
                             "footer marker",
@@ -761,7 +764,7 @@ impl<R: Read + Seek> VmdkReader<R> {
                                 .to_string(),
                         ));
                     }
-                    s += 1 + sectors;
+                    s += marker.record_sectors();
                 }
                 Marker::Unknown { kind, .. } => {
                     return Err(VmdkError::corrupt(
