@@ -136,7 +136,7 @@ pub fn descriptor<R: Read + Seek>(r: &mut R, len: u64, h: &SparseExtentHeader, m
 /// 16 marker bytes of each structure. Works for any producer's layout (tables at the front or
 /// at the end).
 pub fn stream<R: Read + Seek>(r: &mut R, len: u64, h: &SparseExtentHeader, mut sink: Sink) {
-    let (over_head, capacity, grain) = (h.overhead, h.capacity, h.grain_size);
+    let over_head = h.overhead;
     let mut pos = over_head.saturating_mul(SECTOR);
     if over_head == 0 || pos > len {
         error(
@@ -171,43 +171,16 @@ pub fn stream<R: Read + Seek>(r: &mut R, len: u64, h: &SparseExtentHeader, mut s
         let next = pos.saturating_add(marker.record_sectors().saturating_mul(SECTOR));
         match marker {
             Marker::Grain { lba, size } => {
-                let structure = format!("grain marker (LBA {lba})");
-                if grain == 0 || !lba.is_multiple_of(grain) || lba >= capacity {
-                    error(
-                        &mut sink,
-                        &structure,
-                        pos,
-                        format!("LBA {lba} is not a grain start inside the disk's {capacity} sectors (bad marker)"),
-                    );
+                if !grain_marker(&mut sink, pos, lba, size, h, &mut last_lba) {
                     return;
                 }
-                if u64::from(size) > 2 * grain * SECTOR + SECTOR {
-                    error(
-                        &mut sink,
-                        &structure,
-                        pos,
-                        format!("compressed size {size} is larger than any {}-byte grain compresses to (bad marker)", grain * SECTOR),
-                    );
-                    return;
-                }
-                if last_lba.is_some_and(|l| lba <= l) {
-                    report(
-                        &mut sink,
-                        Severity::Warning,
-                        &structure,
-                        pos,
-                        "grains are not in ascending LBA order (some importers expect them sorted)"
-                            .to_string(),
-                    );
-                }
-                last_lba = Some(lba);
                 if next > len {
                     error(
                         &mut sink,
-                        &structure,
+                        &format!("grain marker (LBA {lba})"),
                         pos,
-                        format!("the grain's {size} compressed bytes run past the end of the file ({len} bytes): truncated"),
-                    );
+                    format!("the grain's {size} compressed bytes run past the end of the file ({len} bytes): truncated"),
+                );
                     return;
                 }
             }
@@ -242,6 +215,51 @@ pub fn stream<R: Read + Seek>(r: &mut R, len: u64, h: &SparseExtentHeader, mut s
         }
         pos = next;
     }
+}
+
+/// The LBA, size and order of the grain marker at `pos`; false if the walk cannot go on.
+/// `last_lba` is the previous grain's.
+fn grain_marker(
+    sink: &mut Sink,
+    pos: u64,
+    lba: u64,
+    size: u32,
+    h: &SparseExtentHeader,
+    last_lba: &mut Option<u64>,
+) -> bool {
+    let (capacity, grain) = (h.capacity, h.grain_size);
+    let structure = format!("grain marker (LBA {lba})");
+    if grain == 0 || !lba.is_multiple_of(grain) || lba >= capacity {
+        error(
+            sink,
+            &structure,
+            pos,
+            format!(
+                "LBA {lba} is not a grain start inside the disk's {capacity} sectors (bad marker)"
+            ),
+        );
+        return false;
+    }
+    if u64::from(size) > 2 * grain * SECTOR + SECTOR {
+        error(
+            sink,
+            &structure,
+            pos,
+            format!("compressed size {size} is larger than any {}-byte grain compresses to (bad marker)", grain * SECTOR),
+        );
+        return false;
+    }
+    if last_lba.is_some_and(|l| lba <= l) {
+        report(
+            sink,
+            Severity::Warning,
+            &structure,
+            pos,
+            "grains are not in ascending LBA order (some importers expect them sorted)".to_string(),
+        );
+    }
+    *last_lba = Some(lba);
+    true
 }
 
 /// The end-of-stream marker at `pos` must be the file's last sector; what follows it decides
