@@ -290,6 +290,21 @@ impl Marker {
     }
 }
 
+/// A marker sector in words, for error messages.
+pub(crate) fn describe_marker(b: &[u8]) -> String {
+    match Marker::parse(b) {
+        Marker::Grain { lba, size } => format!("a grain marker (lba {lba}, {size} bytes)"),
+        Marker::EndOfStream if b.iter().all(|&x| x == 0) => "an end-of-stream marker".to_string(),
+        Marker::EndOfStream => "a type-0 marker followed by non-zero bytes".to_string(),
+        Marker::GrainTable { sectors } => format!("a grain-table marker ({sectors} sectors)"),
+        Marker::GrainDirectory { sectors } => {
+            format!("a grain-directory marker ({sectors} sectors)")
+        }
+        Marker::Footer { sectors } => format!("a footer marker ({sectors} sectors)"),
+        Marker::Unknown { kind, .. } => format!("a marker of unknown type {kind}"),
+    }
+}
+
 /// The values of the embedded descriptor this project writes (section 1.3 of the format note).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescriptorValues {

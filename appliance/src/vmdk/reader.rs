@@ -8,7 +8,8 @@
 //! tar member. This module never writes a VMDK.
 
 use super::header::{
-    Descriptor, Marker, SparseExtentHeader, FLAG_ZEROED_GTE, GD_AT_END, GRAIN_MARKER_LEN,
+    describe_marker, Descriptor, Marker, SparseExtentHeader, FLAG_ZEROED_GTE, GD_AT_END,
+    GRAIN_MARKER_LEN,
 };
 use super::VmdkError;
 use crate::units::SECTOR;
@@ -777,7 +778,13 @@ impl<R: Read + Seek> VmdkReader<R> {
                 }
             }
         }
-        let per_gt = u64::from(h.num_gtes_per_gt);
+        self.check_every_entry_walked(&seen)?;
+        Ok((in_order, true))
+    }
+
+    /// Every grain table entry must point at a grain marker the walk found (`seen`, sorted).
+    fn check_every_entry_walked(&self, seen: &[u32]) -> Result<(), VmdkError> {
+        let per_gt = u64::from(self.header.num_gtes_per_gt);
         for (t, table) in self.tables.iter().enumerate() {
             let Some(table) = table else { continue };
             for (i, &sector) in table.iter().enumerate() {
@@ -794,21 +801,6 @@ impl<R: Read + Seek> VmdkReader<R> {
                 }
             }
         }
-        Ok((in_order, true))
-    }
-}
-
-/// A marker sector in words, for error messages.
-fn describe_marker(b: &[u8]) -> String {
-    match Marker::parse(b) {
-        Marker::Grain { lba, size } => format!("a grain marker (lba {lba}, {size} bytes)"),
-        Marker::EndOfStream if b.iter().all(|&x| x == 0) => "an end-of-stream marker".to_string(),
-        Marker::EndOfStream => "a type-0 marker followed by non-zero bytes".to_string(),
-        Marker::GrainTable { sectors } => format!("a grain-table marker ({sectors} sectors)"),
-        Marker::GrainDirectory { sectors } => {
-            format!("a grain-directory marker ({sectors} sectors)")
-        }
-        Marker::Footer { sectors } => format!("a footer marker ({sectors} sectors)"),
-        Marker::Unknown { kind, .. } => format!("a marker of unknown type {kind}"),
+        Ok(())
     }
 }
