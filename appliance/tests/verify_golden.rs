@@ -15,7 +15,7 @@ use appliance::manifest::{digest_bytes, Manifest};
 use appliance::ova::{pack, read_index, write_ova, MemberSource, OvaMember, PackOptions, TarIndex};
 use appliance::ovf::DiskRole;
 use appliance::verify::{verify_ova, VerifyOptions};
-use appliance::vmdk::Marker;
+use appliance::vmdk::{Marker, SparseExtentHeader};
 use appliance::Definition;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::fmt::Write as _;
@@ -288,20 +288,15 @@ fn tar_case(case: &str, f: impl FnOnce(&Utf8Path)) {
 
 /// The byte offset and the decoded marker of every stream marker, walking from `overHead`.
 fn markers(vmdk: &[u8]) -> Vec<(usize, Marker)> {
-    let over_head = u64::from_le_bytes(vmdk[64..72].try_into().unwrap()) as usize;
-    let mut pos = over_head * SECTOR;
+    let mut pos = SparseExtentHeader::decode(vmdk).overhead as usize * SECTOR;
     let mut out = Vec::new();
     while pos + SECTOR <= vmdk.len() {
         let m = Marker::parse(&vmdk[pos..pos + 16]);
         out.push((pos, m));
-        pos += match m {
-            Marker::Grain { size, .. } => (12 + size as usize).div_ceil(SECTOR) * SECTOR,
-            Marker::EndOfStream => break,
-            Marker::GrainTable { sectors }
-            | Marker::GrainDirectory { sectors }
-            | Marker::Footer { sectors }
-            | Marker::Unknown { sectors, .. } => (1 + sectors as usize) * SECTOR,
-        };
+        if m == Marker::EndOfStream {
+            break;
+        }
+        pos += m.record_sectors() as usize * SECTOR;
     }
     out
 }
