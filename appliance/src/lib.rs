@@ -6,6 +6,7 @@
 pub mod cpio;
 pub mod definition;
 pub mod kernel_cmdline;
+pub mod finding;
 pub mod kickstart;
 pub mod layout;
 pub mod manifest;

@@ -1,11 +1,12 @@
 //! Stream-optimized VMDK: the disk format of an OVA. `write_stream_optimized` turns a raw disk
 //! image into a `.vmdk` (compressed grains, grain directory at the end, footer, end-of-stream);
 //! `VmdkReader` checks any sparse VMDK's structure and reads it back, and `expand_to_raw` turns
-//! one back into a sparse raw image.
+//! one back into a sparse raw image; `lint` reports every problem of a stream file to a sink.
 //!
 //! The layout is documented in `docs/vmdk-format.md`. Pure library: no processes are run here.
 
 pub mod header;
+pub mod lint;
 mod reader;
 mod writer;
 

@@ -8,7 +8,8 @@
 //! tar member. This module never writes a VMDK.
 
 use super::header::{
-    Descriptor, Marker, SparseExtentHeader, FLAG_ZEROED_GTE, GD_AT_END, GRAIN_MARKER_LEN,
+    describe_marker, Descriptor, Marker, SparseExtentHeader, FLAG_ZEROED_GTE, GD_AT_END,
+    GRAIN_MARKER_LEN,
 };
 use super::VmdkError;
 use crate::units::SECTOR;
@@ -458,12 +459,14 @@ impl<R: Read + Seek> VmdkReader<R> {
         });
         self.compressed = compressed;
         let consumed = result?;
-        let record = if lba.is_some() {
-            GRAIN_MARKER_LEN as u64 + size as u64
-        } else {
-            consumed
-        };
-        Ok(record.div_ceil(SECTOR))
+        Ok(match lba {
+            Some(lba) => Marker::Grain {
+                lba,
+                size: size as u32,
+            }
+            .record_sectors(),
+            None => consumed.div_ceil(SECTOR),
+        })
     }
 
     fn check_grain_lba(&self, at: u64, lba: u64, expect: Option<u64>) -> Result<(), VmdkError> {
@@ -691,7 +694,8 @@ impl<R: Read + Seek> VmdkReader<R> {
                 ));
             }
             self.read_exact_at(at, &mut b, "marker")?;
-            match Marker::parse(&b) {
+            let marker = Marker::parse(&b);
+            match marker {
                 Marker::Grain { lba, .. } => {
                     self.check_grain_lba(at, lba, None)?;
                     let index = lba / gs;
@@ -725,7 +729,7 @@ impl<R: Read + Seek> VmdkReader<R> {
                     }
                     break;
                 }
-                Marker::GrainTable { sectors } => {
+                Marker::GrainTable { .. } => {
                     if !gt_sectors.contains(&(s + 1)) {
                         return Err(VmdkError::corrupt(
                             "grain-table marker",
@@ -736,9 +740,9 @@ impl<R: Read + Seek> VmdkReader<R> {
                             ),
                         ));
                     }
-                    s += 1 + sectors;
+                    s += marker.record_sectors();
                 }
-                Marker::GrainDirectory { sectors } => {
+                Marker::GrainDirectory { .. } => {
                     if s + 1 != self.gd_offset {
                         return Err(VmdkError::corrupt(
                             "grain-directory marker",
@@ -750,9 +754,9 @@ impl<R: Read + Seek> VmdkReader<R> {
                             ),
                         ));
                     }
-                    s += 1 + sectors;
+                    s += marker.record_sectors();
                 }
-                Marker::Footer { sectors } => {
+                Marker::Footer { .. } => {
                     if self.layout != Layout::GdAtEnd || s + 3 != self.len / SECTOR {
                         return Err(VmdkError::corrupt(
                             "footer marker",
@@ -761,7 +765,7 @@ impl<R: Read + Seek> VmdkReader<R> {
                                 .to_string(),
                         ));
                     }
-                    s += 1 + sectors;
+                    s += marker.record_sectors();
                 }
                 Marker::Unknown { kind, .. } => {
                     return Err(VmdkError::corrupt(
@@ -774,7 +778,13 @@ impl<R: Read + Seek> VmdkReader<R> {
                 }
             }
         }
-        let per_gt = u64::from(h.num_gtes_per_gt);
+        self.check_every_entry_walked(&seen)?;
+        Ok((in_order, true))
+    }
+
+    /// Every grain table entry must point at a grain marker the walk found (`seen`, sorted).
+    fn check_every_entry_walked(&self, seen: &[u32]) -> Result<(), VmdkError> {
+        let per_gt = u64::from(self.header.num_gtes_per_gt);
         for (t, table) in self.tables.iter().enumerate() {
             let Some(table) = table else { continue };
             for (i, &sector) in table.iter().enumerate() {
@@ -791,21 +801,6 @@ impl<R: Read + Seek> VmdkReader<R> {
                 }
             }
         }
-        Ok((in_order, true))
-    }
-}
-
-/// A marker sector in words, for error messages.
-fn describe_marker(b: &[u8]) -> String {
-    match Marker::parse(b) {
-        Marker::Grain { lba, size } => format!("a grain marker (lba {lba}, {size} bytes)"),
-        Marker::EndOfStream if b.iter().all(|&x| x == 0) => "an end-of-stream marker".to_string(),
-        Marker::EndOfStream => "a type-0 marker followed by non-zero bytes".to_string(),
-        Marker::GrainTable { sectors } => format!("a grain-table marker ({sectors} sectors)"),
-        Marker::GrainDirectory { sectors } => {
-            format!("a grain-directory marker ({sectors} sectors)")
-        }
-        Marker::Footer { sectors } => format!("a footer marker ({sectors} sectors)"),
-        Marker::Unknown { kind, .. } => format!("a marker of unknown type {kind}"),
+        Ok(())
     }
 }
