@@ -39,7 +39,7 @@ fn log(line: &str) {
 
 /// Runs until the process is stopped.
 pub fn run(opts: &ServeOptions) -> Result<()> {
-    let mut cfg = AgentConfig::load(&opts.config)?;
+    let mut cfg = crate::config::load(&opts.config)?;
     crate::guest::disks::verify_identity(&crate::guest::disks::SystemPaths::default(), &cfg)
         .context("mt-agent refuses to start")?;
     let volume = crate::guest::retention::check(&cfg.retention_mount)

@@ -5,8 +5,8 @@
 
 pub mod cpio;
 pub mod definition;
-pub mod kernel_cmdline;
 pub mod finding;
+pub mod kernel_cmdline;
 pub mod kickstart;
 pub mod layout;
 pub mod manifest;

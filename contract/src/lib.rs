@@ -13,9 +13,8 @@
 //!   resolv.conf).
 //!
 //! Architecture invariant: this crate is pure. It does no I/O, runs no process and depends on
-//! nothing but serde (and camino for the one path type); both sides convert at their edges. The
-//! one exception is the agent-only feature `load` (`AgentConfig::load` reads agent.toml), which
-//! the build side never enables.
+//! nothing but serde (and camino for the one path type); both sides convert at their edges (the agent reads
+//! `agent.toml` in `mt_agent::config::load`).
 
 pub mod config;
 pub mod deploy;

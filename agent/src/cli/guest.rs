@@ -46,7 +46,7 @@ pub struct ShowConfigArgs {
 
 impl ShowConfigArgs {
     pub fn run(self) -> anyhow::Result<()> {
-        let cfg = AgentConfig::load(&self.config)?;
+        let cfg = mt_agent::config::load(&self.config)?;
         println!("{}", toml::to_string_pretty(&cfg)?);
         Ok(())
     }
@@ -96,7 +96,7 @@ pub struct FirstbootArgs {
 
 impl FirstbootArgs {
     pub fn run(self) -> anyhow::Result<()> {
-        let cfg = AgentConfig::load(&self.config)?;
+        let cfg = mt_agent::config::load(&self.config)?;
         let report = firstboot::run_firstboot(&cfg, &self.sys.paths(), &firstboot::SystemTools)?;
         for line in &report.kept {
             println!("mt-agent firstboot: {line}");
@@ -126,7 +126,7 @@ pub struct DisksArgs {
 
 impl DisksArgs {
     pub fn run(self) -> anyhow::Result<()> {
-        let cfg = AgentConfig::load(&self.config)?;
+        let cfg = mt_agent::config::load(&self.config)?;
         let Some(rule) = disks::rule_of(&cfg) else {
             bail!("{} has no [retention_disk] (scsi_unit, fs, label): the roles of the appliance's own disks come from it", self.config);
         };
@@ -161,7 +161,7 @@ pub struct CheckRetentionArgs {
 impl CheckRetentionArgs {
     pub fn run(self) -> anyhow::Result<()> {
         // Without a readable configuration there are no known targets to compare with.
-        let targets = AgentConfig::load(&self.config)
+        let targets = mt_agent::config::load(&self.config)
             .map(|cfg| replication_targets(&cfg))
             .unwrap_or_default();
         let ctx = retention::Context::of_this_system(&targets);

@@ -28,7 +28,7 @@ pub struct JournalArgs {
 
 impl JournalArgs {
     fn volume(&self) -> anyhow::Result<RetentionVolume> {
-        let cfg = mt_agent::config::AgentConfig::load(&self.config).with_context(|| {
+        let cfg = mt_agent::config::load(&self.config).with_context(|| {
             "the failback policy comes from the agent configuration: pass --config or set MT_AGENT_CONFIG"
         })?;
         let root = self

@@ -88,31 +88,11 @@ pub fn exit_status(e: &anyhow::Error) -> i32 {
     }
 }
 
-/// A byte count such as 4096, 64MiB or 2GiB (binary units only).
-///
-/// To be replaced by the shared byte-size type and its one grammar (issue 13); until then this is
-/// the agent's only size parser. Do not add a second one, and do not change what it accepts.
+/// A size flag (`--size 40GiB`, `--batch 4M`): the one grammar of sizes, the contract's `ByteSize`.
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 4096, 64MiB or 2GiB"))?;
-    let mul = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "TiB" | "T" => 1 << 40,
-        u => {
-            return Err(format!(
-                "unknown unit {u:?} in {s:?} (use B, KiB, MiB, GiB, TiB)"
-            ))
-        }
-    };
-    n.checked_mul(mul)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    s.parse::<mt_contract::units::ByteSize>()
+        .map(|b| b.bytes())
+        .map_err(|e| e.to_string())
 }
 
 /// Splits a `--disk NAME=PATH` value; `expected` says what PATH may be.

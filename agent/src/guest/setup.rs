@@ -415,7 +415,7 @@ pub fn run(root: &Utf8Path, distro: Distro, config: Option<&Utf8Path>, dry: bool
             "no agent configuration: pass --config FILE (agent.toml rendered from the appliance definition) or install it at {installed} first"
         ),
     };
-    let cfg = AgentConfig::load(&config)?;
+    let cfg = crate::config::load(&config)?;
     let exe = std::env::current_exe().context("cannot find the running mt-agent binary")?;
     let binary = std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
     let plan = plan(root, distro, &cfg, binary)?;

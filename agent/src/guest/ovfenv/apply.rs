@@ -4,6 +4,7 @@
 //! what was applied comes last. `activate` makes a new host name the running one.
 
 use super::{DeployConfig, Distro, Environment, IpConfig, Runner, Transport, RECORD_PATH};
+use crate::atomic_file::write_atomic;
 use anyhow::{bail, Context, Result};
 use camino::Utf8Path;
 use mt_contract::network::{self, Interface};
@@ -67,33 +68,6 @@ pub fn apply(
         changes.written.push(d.path);
     }
     Ok(changes)
-}
-
-fn write_atomic(path: &Utf8Path, contents: &[u8], mode: u32) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().context("a path without a directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
-    let tmp = dir.join(format!(
-        ".{}.mt-ovfenv.tmp",
-        path.file_name().unwrap_or("file")
-    ));
-    // Created already restricted, so a secret is never briefly readable by others.
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {tmp}"))?;
-    f.write_all(contents)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {tmp}"))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("cannot set the mode of {tmp}"))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {path}"))?;
-    Ok(())
 }
 
 const MANAGED_BEGIN: &str = "# BEGIN mt-agent ovfenv (deploy-time root_ssh_key)";
