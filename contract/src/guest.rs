@@ -9,6 +9,9 @@ pub const AGENT_CONFIG_PATH: &str = "/etc/mt-agent/agent.toml";
 pub const PASSPHRASE_PATH: &str = "/etc/mt-agent/passphrase";
 /// What `mt-agent ovfenv` last applied (transport and document hash); `mt-agent status` reads it.
 pub const OVF_ENV_RECORD_PATH: &str = "/var/lib/mt-agent/ovf-env.json";
+/// The agent's own state (keys, authorised senders, recorded disk identities): never a retention
+/// volume, and sealed out of the template.
+pub const AGENT_STATE_DIR: &str = "/var/lib/mt-agent";
 /// Where kdump saves a crash dump: the OS disk's crash partition.
 pub const CRASH_DIR: &str = "/var/crash";
 /// The mount point the runbook (and the agent) expect for the retention drive.

@@ -250,7 +250,7 @@ impl Context {
         let own = exe
             .iter()
             .filter_map(|e| e.parent().map(Utf8Path::to_owned))
-            .chain([Utf8PathBuf::from("/var/lib/mt-agent")]);
+            .chain([Utf8PathBuf::from(mt_contract::guest::AGENT_STATE_DIR)]);
         for dir in own {
             if let Some(dev) = device_of(&dir) {
                 ctx.install.push((dir, dev));

@@ -64,7 +64,7 @@ fn firewall_guest_lines() -> String {
     format!(
         "echo \"MTCHK nft-service $(systemctl is-active {service})\"; \
 nft list chain inet filter input 2>&1 | sed 's/^/MTCHK nft /'; ",
-        service = mt_agent::guest::setup::firewall::DEBIAN_SERVICE
+        service = mt_contract::guest::FIREWALL_SERVICE
     )
 }
 
@@ -84,7 +84,7 @@ echo \"MTCHK ret-fstab $(awk '$2 == \"{mount}\" && $1 !~ /^#/ {{print $1}}' /etc
 echo \"MTCHK ret-formatted $(journalctl -b -o cat -u {unit} | grep 'formatted the retention disk' | grep -o 'UUID=[0-9a-f-]*' | tr '\\n' ' ')\"; \
 echo \"MTCHK ret-adopted $(journalctl -b -o cat -u {unit} | grep 'adopted, not formatted' | grep -o 'UUID=[0-9a-f-]*' | tr '\\n' ' ')\"; ",
         mount = def.retention_disk.mount,
-        unit = mt_agent::guest::setup::FIRSTBOOT_SERVICE,
+        unit = mt_contract::guest::FIRSTBOOT_SERVICE,
     )
 }
 
@@ -100,6 +100,6 @@ echo \"MTCHK ovf-passhash $(sha256sum < {pass} | cut -d' ' -f1)\"; \
 echo \"MTCHK ovf-source $(mt-agent status 2>&1 | grep '^configuration:')\"; \
 echo \"MTCHK ovf-unit $(systemctl is-active mt-agent-ovfenv.service)\"; \
 ",
-        pass = mt_agent::replication::net::auth::PASSPHRASE_PATH,
+        pass = mt_contract::guest::PASSPHRASE_PATH,
     )
 }

@@ -239,10 +239,7 @@ pub(super) fn judge_firewall(def: &Definition, report: &[String]) -> Vec<Outcome
     });
     vec![
         Outcome {
-            what: format!(
-                "{} active",
-                mt_agent::guest::setup::firewall::DEBIAN_SERVICE
-            ),
+            what: format!("{} active", mt_contract::guest::FIREWALL_SERVICE),
             ok: service == "active",
             detail: service,
         },

@@ -211,7 +211,7 @@ impl OvfEnvTest {
             out.push(Outcome {
                 what: format!(
                     "{} mode 600 holds the passphrase",
-                    mt_agent::replication::net::auth::PASSPHRASE_PATH
+                    mt_contract::guest::PASSPHRASE_PATH
                 ),
                 ok: mode == "600 root" && hash == want,
                 detail: format!("mode {mode}, sha256 {}", &hash[..hash.len().min(16)]),

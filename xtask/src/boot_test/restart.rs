@@ -133,7 +133,7 @@ pub(super) fn judge_crash_dump(report: &[String]) -> Outcome {
     Outcome {
         what: format!(
             "the capture kernel saved the dump in {}",
-            mt_agent::guest::setup::kdump::CRASH_DIR
+            mt_contract::guest::CRASH_DIR
         ),
         ok: counts == ["1", "1"],
         detail: format!(
@@ -153,7 +153,7 @@ pub(super) fn reboot_script(def: &Definition, restart: Restart, ovf: bool) -> St
         format!(
             "echo \"MTCHK ovf-addr $(ip -4 -o addr show dev {device} | sed 's/^[0-9]*: //')\"; \
 echo \"MTCHK ovf-unchanged $(journalctl -b -o cat -u {unit} | grep -c 'unchanged, nothing written')\"; ",
-            unit = mt_agent::guest::setup::OVFENV_SERVICE
+            unit = mt_contract::guest::OVFENV_SERVICE
         )
     } else {
         String::new()
@@ -161,7 +161,7 @@ echo \"MTCHK ovf-unchanged $(journalctl -b -o cat -u {unit} | grep -c 'unchanged
     let crash_lines = if restart == Restart::KernelCrash {
         format!(
             "echo \"MTCHK crash-saved $(ls {dir}/*/dump.* 2>/dev/null | wc -l) $(grep -l '{PANIC_MESSAGE}' {dir}/*/dmesg.* 2>/dev/null | wc -l)\"; ",
-            dir = mt_agent::guest::setup::kdump::CRASH_DIR
+            dir = mt_contract::guest::CRASH_DIR
         )
     } else {
         String::new()

@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 use xshell::Shell;
 
-pub(super) const READY_PREFIX: &str = mt_agent::serve::READY_PREFIX;
+pub(super) const READY_PREFIX: &str = mt_contract::guest::READY_PREFIX;
 
 pub(super) fn boot_and_check(
     sh: &Shell,
@@ -105,7 +105,7 @@ pub(super) struct HostPorts {
     pub(super) ssh: u16,
 }
 
-pub(super) const SSH_PORT: u16 = mt_agent::guest::setup::firewall::SSH_PORT;
+pub(super) const SSH_PORT: u16 = mt_contract::guest::SSH_PORT;
 
 pub(super) fn checks(
     opts: &BootTestOptions,
