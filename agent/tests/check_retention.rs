@@ -1,5 +1,5 @@
 //! `mt-agent check-retention` against real file systems on loop devices (needs root and loop
-//! support; says loudly when it cannot run): an ext4 volume accepted, then each criterion
+//! support; fails naming what is missing when it cannot run): an ext4 volume accepted, then each criterion
 //! refused with its own message: a FAT volume made by mkfs.vfat, a zero-size device, a
 //! replication target, a device mounted elsewhere, a volume locked by an agent, the agent's
 //! own install volume, a directory that is not a mount.
@@ -16,24 +16,14 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new() -> Option<Scratch> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!(
-                "\n*** check_retention: NOT RUN: needs root for loop devices and mounts ***\n"
-            );
-            return None;
-        }
-        let dir = Utf8PathBuf::from_path_buf(std::env::temp_dir())
-            .unwrap()
-            .join(format!("mt-checkret-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Some(Scratch {
-            dir,
+    fn new() -> Scratch {
+        testkit::require_root("loop devices and mounts");
+        testkit::require_tools(&["losetup", "mount", "umount", "mkfs.ext4", "mkfs.vfat"]);
+        Scratch {
+            dir: testkit::scratch("check-retention"),
             loops: Vec::new(),
             mounts: Vec::new(),
-        })
+        }
     }
     fn image(&mut self, name: &str, bytes: u64, mkfs: Option<&[&str]>) -> String {
         let img = self.dir.join(name);
@@ -77,9 +67,7 @@ impl Scratch {
     fn config(&self, retention: &Utf8Path) -> Utf8PathBuf {
         let mut cfg = common::agent_config();
         cfg.retention_mount = retention.to_owned();
-        let p = self.dir.join("agent.toml");
-        std::fs::write(&p, toml::to_string(&cfg).unwrap()).unwrap();
-        p
+        common::write_config(&self.dir, &cfg)
     }
 }
 
@@ -96,7 +84,7 @@ impl Drop for Scratch {
 }
 
 fn check(path: &str, config: &Utf8Path) -> (bool, String) {
-    let o: Output = Command::new(env!("CARGO_BIN_EXE_mt-agent"))
+    let o: Output = Command::new(common::MT_AGENT)
         .args(["check-retention", path])
         .env("MT_AGENT_CONFIG", config)
         .output()
@@ -119,7 +107,7 @@ fn fails(text: &str, criterion: &str, message: &str) {
 
 #[test]
 fn check_retention_reaches_every_criterion_on_real_file_systems() {
-    let Some(mut s) = Scratch::new() else { return };
+    let mut s = Scratch::new();
     let ext4 = s.image("ret.img", 32 << 20, Some(&["mkfs.ext4", "-q", "-F"]));
     let ret = s
         .mount(&ext4, "ret")
@@ -174,7 +162,7 @@ fn check_retention_reaches_every_criterion_on_real_file_systems() {
 
     // A replication target: a group on the retention volume writes to this device.
     let target = s.image("target.img", 4 << 20, None);
-    let o = Command::new(env!("CARGO_BIN_EXE_mt-agent"))
+    let o = Command::new(common::MT_AGENT)
         .args(["group", "create", "g", "--disk", &format!("d0={target}")])
         .env("MT_AGENT_CONFIG", &cfg)
         .output()

@@ -5,12 +5,12 @@
 mod common;
 
 use camino::{Utf8Path, Utf8PathBuf};
-use common::{agent_config, Model};
+use common::{agent_config, write_config, Model, MT_AGENT};
 use mt_agent::replication::frame::{Frame, FrameWriter, TagKind, BLOCK_SIZE};
 use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
-use mt_agent::replication::journal::sim::SimRng;
 use mt_agent::replication::journal::Lsn;
 use std::process::{Command, Output, Stdio};
+use testkit::Rng;
 
 struct Env {
     dir: Utf8PathBuf,
@@ -18,20 +18,13 @@ struct Env {
 
 impl Env {
     fn new(name: &str) -> Env {
-        let dir = Utf8PathBuf::from_path_buf(std::env::temp_dir())
-            .unwrap()
-            .join(format!("mt-agent-cli-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = testkit::scratch(&format!("cli-{name}"));
         std::fs::create_dir_all(dir.join("retention")).unwrap();
-        std::fs::write(
-            dir.join("agent.toml"),
-            toml::to_string(&agent_config()).unwrap(),
-        )
-        .unwrap();
+        write_config(&dir, &agent_config());
         Env { dir }
     }
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mt-agent"));
+        let mut c = Command::new(MT_AGENT);
         c.args(args)
             .env("MT_AGENT_CONFIG", self.dir.join("agent.toml"))
             .env("MT_AGENT_RETENTION", self.dir.join("retention"))
@@ -75,7 +68,7 @@ fn record(
     seed: u64,
     max_blocks: u64,
 ) -> Model {
-    let mut rng = SimRng::new(seed);
+    let mut rng = Rng::new(seed);
     let mut model = Model {
         initial: vec![vec![0u8; cap as usize]; 2],
         log: Vec::new(),
@@ -437,7 +430,7 @@ fn kill_campaign(kills: u64, frames: u64) {
         .map(|i| (i, TagKind::App))
         .collect();
     let model = record(&stream, cap, frames, now.plus_secs(-3 * 3600), &tags, 4, 16);
-    let mut rng = SimRng::new(kills);
+    let mut rng = Rng::new(kills);
     let mut killed = 0;
     for _ in 0..kills {
         let mut child = env
@@ -501,6 +494,8 @@ impl Drop for Loop {
 fn block_device_targets_work_like_files() {
     let env = Env::new("blockdev");
     let cap: u64 = 8 << 20;
+    testkit::require_root("loop devices");
+    testkit::require_tool("losetup");
     let mut loops = Vec::new();
     for d in ["d0", "d1"] {
         let img = env.p(&format!("{d}.backing"));

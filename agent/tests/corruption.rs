@@ -11,13 +11,14 @@ use common::*;
 use mt_agent::replication::frame::{Frame, TagKind};
 use mt_agent::replication::journal::clock::{Clock, FakeClock};
 use mt_agent::replication::journal::io::Fs;
-use mt_agent::replication::journal::sim::{SimFs, SimRng};
+use mt_agent::replication::journal::sim::SimFs;
 use mt_agent::replication::journal::{JournalError, PointSelector};
 use std::sync::Arc;
+use testkit::Rng;
 
 /// A group with several epochs, app and crash points, and a used rollback log.
 fn damaged_candidate() -> (SimFs, Model, Arc<FakeClock>) {
-    let mut rng = SimRng::new(42);
+    let mut rng = Rng::new(42);
     let fs = SimFs::new();
     let clock = Arc::new(FakeClock::new(T0));
     let vol = sim_volume(&fs, &clock, 3 * 4096);
@@ -152,7 +153,7 @@ fn journal_files(fs: &SimFs) -> Vec<Utf8PathBuf> {
 
 fn campaign(flips_per_file: u64, cuts_per_file: u64) {
     let (base, model, clock) = damaged_candidate();
-    let mut rng = SimRng::new(4242);
+    let mut rng = Rng::new(4242);
     let files = journal_files(&base);
     assert!(files.len() >= 5, "{files:?}");
     for file in &files {

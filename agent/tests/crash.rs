@@ -16,10 +16,11 @@ use camino::Utf8PathBuf;
 use common::*;
 use mt_agent::replication::frame::{Frame, BLOCK_SIZE};
 use mt_agent::replication::journal::clock::{Clock, FakeClock};
-use mt_agent::replication::journal::sim::{SimFs, SimRng};
+use mt_agent::replication::journal::sim::SimFs;
 use mt_agent::replication::journal::{GroupJournal, JournalError, Lsn, PointKind, RecoveryPoint};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use testkit::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
@@ -42,7 +43,7 @@ enum InFlight {
 }
 
 struct Run {
-    rng: SimRng,
+    rng: Rng,
     fs: SimFs,
     clock: Arc<FakeClock>,
     model: Model,
@@ -147,7 +148,7 @@ fn check_all_points(r: &Run, j: &mut GroupJournal) {
 /// One crash run; returns the phases in flight when power failed (the workload's, and the
 /// restart's repair when power failed a second time there).
 fn crash_run(seed: u64) -> Vec<Phase> {
-    let mut rng = SimRng::new(seed);
+    let mut rng = Rng::new(seed);
     let fs = SimFs::new();
     let clock = Arc::new(FakeClock::new(T0));
     let batch = (1 + rng.below(4)) * 4096 * 3;
@@ -237,7 +238,7 @@ fn crash_run(seed: u64) -> Vec<Phase> {
         drop(j);
     }
     // Power comes back: maybe it fails again while the restart repairs things.
-    let mut img = fs.after_power_loss(&mut r.rng);
+    let mut img = power_loss(&fs, &mut r.rng);
     let trace = std::env::var("CRASH_SEED").is_ok();
     let mut repair_crashed = false;
     if trace {
@@ -258,7 +259,7 @@ fn crash_run(seed: u64) -> Vec<Phase> {
         if res.is_err() && img.has_crashed() {
             repair_crashed = true;
         }
-        img = img.after_power_loss(&mut r.rng);
+        img = power_loss(&img, &mut r.rng);
     }
     r.fs = img.clone();
     let vol2 = sim_volume(&img, &clock, batch);
@@ -458,7 +459,7 @@ fn replay_one_seed() {
 #[test]
 fn a_failed_flush_stops_the_stream_and_is_never_retried() {
     for seed in 0..40u64 {
-        let mut rng = SimRng::new(seed);
+        let mut rng = Rng::new(seed);
         let fs = SimFs::new();
         let clock = Arc::new(FakeClock::new(T0));
         let vol = sim_volume(&fs, &clock, 3 * 4096);
@@ -492,7 +493,7 @@ fn a_failed_flush_stops_the_stream_and_is_never_retried() {
         );
         drop(j);
         // What the disk holds after the failure recovers to an acknowledged prefix.
-        let img = fs.after_power_loss(&mut rng);
+        let img = power_loss(&fs, &mut rng);
         let vol2 = sim_volume(&img, &clock, 3 * 4096);
         let mut j2 = vol2.open_group("g").unwrap();
         assert!(j2.acked() >= acked);

@@ -28,10 +28,10 @@ use camino::{Utf8Path, Utf8PathBuf};
 use common::Model;
 use mt_agent::replication::frame::{Frame, FrameWriter, TagKind, BLOCK_SIZE};
 use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
-use mt_agent::replication::journal::sim::SimRng;
 use mt_agent::replication::journal::Lsn;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
+use testkit::Rng;
 
 /// The first x86_64 system call number Linux 2.6.32 does not have.
 const FIRST_AFTER_2_6_32: u32 = 299;
@@ -143,6 +143,7 @@ fn the_filter_answers_enosys_to_newer_calls_only() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8(o.stdout).unwrap()
     };
+    testkit::require_tool("python3");
     let mut plain = Command::new("python3");
     plain.args(["-c", py]);
     assert_eq!(run(plain), "memfd ok\nTrue\n");
@@ -151,16 +152,10 @@ fn the_filter_answers_enosys_to_newer_calls_only() {
     assert_eq!(run(on_the_floor(floored)), "ENOSYS\nTrue\n");
 }
 
-fn workspace() -> Utf8PathBuf {
-    Utf8Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 /// Builds the static agent the appliance ships and returns its path.
 fn static_agent() -> Utf8PathBuf {
-    let ws = workspace();
+    testkit::require_tools(&["gcc", "musl-gcc"]);
+    let ws = testkit::workspace_root();
     let st = Command::new(env!("CARGO"))
         .args([
             "build",
@@ -178,10 +173,7 @@ fn static_agent() -> Utf8PathBuf {
         st.success(),
         "cargo build --release --target {MUSL} -p mt-agent failed"
     );
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(Utf8PathBuf::from)
-        .unwrap_or_else(|_| ws.join("target"));
-    let bin = target.join(MUSL).join("release/mt-agent");
+    let bin = testkit::target_dir().join(MUSL).join("release/mt-agent");
     // Static: no program interpreter (PT_INTERP) to look for on the old system.
     let elf = std::fs::read(&bin).unwrap();
     let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
@@ -230,16 +222,9 @@ fn put(root: &Utf8Path, path: &str, text: &str) {
 #[ignore = "slow: builds the static musl mt-agent (minutes on 2 cores); run by cargo xtask test"]
 fn the_static_agent_runs_its_smoke_scenario_on_the_2_6_32_floor() {
     let agent = static_agent();
-    let dir = Utf8PathBuf::from_path_buf(std::env::temp_dir())
-        .unwrap()
-        .join(format!("mt-floor-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = testkit::scratch("el6-floor");
     std::fs::create_dir_all(dir.join("retention")).unwrap();
-    std::fs::write(
-        dir.join("agent.toml"),
-        toml::to_string(&common::agent_config()).unwrap(),
-    )
-    .unwrap();
+    common::write_config(&dir, &common::agent_config());
     let f = Floor {
         dir: dir.clone(),
         agent,
@@ -334,7 +319,7 @@ fn the_static_agent_runs_its_smoke_scenario_on_the_2_6_32_floor() {
 
 /// 40 frames over two disks, an app-consistent tag at frame 20, times in the last minutes.
 fn record(path: &Utf8Path, cap: u64) -> Model {
-    let mut rng = SimRng::new(0x2632);
+    let mut rng = Rng::new(0x2632);
     let mut model = Model {
         initial: vec![vec![0u8; cap as usize]; 2],
         log: Vec::new(),

@@ -9,12 +9,13 @@ use common::*;
 use mt_agent::replication::frame::{Frame, TagKind};
 use mt_agent::replication::journal::clock::{Clock, FakeClock};
 use mt_agent::replication::journal::policy::{find, volume_status};
-use mt_agent::replication::journal::sim::{SimFs, SimRng};
+use mt_agent::replication::journal::sim::SimFs;
 use mt_agent::replication::journal::{FrameOutcome, JournalError};
 use std::sync::Arc;
+use testkit::Rng;
 
 fn stream(seed: u64, budget: Option<u64>, capacity: Option<u64>) {
-    let mut rng = SimRng::new(seed);
+    let mut rng = Rng::new(seed);
     let fs = SimFs::new();
     let clock = Arc::new(FakeClock::new(T0));
     let mut vol = sim_volume(&fs, &clock, 8 * 4096);

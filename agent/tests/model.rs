@@ -7,9 +7,10 @@ mod common;
 
 use common::*;
 use mt_agent::replication::journal::clock::FakeClock;
-use mt_agent::replication::journal::sim::{SimFs, SimRng};
+use mt_agent::replication::journal::sim::SimFs;
 use mt_agent::replication::journal::{FrameOutcome, GroupJournal, PointKind, RecoveryPoint};
 use std::sync::Arc;
+use testkit::Rng;
 
 /// Checks the point list against what the policy allows: nothing invented, nothing pruned that
 /// was still inside the window, the newest app-consistent point kept.
@@ -39,7 +40,7 @@ fn check_point_list(
 }
 
 fn run_model(seed: u64, ops: usize) {
-    let mut rng = SimRng::new(seed);
+    let mut rng = Rng::new(seed);
     let fs = SimFs::new();
     let clock = Arc::new(FakeClock::new(T0));
     let batch = (1 + rng.below(6)) * 4096 * 4;
@@ -190,7 +191,7 @@ fn every_listed_point_recovers_identical_to_the_model_full() {
 
 #[test]
 fn five_minutes_of_changes_make_a_crash_consistent_point() {
-    let mut rng = SimRng::new(7);
+    let mut rng = Rng::new(7);
     let fs = SimFs::new();
     let clock = Arc::new(FakeClock::new(T0));
     let vol = sim_volume(&fs, &clock, 1 << 20);
@@ -218,7 +219,7 @@ fn five_minutes_of_changes_make_a_crash_consistent_point() {
 
 #[test]
 fn the_newest_app_consistent_point_outlives_the_window_until_a_newer_one_exists() {
-    let mut rng = SimRng::new(8);
+    let mut rng = Rng::new(8);
     let fs = SimFs::new();
     let clock = Arc::new(FakeClock::new(T0));
     let vol = sim_volume(&fs, &clock, 1 << 20);

@@ -190,12 +190,7 @@ fn xml_special_characters_in_a_value_reach_the_passphrase_file_unescaped() {
 // The binary on a temporary root
 
 fn scratch(name: &str) -> Utf8PathBuf {
-    let dir = Utf8PathBuf::from_path_buf(std::env::temp_dir())
-        .unwrap()
-        .join(format!("mt-ovfenv-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    testkit::scratch(&format!("ovfenv-{name}"))
 }
 
 fn mode(p: &Utf8Path) -> u32 {
@@ -222,10 +217,7 @@ fn snapshot(root: &Utf8Path) -> BTreeMap<String, (u32, Vec<u8>)> {
 }
 
 fn mt_agent(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mt-agent"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(common::MT_AGENT).args(args).output().unwrap()
 }
 
 fn ok(args: &[&str]) -> String {
@@ -355,12 +347,11 @@ fn debian_gets_a_static_ifupdown_stanza_that_survives_reboot() {
         Some("NTP=ntp.dr.example.com")
     );
     let record = ovfenv::RECORD_PATH.trim_start_matches('/');
-    let config = root.parent().unwrap().join("agent.toml");
-    std::fs::write(&config, toml::to_string(&common::agent_config()).unwrap()).unwrap();
+    let config = common::write_config(root.parent().unwrap(), &common::agent_config());
     let retention = root.parent().unwrap().join("retention");
     std::fs::create_dir_all(&retention).unwrap();
     let status = |record: &Utf8Path| {
-        let o = Command::new(env!("CARGO_BIN_EXE_mt-agent"))
+        let o = Command::new(common::MT_AGENT)
             .args(["status"])
             .env("MT_AGENT_CONFIG", &config)
             .env("MT_AGENT_RETENTION", &retention)

@@ -5,6 +5,7 @@
 //! byte-identical, and the agent goes on serving a well-behaved sender while a stalled peer and a
 //! quiet session on another group stay connected.
 
+mod common;
 mod net_common;
 use mt_agent::replication::frame::{encode, Frame};
 use mt_agent::replication::journal::clock::Timestamp;
@@ -71,15 +72,7 @@ fn bad_peers_are_refused_with_a_reason_and_write_nothing() {
 
     // Wrong passphrase: refused on both ends, nothing pinned.
     write_secret(&rig.path("wrong"), "incorrect horse");
-    let out = rig.mt(&[
-        "enrol",
-        "--to",
-        &rig.addr,
-        "--passphrase-file",
-        rig.path("wrong").to_str().unwrap(),
-        "--state",
-        rig.path("sender").to_str().unwrap(),
-    ]);
+    let out = rig.enrol_with("sender", "wrong");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("wrong passphrase"),
@@ -90,32 +83,11 @@ fn bad_peers_are_refused_with_a_reason_and_write_nothing() {
     assert!(untouched(&rig).1 == before.1, "the target changed");
     // A passphrase file others can read is refused before anything is sent.
     std::fs::write(rig.path("open"), PASSPHRASE).unwrap();
-    let out = rig.mt(&[
-        "enrol",
-        "--to",
-        &rig.addr,
-        "--passphrase-file",
-        rig.path("open").to_str().unwrap(),
-        "--state",
-        rig.path("sender").to_str().unwrap(),
-    ]);
+    let out = rig.enrol_with("sender", "open");
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
 
     // The real enrolment.
-    let out = rig.mt(&[
-        "enrol",
-        "--to",
-        &rig.addr,
-        "--passphrase-file",
-        rig.path("passphrase").to_str().unwrap(),
-        "--state",
-        rig.path("sender").to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rig.enrol("sender");
 
     // A sender whose key was never enrolled (it trusts the right master target key).
     std::fs::create_dir_all(rig.path("stranger")).unwrap();
@@ -285,7 +257,7 @@ fn bad_peers_are_refused_with_a_reason_and_write_nothing() {
         Some(Message::Position { acked: 0 })
     );
     let src = rig.path("src.img");
-    random_file(&src, SIZE, &mut Rng(7));
+    random_file(&src, SIZE, &mut Rng::new(7));
     let r = json(&rig.send(
         "sender",
         &["g", "--delta", "--disk", &format!("d0={}", src.display())],

@@ -4,6 +4,7 @@
 //! recorded change stream with crash and app tags, and `mt-agent recover` at every tag equals
 //! the source at that tag.
 
+mod common;
 mod net_common;
 use mt_agent::replication::frame::{encode, Frame, TagKind};
 use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
@@ -41,7 +42,7 @@ fn check_delta(rig: &Rig, sources: &[String], changed: u64) {
 #[test]
 fn full_copy_delta_resyncs_and_a_tagged_stream_recover_equal_the_source_at_every_tag() {
     let mut rig = Rig::new("e2e");
-    let mut rng = Rng(0x5eed_0006);
+    let mut rng = Rng::new(0x5eed_0006);
     let mut src = vec![
         random_file(&rig.path("src-d0.img"), D0, &mut rng),
         random_file(&rig.path("src-d1.img"), D1, &mut rng),

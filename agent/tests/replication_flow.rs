@@ -4,6 +4,7 @@
 //! last acknowledged LSN and the copy completes byte-identical. The interrupted full copy goes
 //! on as a delta resync, so what was already copied does not travel again.
 
+mod common;
 mod net_common;
 use net_common::*;
 use std::process::{Command, Stdio};
@@ -18,18 +19,9 @@ fn credit_stops_when_the_retention_budget_is_nearly_used_and_the_send_resumes_af
     // Less than the receiver's reserve (credit window + 64 MiB): credit stops at the first check.
     rig.serve_args = vec!["--retention-budget".into(), "90MiB".into()];
     rig.start_server();
-    let pass = rig.path("passphrase");
-    rig.mt_ok(&[
-        "enrol",
-        "--to",
-        &rig.addr,
-        "--passphrase-file",
-        pass.to_str().unwrap(),
-        "--state",
-        rig.path("sender").to_str().unwrap(),
-    ]);
+    rig.enrol("sender");
     let src = rig.path("src.img");
-    let data = random_file(&src, SIZE, &mut Rng(0xf10));
+    let data = random_file(&src, SIZE, &mut Rng::new(0xf10));
     let mut sender = Command::new(BIN)
         .args([
             "send",

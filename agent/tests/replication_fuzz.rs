@@ -8,18 +8,7 @@ use mt_agent::replication::journal::clock::Timestamp;
 use mt_agent::replication::journal::Lsn;
 use mt_agent::replication::net::{check_decoders, Message};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use testkit::Rng;
 
 fn seeds() -> Vec<Vec<u8>> {
     let frames = [
@@ -64,27 +53,27 @@ fn seeds() -> Vec<Vec<u8>> {
 
 #[test]
 fn decoders_survive_a_fixed_seed_of_mutated_and_random_inputs() {
-    let mut rng = Rng(0x00f0_2200_6006);
+    let mut rng = Rng::new(0x00f0_2200_6006);
     let seeds = seeds();
     for seed in &seeds {
         check_decoders(seed);
     }
     for _ in 0..20_000 {
-        let mut d = seeds[rng.below(seeds.len())].clone();
-        for _ in 0..1 + rng.below(4) {
-            let i = rng.below(d.len());
-            match rng.below(6) {
-                0 => d[i] ^= 1 << rng.below(8),
-                1 => d[i] = rng.next() as u8,
+        let mut d = seeds[rng.index(seeds.len())].clone();
+        for _ in 0..1 + rng.index(4) {
+            let i = rng.index(d.len());
+            match rng.index(6) {
+                0 => d[i] ^= 1 << rng.index(8),
+                1 => d[i] = rng.next_u64() as u8,
                 2 => d.truncate(i),
-                3 => d.insert(i, rng.next() as u8),
+                3 => d.insert(i, rng.next_u64() as u8),
                 4 if d.len() >= i + 4 => {
-                    let v: u32 = [0, 1, u32::MAX, 4 << 20, (4 << 20) + 1][rng.below(5)];
+                    let v: u32 = [0, 1, u32::MAX, 4 << 20, (4 << 20) + 1][rng.index(5)];
                     d[i..i + 4].copy_from_slice(&v.to_le_bytes());
                 }
                 _ => {
-                    let n = rng.below(64);
-                    let noise: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                    let n = rng.index(64);
+                    let noise: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                     d.splice(i..i, noise);
                 }
             }
@@ -95,8 +84,8 @@ fn decoders_survive_a_fixed_seed_of_mutated_and_random_inputs() {
         check_decoders(&d);
     }
     for _ in 0..2_000 {
-        let n = rng.below(4096);
-        let noise: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        let n = rng.index(4096);
+        let noise: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
         check_decoders(&noise);
     }
 }

@@ -4,6 +4,7 @@
 //! exactly once (nothing lost, nothing applied twice), and recovery at sampled tags equals the
 //! source at that tag.
 
+mod common;
 mod net_common;
 use mt_agent::replication::frame::{encode, Frame, TagKind};
 use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
@@ -96,19 +97,10 @@ fn spawn_sender(rig: &Rig, stream: &std::path::Path) -> Child {
 #[test]
 fn killing_sender_and_receiver_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     let mut rig = Rig::new("kill");
-    let mut rng = Rng(0xdead_beef_0006);
+    let mut rng = Rng::new(0xdead_beef_0006);
     rig.create_group("g", &[("d0", SIZES[0]), ("d1", SIZES[1])]);
     rig.start_server();
-    let pass = rig.path("passphrase");
-    rig.mt_ok(&[
-        "enrol",
-        "--to",
-        &rig.addr,
-        "--passphrase-file",
-        pass.to_str().unwrap(),
-        "--state",
-        rig.path("sender").to_str().unwrap(),
-    ]);
+    rig.enrol("sender");
 
     let base = (SystemClock.now().0 / 1_000_000 + 60) * 1_000_000;
     let mut src: Vec<Vec<u8>> = SIZES.iter().map(|s| vec![0u8; *s as usize]).collect();

@@ -8,9 +8,10 @@ use common::*;
 use mt_agent::replication::frame::{Frame, TagKind};
 use mt_agent::replication::journal::clock::{Clock, FakeClock};
 use mt_agent::replication::journal::io::Fs;
-use mt_agent::replication::journal::sim::{SimFs, SimRng};
+use mt_agent::replication::journal::sim::SimFs;
 use mt_agent::replication::journal::{PointKind, PointSelector};
 use std::sync::Arc;
+use testkit::Rng;
 
 fn tag(
     j: &mt_agent::replication::journal::GroupJournal,
@@ -29,7 +30,7 @@ fn a_resync_is_recorded_refuses_stream_writes_and_hides_latest_until_its_tag() {
     let fs = SimFs::new();
     let clock = Arc::new(FakeClock::new(T0));
     let vol = sim_volume(&fs, &clock, 8 * 4096);
-    let mut rng = SimRng::new(7);
+    let mut rng = Rng::new(7);
     let mut model = make_group(&fs, &vol, &mut rng, 2, 32);
     let mut j = vol.open_group("g").unwrap();
     // A stream with a point, then a resync.
@@ -105,7 +106,7 @@ fn a_first_full_copy_writes_nothing_but_the_targets_and_the_timeline() {
     let fs = SimFs::new();
     let clock = Arc::new(FakeClock::new(T0));
     let vol = sim_volume(&fs, &clock, 8 * 4096);
-    let mut rng = SimRng::new(9);
+    let mut rng = Rng::new(9);
     let mut model = make_group(&fs, &vol, &mut rng, 1, 64);
     let mut j = vol.open_group("g").unwrap();
     let dir = vol.group_dir("g");

@@ -1,30 +1,13 @@
 //! `mt-agent serve` run as the appliance runs it: it refuses a retention path that is a plain
 //! directory (nothing mounted), and on a real, writable mount it announces readiness and answers
-//! on its port.
+//! on its port. Every path it uses (configuration, state, journals, the volume) is the test's own.
 
+mod common;
+
+use camino::Utf8Path;
+use common::{serve_config, write_config, MT_AGENT};
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
-
-fn config(dir: &std::path::Path, port: u16, retention: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("agent.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "port = {port}\nretention_mount = \"{}\"\nrpo_threshold_minutes = 15\nretention_hours = 24\napp_consistent_frequency_minutes = 60\n",
-            retention.display()
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("mt-serve-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -34,17 +17,22 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `serve` with the configuration, server state and journals in `dir`.
+fn serve(cmd: &mut Command, dir: &Utf8Path, config: &Utf8Path) {
+    cmd.args(["serve", "--config", config.as_str()])
+        .args(["--state", dir.join("state").as_str()])
+        .args(["--retention", dir.join("journals").as_str()]);
+}
+
 #[test]
 fn serve_refuses_a_retention_path_where_nothing_is_mounted() {
-    let dir = scratch("refuse");
+    let dir = testkit::scratch("serve-refuse");
     let retention = dir.join("retention");
     std::fs::create_dir(&retention).unwrap();
-    let cfg = config(&dir, free_port(), &retention);
-    let out = Command::new(env!("CARGO_BIN_EXE_mt-agent"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let cfg = write_config(&dir, &serve_config(free_port(), &retention));
+    let mut cmd = Command::new(MT_AGENT);
+    serve(&mut cmd, &dir, &cfg);
+    let out = testkit::run::output(&mut cmd);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -57,28 +45,29 @@ fn serve_refuses_a_retention_path_where_nothing_is_mounted() {
 
 #[test]
 fn serve_on_a_mounted_volume_announces_readiness_and_answers() {
-    // /dev/shm is a tmpfs mount of its own on Linux hosts and containers alike.
-    let shm = std::path::Path::new("/dev/shm");
-    let is_mount =
-        std::fs::metadata(shm).unwrap().dev() != std::fs::metadata("/dev").unwrap().dev();
-    assert!(is_mount, "this test needs /dev/shm to be a mount point");
-    let dir = scratch("ready");
+    let dir = testkit::scratch("serve-ready");
+    let volume = dir.join("volume");
+    std::fs::create_dir(&volume).unwrap();
     let port = free_port();
-    let cfg = config(&dir, port, shm);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mt-agent"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
+    let cfg = write_config(&dir, &serve_config(port, &volume));
+    let mut cmd = testkit::run::with_private_mount(&volume, MT_AGENT);
+    serve(&mut cmd, &dir, &cfg);
+    let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    if line.is_empty() {
+        let out = child.wait_with_output().unwrap();
+        panic!("serve ended: {}", String::from_utf8_lossy(&out.stderr));
+    }
     assert_eq!(
         line.trim(),
-        format!("mt-agent: ready port={port} retention=/dev/shm")
+        format!("mt-agent: ready port={port} retention={volume}")
     );
     let conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut hello = String::new();

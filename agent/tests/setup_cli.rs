@@ -11,12 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 fn scratch(name: &str) -> Utf8PathBuf {
-    let d = Utf8PathBuf::from_path_buf(std::env::temp_dir())
-        .unwrap()
-        .join(format!("mt-setup-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    testkit::scratch(&format!("setup-cli-{name}"))
 }
 
 fn put(root: &Utf8Path, path: &str, text: &str) {
@@ -26,22 +21,12 @@ fn put(root: &Utf8Path, path: &str, text: &str) {
 }
 
 fn config(dir: &Utf8Path) -> Utf8PathBuf {
-    let p = dir.join("agent.toml");
-    std::fs::write(&p, toml::to_string(&common::agent_config()).unwrap()).unwrap();
-    p
+    common::write_config(dir, &common::agent_config())
 }
 
 fn agent(args: &[&str]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_mt-agent"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
+    let o = testkit::run::output(&mut common::mt_agent(args));
+    (o.status.success(), testkit::run::text(&o))
 }
 
 fn snapshot(root: &Utf8Path) -> BTreeMap<String, (u32, Vec<u8>)> {
@@ -249,6 +234,7 @@ fn fake_disk(base: &Utf8Path, name: &str, addr: &str, bytes: u64, naa_last: Opti
 
 #[test]
 fn disks_and_firstboot_on_a_fake_tree() {
+    testkit::require_tools(&["mkfs.ext4", "ssh-keygen", "blkid"]);
     let base = scratch("fb");
     fake_disk(&base, "sda", "0:0:0:0", 64 << 20, Some(0x0a));
     fake_disk(&base, "sdb", "0:0:1:0", 48 << 20, Some(0x0b));
