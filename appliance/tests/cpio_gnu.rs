@@ -9,14 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 fn scratch(name: &str) -> Utf8PathBuf {
-    let dir = Utf8PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    testkit::scratch(&format!("cpio-{name}"))
 }
 
 fn cpio(dir: &Utf8PathBuf, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    testkit::require_tool("cpio");
     let mut child = Command::new("cpio")
         .current_dir(dir)
         .args(args)

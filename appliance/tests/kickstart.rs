@@ -197,6 +197,7 @@ fn check_packages_and_post(def: &Definition, parsed: &Value) {
 
 /// Anaconda runs `%post` with `/bin/sh`, which is bash on el6.
 fn bash_syntax_ok(script: &str) {
+    testkit::require_tool("bash");
     let out = Command::new("bash")
         .args(["-n", "-c", script])
         .output()
@@ -347,6 +348,7 @@ fn ssh_keys_with_quotes_reach_authorized_keys_exactly() {
         .map(|l| l.replace("/root/.ssh/authorized_keys", file.as_str()))
         .collect();
     assert_eq!(lines.len(), keys.len());
+    testkit::require_tool("sh");
     let out = Command::new("sh")
         .arg("-c")
         .arg(lines.join("\n"))

@@ -160,6 +160,7 @@ fn a_sparse_9_gib_member_is_indexed_and_gnu_tar_lists_it() {
         (size, true, HeaderFormat::Gnu)
     );
     assert_eq!(index.end_blocks, 2);
+    testkit::require_tool("tar");
     let out = Command::new("tar").arg("-tvf").arg(&path).output().unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -192,6 +193,7 @@ fn the_ova_holds_descriptor_manifest_then_disks_in_ustar_with_fixed_metadata() {
     assert_eq!(&bytes[257..265], b"ustar\x0000");
     assert_eq!(bytes.len() % 512, 0);
     // GNU tar agrees on the order and the content.
+    testkit::require_tool("tar");
     let out = Command::new("tar").arg("-tf").arg(&ova).output().unwrap();
     let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -504,6 +506,7 @@ fn foreign_ova(dir: &Utf8Path, append_eos: bool, format: &str) -> Utf8PathBuf {
     );
     std::fs::write(dir.join("foreign.mf"), mf).unwrap();
     let out = dir.join("foreign.ova");
+    testkit::require_tool("tar");
     let st = Command::new("tar")
         .current_dir(dir)
         .arg(format!("--format={format}"))

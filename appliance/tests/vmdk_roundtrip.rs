@@ -11,46 +11,25 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::process::Command;
+use testkit::Rng;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 const GRAIN: u64 = 64 * KIB;
 
-/// A fresh directory for one test.
 fn scratch(name: &str) -> Utf8PathBuf {
-    let dir = Utf8Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vmdk-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
+    testkit::scratch(&format!("vmdk-{name}"))
 }
 
 fn text(n: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed | 1);
+    let mut r = Rng::new(seed);
     let mut v = Vec::with_capacity(n + 64);
     while v.len() < n {
         v.extend_from_slice(
             format!(
                 "line {} of a log: value={} ok\n",
-                r.next() % 1000,
-                r.next() % 97
+                r.next_u64() % 1000,
+                r.next_u64() % 97
             )
             .as_bytes(),
         );
@@ -79,18 +58,7 @@ fn convert(raw: &Utf8Path, threads: usize) -> (Utf8PathBuf, VmdkSummary) {
     (out, s)
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use testkit::run::ok as run;
 
 /// Compares two files of possibly different lengths: the longer one's tail must be zeros.
 fn assert_same_content(a: &Utf8Path, b: &Utf8Path) {
@@ -226,6 +194,7 @@ fn assert_stream_layout(vmdk: &Utf8Path, capacity: u64) -> u64 {
 
 /// Everything a user's tools say about a VMDK of ours, and its content against the raw image.
 fn assert_round_trip(raw: &Utf8Path, vmdk: &Utf8Path, summary: &VmdkSummary) {
+    testkit::require_tools(&["qemu-img", "vmdkinfo"]);
     let raw_len = std::fs::metadata(raw).unwrap().len();
     assert_eq!(summary.capacity, raw_len.next_multiple_of(GRAIN));
     let markers = assert_stream_layout(vmdk, summary.capacity);
@@ -288,6 +257,7 @@ fn assert_round_trip(raw: &Utf8Path, vmdk: &Utf8Path, summary: &VmdkSummary) {
 /// libvmdk's Python binding reads the whole virtual disk; its SHA-256 must be the raw image's
 /// (zero-padded to the capacity).
 fn assert_pyvmdk_reads(raw: &Utf8Path, vmdk: &Utf8Path, capacity: u64) {
+    testkit::require_tool("import pyvmdk");
     const SCRIPT: &str = r#"
 import hashlib, sys, pyvmdk
 h = pyvmdk.handle()
@@ -330,7 +300,7 @@ fn all_zero_disk_has_every_table_a_footer_and_an_end_of_stream_marker() {
 fn random_data_round_trips() {
     let dir = scratch("random");
     let raw = dir.join("random.raw");
-    raw_image(&raw, 8 * MIB, &[(0, Rng(7).bytes((8 * MIB) as usize))]);
+    raw_image(&raw, 8 * MIB, &[(0, Rng::new(7).bytes((8 * MIB) as usize))]);
     let (vmdk, s) = convert(&raw, 0);
     assert_eq!(s.grains_written, 128);
     assert_round_trip(&raw, &vmdk, &s);
@@ -341,13 +311,13 @@ fn mixed_text_zero_and_random_grains_round_trip_across_grain_tables() {
     let dir = scratch("mixed");
     let raw = dir.join("mixed.raw");
     let mut parts = Vec::new();
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let mut at = 0;
     // Odd-sized regions so grains mix kinds; 64 MiB spans two grain tables.
     while at < 64 * MIB {
-        let len = (rng.next() % (700 * KIB) + 1).min(64 * MIB - at);
-        let bytes = match rng.next() % 3 {
-            0 => text(len as usize, rng.next()),
+        let len = (rng.next_u64() % (700 * KIB) + 1).min(64 * MIB - at);
+        let bytes = match rng.next_u64() % 3 {
+            0 => text(len as usize, rng.next_u64()),
             1 => vec![0u8; len as usize],
             _ => rng.bytes(len as usize),
         };
@@ -401,7 +371,7 @@ fn sparse_image_with_large_holes_round_trips_and_keeps_a_table_per_span() {
     let len = 2048 * MIB;
     let parts = vec![
         (0, text(MIB as usize, 1)),
-        (32 * MIB - 100, Rng(3).bytes(200)), // straddles a grain table span
+        (32 * MIB - 100, Rng::new(3).bytes(200)), // straddles a grain table span
         (1000 * MIB + 4096, text(3 * MIB as usize, 2)),
         (len - 10, vec![1u8; 10]), // the very last grain
     ];
@@ -420,7 +390,7 @@ fn same_input_gives_identical_bytes_whatever_the_thread_count() {
         24 * MIB,
         &[
             (0, text(9 * MIB as usize, 5)),
-            (12 * MIB, Rng(9).bytes(3 * MIB as usize)),
+            (12 * MIB, Rng::new(9).bytes(3 * MIB as usize)),
         ],
     );
     let one = std::fs::read(convert(&raw, 1).0).unwrap();
@@ -468,10 +438,11 @@ fn reads_qemu_img_stream_optimized_and_monolithic_sparse_files_too() {
         40 * MIB,
         &[
             (3 * MIB, text(2 * MIB as usize, 4)),
-            (35 * MIB, Rng(2).bytes(70_000)),
+            (35 * MIB, Rng::new(2).bytes(70_000)),
         ],
     );
     // QEMU's stream files preallocate the tables at the front; monolithicSparse is not compressed.
+    testkit::require_tool("qemu-img");
     for subformat in ["streamOptimized", "monolithicSparse"] {
         let q = dir.join(format!("{subformat}.vmdk"));
         run(Command::new("qemu-img")

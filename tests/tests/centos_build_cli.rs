@@ -9,7 +9,7 @@ mod centos_double;
 use appliance::kickstart::EXTRAS_VOLUME_LABEL;
 use camino::Utf8Path;
 use centos_double as double;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// The shipped definition on centos6 with a smaller retention disk (sparse either way; smaller
 /// only makes packing faster).
@@ -31,9 +31,8 @@ fn build_ova(dir: &Utf8Path, init: &str) -> Output {
     let def = appliance::Definition::load(&def_path).unwrap();
     let iso = double::double_iso(dir, init);
     let (rpm_dir, manifest) = double::stand_in_rpms(dir, &def);
-    Command::new(env!("CARGO"))
-        .current_dir(double::workspace_root())
-        .args(["xtask", "build-ova", "--base", "centos6"])
+    testkit::run::cargo_xtask()
+        .args(["build-ova", "--base", "centos6"])
         .args(["--definition", def_path.as_str()])
         .args(["--iso", iso.as_str(), "--allow-unverified-iso"])
         .args([
@@ -97,9 +96,8 @@ fn a_double_that_reads_the_kickstart_and_powers_off_gives_a_verified_ova() {
     assert!(stderr.contains("installed: QEMU powered off"), "{stderr}");
     let ova = dir.join("out").join(format!("{}.ova", def.appliance.name));
     assert!(ova.is_file(), "{stderr}");
-    let verify = Command::new(env!("CARGO"))
-        .current_dir(double::workspace_root())
-        .args(["xtask", "verify-ova", ova.as_str()])
+    let verify = testkit::run::cargo_xtask()
+        .args(["verify-ova", ova.as_str()])
         .args(["--definition", dir.join("appliance.toml").as_str()])
         .output()
         .unwrap();

@@ -16,20 +16,14 @@ const FILES: [&str; 5] = [
     "xfsprogs-3.1.1-16.el6.x86_64.rpm",
 ];
 
-fn scratch(name: &str) -> Utf8PathBuf {
-    let dir = tests::workspace_root()
-        .join("target/test-scratch")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use testkit::scratch;
 
 fn content(file: &str) -> Vec<u8> {
     format!("stand-in RPM {file}\n").into_bytes()
 }
 
 fn sha256(bytes: &[u8]) -> String {
+    testkit::require_tool("sha256sum");
     let out = Command::new("sha256sum")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -51,6 +45,8 @@ struct Server {
 
 impl Server {
     fn start(dir: &Utf8Path) -> Server {
+        // The server, and the `curl` that fetch-packages downloads with.
+        testkit::require_tools(&["python3", "curl"]);
         let mut child = Command::new("python3")
             .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
             .current_dir(dir)
@@ -89,7 +85,7 @@ fn closed_port() -> u16 {
 /// The shipped el6 manifest with every URL on `base` and each file's pin from `pin(file)`.
 fn manifest(dir: &Utf8Path, base: &str, pin: impl Fn(&str) -> String) -> Utf8PathBuf {
     let shipped =
-        std::fs::read_to_string(tests::workspace_root().join("packages/el6.toml")).unwrap();
+        std::fs::read_to_string(testkit::workspace_root().join("packages/el6.toml")).unwrap();
     let mut file = String::new();
     let mut out = String::new();
     for line in shipped.lines() {
@@ -111,9 +107,8 @@ fn manifest(dir: &Utf8Path, base: &str, pin: impl Fn(&str) -> String) -> Utf8Pat
 }
 
 fn fetch(manifest: &Utf8Path, dest: &Utf8Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO"))
-        .current_dir(tests::workspace_root())
-        .args(["xtask", "fetch-packages", "--base", "centos6"])
+    testkit::run::cargo_xtask()
+        .args(["fetch-packages", "--base", "centos6"])
         .args(["--manifest", manifest.as_str(), "--dest", dest.as_str()])
         .args(extra)
         .env_remove("RUST_BACKTRACE")
@@ -275,9 +270,8 @@ fn pin_without_from_and_another_base_are_refused() {
     let out = fetch(&m, &dir.join("rpms"), &["--pin"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--from"), "{}", stderr(&out));
-    let out = Command::new(env!("CARGO"))
-        .current_dir(tests::workspace_root())
-        .args(["xtask", "fetch-packages", "--base", "debian12"])
+    let out = testkit::run::cargo_xtask()
+        .args(["fetch-packages", "--base", "debian12"])
         .output()
         .unwrap();
     assert!(!out.status.success());

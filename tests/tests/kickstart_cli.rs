@@ -5,12 +5,11 @@
 #[path = "../../appliance/tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO"))
-        .current_dir(common::workspace_root())
-        .args(["xtask", "kickstart"])
+    testkit::run::cargo_xtask()
+        .args(["kickstart"])
         .args(args)
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")

@@ -15,7 +15,8 @@ struct Tracked {
 
 /// Every tracked or new, not ignored, text file (binary files, with a NUL byte, are skipped).
 fn tracked_files() -> Vec<Tracked> {
-    let root = tests::workspace_root();
+    testkit::require_tool("git");
+    let root = testkit::workspace_root();
     let out = Command::new("git")
         .current_dir(&root)
         // Tracked files and new ones not yet added (but not ignored ones such as target/).

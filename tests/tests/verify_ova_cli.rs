@@ -10,9 +10,7 @@ use std::process::{Command, Output};
 use support::*;
 
 fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO"))
-        .current_dir(workspace_root())
-        .arg("xtask")
+    testkit::run::cargo_xtask()
         .args(args)
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .env_remove("RUST_BACKTRACE")
@@ -86,6 +84,7 @@ fn ova_then_verify_ova_round_trips_and_is_reproducible() {
     assert!(!report.contains("error:"), "{report}");
 
     // The descriptor inside passes the DMTF schema.
+    testkit::require_tool("tar");
     let x = Command::new("tar")
         .current_dir(&dir)
         .args(["-xf", out.as_str(), "mt-appliance.ovf"])
