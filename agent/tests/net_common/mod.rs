@@ -1,8 +1,8 @@
-//! Shared rig for the replication tests (with `common`, which every test that uses it also
-//! declares): a scratch directory of the test's own, an agent configuration, `mt-agent serve`
-//! run as a child process on a loopback port with its own retention volume (a private mount,
-//! so no lock or path is shared with another test or run), enrolment, the `mt-agent` binary
-//! for every other step, and disk contents and changes from the tests' seeded generator.
+//! Shared rig for the replication tests (on top of `common`): a scratch directory of the
+//! test's own, an agent configuration, `mt-agent serve` run as a child process on a loopback
+//! port with its own retention volume (a private mount, so no lock or path is shared with
+//! another test or run), enrolment, the `mt-agent` binary for every other step, and disk
+//! contents and changes from the tests' seeded generator.
 #![allow(dead_code)]
 
 use crate::common::{serve_config, write_config};

@@ -1,8 +1,7 @@
-//! Shared by the kickstart tests (also included by `tests/tests/kickstart_cli.rs`; paths and
-//! scratch directories come from `testkit`): the shipped
-//! definition text and edits of it, and pykickstart (from PyPI) in a virtual environment under the
-//! workspace's `target/`, created once and reused, to validate and parse kickstarts the way
-//! Anaconda's RHEL 6 parser does.
+//! Shared by the kickstart tests (also included by `tests/tests/it` and `xtask`; paths and
+//! scratch directories come from `testkit`): the shipped definition text and edits of it, and
+//! pykickstart (from PyPI) in a virtual environment under the workspace's `target/`, created
+//! once and reused, to validate and parse kickstarts the way Anaconda's RHEL 6 parser does.
 #![allow(dead_code)]
 
 use appliance::definition::DefinitionError;

@@ -2,7 +2,7 @@
 //! list points, recover (into a directory and in place), status (human and JSON), bad streams
 //! refused with the frame named, and `kill -9` of `mt-agent apply` in the middle of a stream.
 
-mod common;
+use crate::common;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use common::{agent_config, write_config, Model, MT_AGENT};

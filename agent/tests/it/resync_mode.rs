@@ -2,7 +2,7 @@
 //! know durably that a resync is under way, refuse what would mix it with a change stream, never
 //! offer the mixed state as a recovery point, and keep every earlier point exact.
 
-mod common;
+use crate::common;
 
 use common::*;
 use mt_agent::replication::frame::{Frame, TagKind};

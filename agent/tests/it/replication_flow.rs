@@ -4,8 +4,7 @@
 //! last acknowledged LSN and the copy completes byte-identical. The interrupted full copy goes
 //! on as a delta resync, so what was already copied does not travel again.
 
-mod common;
-mod net_common;
+use crate::net_common;
 use net_common::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! to change"), wrong roots refused; `disks --json` and `firstboot` (real mkfs.ext4 and
 //! ssh-keygen) on a fake sysfs/dev tree, the second first boot changing nothing.
 
-mod common;
+use crate::common;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! format, byte-identical repeat builds, and corrupt or foreign OVAs reported with the member,
 //! structure and byte offset.
 
-mod support;
+use crate::support;
 
 use appliance::definition::{DigestAlgorithm, VsphereCompat};
 use appliance::manifest::{digest_bytes, Manifest};

@@ -10,7 +10,7 @@
 //! makes the targets exact again.
 //! Every run reproduces from its seed (printed on failure).
 
-mod common;
+use crate::common;
 
 use camino::Utf8PathBuf;
 use common::*;
@@ -448,7 +448,7 @@ fn crash_campaign_1200_points() {
     }
 }
 
-/// Replays one seed: `CRASH_SEED=34 cargo test -p mt-agent --test crash replay_one_seed`.
+/// Replays one seed: `CRASH_SEED=34 cargo test -p mt-agent --test it crash::replay_one_seed`.
 #[test]
 fn replay_one_seed() {
     if let Ok(seed) = std::env::var("CRASH_SEED") {

@@ -2,8 +2,7 @@
 //! kickstart that `ksvalidator -v RHEL6` accepts, `--out FILE` writes the file, and a bad
 //! `--definition` fails with a message naming the file and the field.
 
-#[path = "../../appliance/tests/common/mod.rs"]
-mod common;
+use crate::common;
 
 use std::process::Output;
 

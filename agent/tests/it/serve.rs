@@ -2,7 +2,7 @@
 //! directory (nothing mounted), and on a real, writable mount it announces readiness and answers
 //! on its port. Every path it uses (configuration, state, journals, the volume) is the test's own.
 
-mod common;
+use crate::common;
 
 use camino::Utf8Path;
 use common::{serve_config, write_config, MT_AGENT};

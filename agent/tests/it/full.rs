@@ -3,7 +3,7 @@
 //! resumes with nothing lost and nothing applied twice. Tried with a retention budget and with a
 //! file system that runs out of space.
 
-mod common;
+use crate::common;
 
 use common::*;
 use mt_agent::replication::frame::{Frame, TagKind};

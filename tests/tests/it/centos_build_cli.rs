@@ -4,7 +4,7 @@
 //! and hangs fails the build at once with the console excerpt. These prove the pipeline around
 //! the installer, not Anaconda.
 
-mod centos_double;
+use crate::centos_double;
 
 use appliance::kickstart::EXTRAS_VOLUME_LABEL;
 use camino::Utf8Path;

@@ -22,7 +22,7 @@
 //! here: small enough that a crate (seccompiler) would add more than it saves. It catches
 //! calls by number only; flags that 2.6.32 did not know inside old calls are not covered.
 
-mod common;
+use crate::common;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use common::Model;

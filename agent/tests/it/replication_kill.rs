@@ -4,8 +4,7 @@
 //! exactly once (nothing lost, nothing applied twice), and recovery at sampled tags equals the
 //! source at that tag.
 
-mod common;
-mod net_common;
+use crate::net_common;
 use mt_agent::replication::frame::{encode, Frame, TagKind};
 use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
 use mt_agent::replication::journal::Lsn;

@@ -3,7 +3,7 @@
 //! multi-disk groups. After every step the targets equal the model at the acknowledged LSN, and
 //! at checkpoints every listed point recovers byte-identical to the model at that point's LSN.
 
-mod common;
+use crate::common;
 
 use common::*;
 use mt_agent::replication::journal::clock::FakeClock;

@@ -1,7 +1,7 @@
 //! Each validation error of the appliance definition, reached by editing the shipped definition
 //! text the way a user would, fails with a message that names the file and the field.
 
-mod common;
+use crate::common;
 
 use common::*;
 

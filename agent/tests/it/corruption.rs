@@ -4,7 +4,7 @@
 //! recover is byte-identical to the model. A cut at the very end of the timeline is
 //! indistinguishable from a torn write and is cut off and reported as such.
 
-mod common;
+use crate::common;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use common::*;

@@ -3,7 +3,7 @@
 //! bad documents leave the tree untouched, an unchanged one writes nothing, a changed one
 //! writes only what changed; both transports through a stand-in command runner.
 
-mod common;
+use crate::common;
 
 use appliance::definition::{DeployProperty, DEPLOY_PRODUCT_CLASS};
 use camino::{Utf8Path, Utf8PathBuf};

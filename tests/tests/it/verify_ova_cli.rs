@@ -2,8 +2,7 @@
 //! an OVA out that verifies (digests, OVF against the DMTF schema, VMDK structure, byte-for-byte
 //! disks), the same inputs give the same OVA, and damage is reported with the member and offset.
 
-#[path = "../../appliance/tests/support/mod.rs"]
-mod support;
+use crate::support;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use std::process::{Command, Output};

@@ -5,8 +5,7 @@
 //! byte-identical, and the agent goes on serving a well-behaved sender while a stalled peer and a
 //! quiet session on another group stay connected.
 
-mod common;
-mod net_common;
+use crate::net_common;
 use mt_agent::replication::frame::{encode, Frame};
 use mt_agent::replication::journal::clock::Timestamp;
 use mt_agent::replication::journal::Lsn;

@@ -4,8 +4,7 @@
 //! recorded change stream with crash and app tags, and `mt-agent recover` at every tag equals
 //! the source at that tag.
 
-mod common;
-mod net_common;
+use crate::net_common;
 use mt_agent::replication::frame::{encode, Frame, TagKind};
 use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
 use mt_agent::replication::journal::Lsn;

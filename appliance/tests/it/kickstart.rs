@@ -3,7 +3,7 @@
 //! and the el6 package manifest. Special characters are quoted or refused; over-long lines are
 //! refused.
 
-mod common;
+use crate::common;
 
 use appliance::definition::{Base, NetworkMode};
 use appliance::kickstart::{self, MAX_LINE_BYTES};
@@ -375,7 +375,7 @@ pub fn parse_with_pykickstart(ks: &str, scratch_dir: &Utf8Path) -> serde_json::V
     let path = scratch_dir.join("ks.cfg");
     std::fs::write(&path, ks).unwrap();
     let script = scratch_dir.join("ks_dump.py");
-    std::fs::write(&script, include_str!("common/ks_dump.py")).unwrap();
+    std::fs::write(&script, include_str!("../common/ks_dump.py")).unwrap();
     let out = Command::new(pykickstart_python())
         .args([script.as_str(), path.as_str()])
         .output()

@@ -1,7 +1,7 @@
 //! The OVF descriptor: valid against the DMTF schema for every base, controller, NIC and vSphere
 //! target, and parsing it back gives the definition's values (no golden file).
 
-mod support;
+use crate::support;
 
 use appliance::definition::{
     Base, DeployProperty, NicKind, ScsiController, VsphereCompat, DEPLOY_PRODUCT_CLASS,

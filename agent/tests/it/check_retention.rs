@@ -4,7 +4,7 @@
 //! replication target, a device mounted elsewhere, a volume locked by an agent, the agent's
 //! own install volume, a directory that is not a mount.
 
-mod common;
+use crate::common;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use std::process::{Command, Output};
