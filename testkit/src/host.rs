@@ -58,14 +58,14 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
 
 /// The Debian package of `tool` in `TEST_TOOLS`; panics for a tool not in the list, so that
 /// the list cannot fall behind the tests.
+#[track_caller]
 pub fn package_of(tool: &str) -> &'static str {
-    TEST_TOOLS
-        .iter()
-        .find(|(t, _)| *t == tool)
-        .map(|(_, p)| *p)
-        .unwrap_or_else(|| {
+    match TEST_TOOLS.iter().find(|(t, _)| *t == tool) {
+        Some((_, package)) => package,
+        None => {
             panic!("{tool:?} is not in testkit::host::TEST_TOOLS: add it with its Debian package")
-        })
+        }
+    }
 }
 
 /// Whether `tool` (in the notation of `TEST_TOOLS`) is present on this host.
@@ -100,6 +100,7 @@ pub fn missing_packages() -> Vec<&'static str> {
 }
 
 /// Fails the calling test unless `tool` is present, naming the Debian package to install.
+#[track_caller]
 pub fn require_tool(tool: &str) {
     let package = package_of(tool);
     assert!(
@@ -110,6 +111,7 @@ pub fn require_tool(tool: &str) {
 }
 
 /// `require_tool` for each of `tools`.
+#[track_caller]
 pub fn require_tools(tools: &[&str]) {
     for t in tools {
         require_tool(t);
@@ -129,6 +131,7 @@ pub fn is_root() -> bool {
 }
 
 /// Fails the calling test unless it runs as root; `why` says what needs it.
+#[track_caller]
 pub fn require_root(why: &str) {
     assert!(
         is_root(),

@@ -1,7 +1,7 @@
-//! Running programs from a test: the workspace's own (`cargo xtask`, binaries next to the test
-//! executable) and host tools, with a failure that names the command and shows what it printed.
+//! Running programs from a test: `cargo xtask`, the built binaries and host tools, with a
+//! failure that names the command and shows what it printed. (The agent's integration tests
+//! name their binary through `env!("CARGO_BIN_EXE_mt-agent")`, in the agent's test support.)
 
-use camino::Utf8PathBuf;
 use std::process::{Command, Output};
 
 /// `cargo xtask` in the workspace root, with the cargo that runs the tests.
@@ -12,33 +12,18 @@ pub fn cargo_xtask() -> Command {
     c
 }
 
-/// A binary of the workspace built beside the running test executable
-/// (`target/<profile>/<name>`); panics naming the build command when it is not there.
-/// Integration tests of the binary's own package use `env!("CARGO_BIN_EXE_<name>")` instead,
-/// which Cargo guarantees is built.
-pub fn built_binary(name: &str) -> Utf8PathBuf {
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executables live in target/<profile>/deps");
-    let path = Utf8PathBuf::from_path_buf(dir.join(name)).expect("a UTF-8 target directory");
-    assert!(
-        path.is_file(),
-        "{path} is not built: run `cargo build -p <its package>` first"
-    );
-    path
-}
-
 /// Runs `cmd` to completion; panics if it cannot be started (naming the command).
+#[track_caller]
 pub fn output(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", describe(cmd)))
+    match cmd.output() {
+        Ok(out) => out,
+        Err(e) => panic!("cannot run {}: {e}", describe(cmd)),
+    }
 }
 
 /// Runs `cmd`, which must succeed; returns its standard output. A failure shows the command,
 /// its exit status and everything it printed.
+#[track_caller]
 pub fn ok(cmd: &mut Command) -> String {
     let out = output(cmd);
     assert!(

@@ -186,9 +186,7 @@ fn check_retention_reaches_every_criterion_on_real_file_systems() {
     );
 
     // The agent's own install volume, and a directory on it that is not a mount.
-    let bin_dir = Utf8Path::new(env!("CARGO_BIN_EXE_mt-agent"))
-        .parent()
-        .unwrap();
+    let bin_dir = Utf8Path::new(common::MT_AGENT).parent().unwrap();
     let (ok, text) = check(bin_dir.as_str(), &cfg);
     assert!(!ok);
     fails(

@@ -24,16 +24,27 @@ fn untouched(rig: &Rig) -> (Vec<(String, String)>, Vec<u8>) {
 }
 
 /// Opens an authenticated session for group g and returns the channel after the position and
-/// the first credit.
+/// the first credit. A refusal that says to retry (the previous session still holds the group
+/// while the server closes it) is retried, as `mt-agent send` does.
 fn session(rig: &Rig) -> mt_agent::replication::net::transport::Channel {
     let auth = SenderAuth::load(camino::Utf8Path::from_path(&rig.path("sender")).unwrap()).unwrap();
-    let mut ch = auth.session(&rig.addr).unwrap();
     let start = Frame::Start {
         group: "g".into(),
         disks: vec![("d0".into(), SIZE)],
     };
-    ch.tx.send(&Message::Frame(encode(&start))).unwrap();
-    assert_eq!(ch.rx.recv().unwrap(), Some(Message::Position { acked: 0 }));
+    let mut attempts = 0;
+    let mut ch = loop {
+        let mut ch = auth.session(&rig.addr).unwrap();
+        ch.tx.send(&Message::Frame(encode(&start))).unwrap();
+        match ch.rx.recv().unwrap() {
+            Some(Message::Position { acked: 0 }) => break ch,
+            Some(Message::Refused { retry: true, .. }) if attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => panic!("expected the position 0, got {other:?}"),
+        }
+    };
     assert!(matches!(
         ch.rx.recv().unwrap(),
         Some(Message::Credit { .. })
