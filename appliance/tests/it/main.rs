@@ -14,4 +14,5 @@ mod definition_errors;
 mod kickstart;
 mod ova;
 mod ovf;
+mod verify_golden;
 mod vmdk_roundtrip;

@@ -8,7 +8,7 @@
 //! The definition is a frozen copy (`golden/verify/appliance.toml`) with disks of 2 MiB and
 //! 1 MiB, so the offsets do not move with the shipped definition and the test runs in seconds.
 
-mod support;
+use crate::support;
 
 use appliance::definition::{DigestAlgorithm, VsphereCompat};
 use appliance::manifest::{digest_bytes, Manifest};
