@@ -1,9 +1,8 @@
 //! The VMDK writer skips the holes of a sparse raw image without reading them. This test is
-//! alone in its binary because it counts the bytes the whole process reads (`rchar` in
+//! alone in its binary (not a module of `it`) because it counts the bytes the whole process reads (`rchar` in
 //! `/proc/self/io`), which other tests running in parallel would inflate.
 
 use appliance::vmdk::{write_stream_optimized, VmdkOptions};
-use camino::Utf8Path;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -20,9 +19,7 @@ fn bytes_read_by_this_process() -> u64 {
 
 #[test]
 fn holes_of_a_sparse_image_are_not_read() {
-    let dir = Utf8Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmdk-sparse-io");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = testkit::scratch("vmdk-sparse-io");
     let raw = dir.join("holes.raw");
     let f = File::create(&raw).unwrap();
     f.set_len(4096 * MIB).unwrap();

@@ -1,6 +1,8 @@
-//! Shared test fixtures: the agent configuration taken from the appliance definition (so the
-//! policy is never restated), a journal on the simulated disk with a fake clock, a reference model
-//! of the group's disks, and a random workload generator driven by a seed.
+//! The agent's test support (workspace paths, scratch directories, the random generator and host
+//! tools come from `testkit`): the `mt-agent` binary, the agent configuration taken from the
+//! appliance definition and the one writer of `agent.toml` (so the policy is never restated and
+//! no test types TOML by hand), a journal on the simulated disk with a fake clock, a reference
+//! model of the group's disks, and a random workload driven by a seed.
 #![allow(dead_code)]
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -11,13 +13,26 @@ use mt_agent::replication::journal::io::Fs;
 use mt_agent::replication::journal::policy::Policy;
 use mt_agent::replication::journal::sim::{SimFs, SimRng};
 use mt_agent::replication::journal::{DiskSpec, GroupJournal, Lsn, RecoveryPoint, RetentionVolume};
+use std::process::Command;
 use std::sync::Arc;
+use testkit::Rng;
+
+/// The binary under test (Cargo builds it for the package's integration tests).
+pub const MT_AGENT: &str = env!("CARGO_BIN_EXE_mt-agent");
+
+/// `mt-agent ARGS`.
+pub fn mt_agent(args: &[&str]) -> Command {
+    let mut c = Command::new(MT_AGENT);
+    c.args(args);
+    c
+}
 
 /// The agent configuration the appliance build would write (policy from the definition).
 pub fn agent_config() -> AgentConfig {
-    let root = Utf8Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let def = appliance::Definition::load(&root.join(appliance::definition::DEFAULT_DEFINITION))
-        .expect("the default appliance definition loads");
+    let def = appliance::Definition::load(
+        &testkit::workspace_root().join(appliance::definition::DEFAULT_DEFINITION),
+    )
+    .expect("the default appliance definition loads");
     AgentConfig {
         port: def.agent.port,
         retention_mount: def.retention_disk.mount.clone().into(),
@@ -30,6 +45,31 @@ pub fn agent_config() -> AgentConfig {
             label: def.retention_disk.label.clone(),
         }),
     }
+}
+
+/// The configuration of an agent that serves on `port` (0: any free one) with its retention
+/// volume at `retention_mount`, and no retention disk rule (so `serve` never looks for this
+/// host's recorded disk identity).
+pub fn serve_config(port: u16, retention_mount: &Utf8Path) -> AgentConfig {
+    AgentConfig {
+        port,
+        retention_mount: retention_mount.to_owned(),
+        retention_disk: None,
+        ..agent_config()
+    }
+}
+
+/// Writes `cfg` as `dir/agent.toml` (serialized, as the image build writes it); returns its path.
+pub fn write_config(dir: &Utf8Path, cfg: &AgentConfig) -> Utf8PathBuf {
+    let path = dir.join("agent.toml");
+    let text = toml::to_string(cfg).expect("an agent configuration serializes to TOML");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+    path
+}
+
+/// A simulated power loss of `fs`, its choices drawn from the test's generator.
+pub fn power_loss(fs: &SimFs, rng: &mut Rng) -> SimFs {
+    fs.after_power_loss(&mut SimRng::new(rng.next_u64()))
 }
 
 pub fn policy() -> Policy {
@@ -79,7 +119,7 @@ impl Model {
 pub fn make_group(
     fs: &SimFs,
     vol: &RetentionVolume,
-    rng: &mut SimRng,
+    rng: &mut Rng,
     disks: usize,
     blocks: u64,
 ) -> Model {
@@ -106,12 +146,7 @@ pub fn make_group(
 }
 
 /// A random write frame at the journal's next LSN; recorded in the model.
-pub fn random_write(
-    j: &GroupJournal,
-    model: &mut Model,
-    rng: &mut SimRng,
-    now: Timestamp,
-) -> Frame {
+pub fn random_write(j: &GroupJournal, model: &mut Model, rng: &mut Rng, now: Timestamp) -> Frame {
     random_write_of(j, model, rng, now, false)
 }
 
@@ -119,7 +154,7 @@ pub fn random_write(
 pub fn random_write_of(
     j: &GroupJournal,
     model: &mut Model,
-    rng: &mut SimRng,
+    rng: &mut Rng,
     now: Timestamp,
     resync: bool,
 ) -> Frame {
@@ -142,7 +177,7 @@ pub fn random_write_of(
     }
 }
 
-pub fn random_tag(j: &GroupJournal, rng: &mut SimRng, now: Timestamp) -> Frame {
+pub fn random_tag(j: &GroupJournal, rng: &mut Rng, now: Timestamp) -> Frame {
     let app = rng.chance(40);
     Frame::Tag {
         lsn: j.next_lsn(),

@@ -1,34 +1,18 @@
-//! Shared rig for the replication tests: a scratch directory on tmpfs, an agent configuration,
-//! `mt-agent serve` run as a child process on a loopback port, the `mt-agent` binary for every
-//! other step, and a seeded generator for disk contents and changes.
+//! Shared rig for the replication tests (on top of `common`): a scratch directory of the
+//! test's own, an agent configuration, `mt-agent serve` run as a child process on a loopback
+//! port with its own retention volume (a private mount, so no lock or path is shared with
+//! another test or run), enrolment, the `mt-agent` binary for every other step, and disk
+//! contents and changes from the tests' seeded generator.
 #![allow(dead_code)]
 
+use crate::common::{serve_config, write_config};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+pub use testkit::Rng;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_mt-agent");
+pub const BIN: &str = crate::common::MT_AGENT;
 pub const PASSPHRASE: &str = "correct horse battery staple";
-
-/// xorshift64*: reproducible test data without a crate.
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
-        }
-    }
-}
 
 pub struct Rig {
     pub dir: PathBuf,
@@ -41,18 +25,14 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// A scratch directory on /dev/shm (a tmpfs mount, so `serve`'s retention check passes and
-    /// flushes are cheap), with a passphrase file and an agent configuration.
+    /// A scratch directory with a passphrase file, an agent configuration whose retention
+    /// volume is `volume/` (mounted only for `serve`) and the journals in `ret/`.
     pub fn new(name: &str) -> Rig {
-        let dir = PathBuf::from("/dev/shm").join(format!("mt-net-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = testkit::scratch(&format!("net-{name}"));
         std::fs::create_dir_all(dir.join("ret")).unwrap();
-        let config = dir.join("agent.toml");
-        std::fs::write(
-            &config,
-            "port = 0\nretention_mount = \"/dev/shm\"\nrpo_threshold_minutes = 15\nretention_hours = 24\napp_consistent_frequency_minutes = 60\n",
-        )
-        .unwrap();
+        std::fs::create_dir_all(dir.join("volume")).unwrap();
+        let config = write_config(&dir, &serve_config(0, &dir.join("volume"))).into_std_path_buf();
+        let dir = dir.into_std_path_buf();
         write_secret(&dir.join("passphrase"), PASSPHRASE);
         Rig {
             dir,
@@ -76,7 +56,8 @@ impl Rig {
             .append(true)
             .open(self.path("serve.log"))
             .unwrap();
-        let mut child = Command::new(BIN)
+        let volume = camino::Utf8PathBuf::from_path_buf(self.path("volume")).unwrap();
+        let mut child = testkit::run::with_private_mount(&volume, BIN)
             .args(["serve", "--config"])
             .arg(&self.config)
             .args(["--listen", &listen, "--retention"])
@@ -143,6 +124,33 @@ impl Rig {
             self.log()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `mt-agent enrol` of the sender state `state` (a rig path) with the passphrase file
+    /// `passphrase` (a rig path); its output, for tests of refusals.
+    pub fn enrol_with(&self, state: &str, passphrase: &str) -> Output {
+        let (state, passphrase) = (self.path(state), self.path(passphrase));
+        self.mt(&[
+            "enrol",
+            "--to",
+            &self.addr,
+            "--passphrase-file",
+            passphrase.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ])
+    }
+
+    /// Enrols the sender state `state` with the rig's passphrase; fails the test, with the
+    /// server's log, if the master target refuses.
+    pub fn enrol(&self, state: &str) {
+        let out = self.enrol_with(state, "passphrase");
+        assert!(
+            out.status.success(),
+            "mt-agent enrol failed: {}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
     }
 
     /// Creates group `g` with one target per (name, size), targets zero-filled files.

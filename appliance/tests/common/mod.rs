@@ -1,7 +1,7 @@
-//! Shared by the kickstart tests (also included by `tests/tests/kickstart_cli.rs`): the shipped
-//! definition text and edits of it, and pykickstart (from PyPI) in a virtual environment under the
-//! workspace's `target/`, created once and reused, to validate and parse kickstarts the way
-//! Anaconda's RHEL 6 parser does.
+//! Shared by the kickstart tests (also included by `tests/tests/it` and `xtask`; paths and
+//! scratch directories come from `testkit`): the shipped definition text and edits of it, and
+//! pykickstart (from PyPI) in a virtual environment under the workspace's `target/`, created
+//! once and reused, to validate and parse kickstarts the way Anaconda's RHEL 6 parser does.
 #![allow(dead_code)]
 
 use appliance::definition::DefinitionError;
@@ -13,30 +13,9 @@ use std::sync::OnceLock;
 /// The last pykickstart known here to carry the RHEL6 handler (verified: 3.78 has `RHEL6`).
 pub const PYKICKSTART: &str = "pykickstart==3.78";
 
-/// Both crates that use this module (`appliance`, `tests`) sit one level under the workspace root.
-pub fn workspace_root() -> Utf8PathBuf {
-    Utf8Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate lives in the workspace")
-        .to_owned()
-}
-
-pub fn target_dir() -> Utf8PathBuf {
-    match option_env!("CARGO_TARGET_DIR") {
-        Some(dir) => Utf8PathBuf::from(dir),
-        None => workspace_root().join("target"),
-    }
-}
-
-/// A fresh scratch directory for one test under `target/`.
-pub fn scratch(name: &str) -> Utf8PathBuf {
-    let dir = target_dir()
-        .join("test-scratch")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+// Each test that includes this module uses part of it (as with dead_code above).
+#[allow(unused_imports)]
+pub use testkit::{scratch, target_dir, workspace_root};
 
 /// The text of the shipped default definition.
 pub fn shipped_text() -> String {
@@ -103,6 +82,7 @@ fn create_venv() -> Result<Utf8PathBuf, String> {
     // Built under a private name and renamed into place, so that test binaries running at the
     // same time never see half a venv. Scripts' shebangs name the build path, so the tests call
     // the venv's python (a symlink to the system one) and never the `bin/` scripts.
+    testkit::require_tools(&["python3", "import ensurepip"]);
     let tmp = target_dir().join(format!("{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(target_dir()).map_err(|e| e.to_string())?;

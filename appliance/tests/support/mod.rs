@@ -1,5 +1,5 @@
-//! Helpers shared by the OVF and OVA tests: the default definition and its variants, scratch
-//! directories, the DMTF schema in the shared reference folder, and small VMDKs made by qemu-img.
+//! Helpers shared by the OVF and OVA tests (paths and scratch directories come from `testkit`):
+//! the default definition and its variants, the DMTF schema in the shared reference folder, and small VMDKs made by qemu-img.
 
 #![allow(dead_code)]
 
@@ -8,12 +8,7 @@ use appliance::Definition;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::process::Command;
 
-pub fn workspace_root() -> Utf8PathBuf {
-    Utf8Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+pub use testkit::{scratch, workspace_root};
 
 pub fn default_definition() -> Definition {
     let path = workspace_root().join(appliance::definition::DEFAULT_DEFINITION);
@@ -37,14 +32,6 @@ pub fn variant(
     d
 }
 
-/// A fresh, empty directory under Cargo's per-target temporary directory.
-pub fn scratch(name: &str) -> Utf8PathBuf {
-    let dir = Utf8Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// The DMTF OVF envelope schema from the shared reference folder, `shared/` beside the
 /// workspace (CI) or beside one of its ancestors (a worktree). Missing is a failure: the schema
 /// check is the point of these tests.
@@ -62,6 +49,7 @@ pub fn ovf_schema() -> Utf8PathBuf {
 
 /// Runs `xmllint --schema` on a file: `Err(xmllint's output)` unless it validates.
 pub fn schema_check(ovf: &Utf8Path) -> Result<(), String> {
+    testkit::require_tool("xmllint");
     let out = Command::new("xmllint")
         .args(["--noout", "--nonet", "--schema"])
         .arg(ovf_schema())
@@ -91,6 +79,7 @@ pub fn raw_image(path: &Utf8Path, size: u64, data: &[u8]) {
 
 /// Converts a raw image with qemu-img into a streamOptimized VMDK (a producer other than ours).
 pub fn qemu_stream_vmdk(raw: &Utf8Path, vmdk: &Utf8Path) {
+    testkit::require_tool("qemu-img");
     let st = Command::new("qemu-img")
         .args(["convert", "-f", "raw", "-O", "vmdk", "-o"])
         .arg("subformat=streamOptimized,adapter_type=lsilogic")
@@ -101,17 +90,9 @@ pub fn qemu_stream_vmdk(raw: &Utf8Path, vmdk: &Utf8Path) {
     assert!(st.success(), "qemu-img convert failed");
 }
 
-/// Pseudo-random bytes from a seed (xorshift), so test data is reproducible.
+/// Pseudo-random bytes from a seed, so test data is reproducible.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    testkit::Rng::new(seed).bytes(len)
 }
 
 /// The default definition shrunk to the smallest valid disks (1 GiB OS disk, 64 MiB retention),

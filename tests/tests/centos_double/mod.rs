@@ -14,32 +14,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::BTreeMap;
 use std::process::Command;
 
-/// Both crates that include this module sit one level under the workspace root.
-pub fn workspace_root() -> Utf8PathBuf {
-    Utf8Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate lives in the workspace")
-        .to_owned()
-}
-
-pub fn target_dir() -> Utf8PathBuf {
-    std::env::var("CARGO_TARGET_DIR")
-        .map(Utf8PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target"))
-}
-
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use testkit::run::ok as run;
+pub use testkit::{scratch, target_dir, workspace_root};
 
 /// Debian's current kernel and static busybox, downloaded once with apt and unpacked under
 /// `target/centos-double/` (needs Debian's archive in apt's lists).
@@ -59,6 +35,7 @@ fn fetch_debian_parts() -> DebianParts {
     let dir = target_dir().join("centos-double");
     let ready = dir.join(".ready");
     if !ready.exists() {
+        testkit::require_tools(&["apt-cache", "apt-get", "dpkg-deb"]);
         let tmp = target_dir().join(format!("centos-double.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).unwrap();
@@ -245,6 +222,7 @@ pub fn double_iso(dir: &Utf8Path, init: &str) -> Utf8PathBuf {
     )
     .unwrap();
     let iso = dir.join("double.iso");
+    testkit::require_tool("xorriso");
     run(Command::new("xorriso").args([
         "-as",
         "mkisofs",
@@ -259,16 +237,6 @@ pub fn double_iso(dir: &Utf8Path, init: &str) -> Utf8PathBuf {
     iso
 }
 
-/// A fresh scratch directory under `target/test-scratch/`.
-pub fn scratch(name: &str) -> Utf8PathBuf {
-    let dir = target_dir()
-        .join("test-scratch")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// The shipped definition on the centos6 base.
 pub fn centos_definition() -> Definition {
     let text =
@@ -279,6 +247,7 @@ pub fn centos_definition() -> Definition {
 }
 
 pub fn sha256_file(path: &Utf8Path) -> String {
+    testkit::require_tool("sha256sum");
     run(Command::new("sha256sum").arg(path))[..64].to_string()
 }
 

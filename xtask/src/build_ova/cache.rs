@@ -180,10 +180,7 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> Utf8PathBuf {
-        let dir = Utf8PathBuf::from(std::env::temp_dir().to_str().unwrap())
-            .join(format!("xtask-cache-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+        testkit::scratch(&format!("xtask-cache-{name}"))
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! In-process tests of the centos6 pipeline: the ISO checks, the kickstart injected into the
 //! initrd, the build-ova flags, and (slow) the install's failure modes with test-double installer
 //! ISOs (`tests/tests/centos_double`) under second-scale limits. The success path and the
-//! `Kickstart Error` path run through `cargo xtask build-ova` in `tests/tests/centos_build_cli.rs`.
+//! `Kickstart Error` path run through `cargo xtask build-ova` in `tests/tests/it/centos_build_cli.rs`.
 
 use super::*;
 use appliance::cpio::{self, CpioEntry};

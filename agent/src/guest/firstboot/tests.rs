@@ -287,6 +287,7 @@ fn any_other_partition_table_is_left_alone() {
 /// at the partition's offset), read back as blkid reads it.
 #[test]
 fn examine_finds_a_real_ext4_in_the_only_partition() {
+    testkit::require_tools(&["sfdisk", "mke2fs", "blkid"]);
     let f = appliance("real-part");
     let img = f.paths.dev.join("sdb");
     let mut sfdisk = std::process::Command::new("sfdisk")
@@ -365,6 +366,7 @@ fn the_real_mkfs_ext4_formats_an_image_once() {
             self.0.ssh_keygen(k, key)
         }
     }
+    testkit::require_tools(&["mkfs.ext4", "blkid"]);
     let f = appliance("mkfs");
     let tools = RealMkfs(FakeTools::default());
     run_firstboot(&cfg(), &f.paths, &tools).unwrap();

@@ -22,12 +22,7 @@ fn cfg() -> AgentConfig {
 }
 
 pub(crate) fn scratch(name: &str) -> Utf8PathBuf {
-    let root = Utf8PathBuf::from_path_buf(std::env::temp_dir())
-        .unwrap()
-        .join(format!("mt-setup-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    root
+    testkit::scratch(&format!("setup-{name}"))
 }
 
 fn put(root: &Utf8Path, path: &str, text: &str) {
