@@ -6,6 +6,7 @@ mod boot_test;
 mod build_ova;
 mod centos;
 mod fetch_packages;
+mod host;
 mod kickstart;
 mod ova;
 mod qemu;

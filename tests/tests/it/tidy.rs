@@ -1,6 +1,7 @@
 //! House conventions, checked mechanically over the files git tracks, so that reviews talk about
-//! design: every Rust file opens with a `//!` comment, no unfinished-code macros, and no file names
-//! a path of the machine it was written on.
+//! design: every Rust file opens with a `//!` comment, no unfinished-code macros, no file names
+//! a path of the machine it was written on, the workspace is formatted as `cargo fmt` leaves it,
+//! and clippy finds nothing (`-D warnings`, every target).
 //!
 //! Paths inside the appliance are fine (`/root/.ssh/authorized_keys`, `/root/ks-post.log` are the
 //! guest's); what is refused is the build host's: the work tree, a user's home directory, and
@@ -149,5 +150,65 @@ fn no_file_names_a_path_of_the_build_machine() {
         found.is_empty(),
         "files name paths of the machine they were written on (use paths relative to the workspace):\n{}",
         found.join("\n")
+    );
+}
+/// Runs a cargo subcommand over the whole workspace and fails with its output.
+fn cargo_passes(args: &[&str], what: &str, fix: &str) {
+    let root = testkit::workspace_root();
+    let out = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo {}: {e}", args.join(" ")));
+    assert!(
+        out.status.success(),
+        "{what} (`cargo {}`); {fix}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_workspace_is_formatted() {
+    cargo_passes(
+        &["fmt", "--all", "--", "--check"],
+        "files are not formatted as rustfmt would",
+        "run `cargo fmt --all` (rustfmt: `rustup component add rustfmt`)",
+    );
+}
+
+#[test]
+fn clippy_has_no_warnings() {
+    cargo_passes(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "clippy has findings",
+        "fix them (clippy: `rustup component add clippy`)",
+    );
+}
+
+/// The longest a source file outside the tests may grow before it should be split by its jobs.
+const MAX_SOURCE_LINES: usize = 850;
+
+#[test]
+fn no_source_file_outside_the_tests_is_too_long_to_read() {
+    let long: Vec<String> = tracked_files()
+        .into_iter()
+        .filter(|f| f.path.ends_with(".rs"))
+        .filter(|f| !f.path.contains("/tests/") && !f.path.ends_with("/tests.rs"))
+        .filter(|f| f.text.lines().count() > MAX_SOURCE_LINES)
+        .map(|f| format!("{} ({} lines)", f.path, f.text.lines().count()))
+        .collect();
+    assert!(
+        long.is_empty(),
+        "split these files by their jobs (at most {MAX_SOURCE_LINES} lines each): {long:?}"
     );
 }

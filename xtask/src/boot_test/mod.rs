@@ -24,7 +24,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-use crate::build_ova::host::{self, tool};
+use crate::host;
 use crate::qemu::Accel;
 use crate::util;
 use anyhow::{bail, Context, Result};
@@ -112,10 +112,7 @@ pub struct BootTestOptions {
 }
 
 /// What booting needs on the host.
-pub const TOOLS: [host::Tool; 2] = [
-    tool("qemu-system-x86_64", "qemu-system-x86"),
-    tool("qemu-img", "qemu-utils"),
-];
+pub const TOOLS: [&str; 2] = ["qemu-system-x86_64", "qemu-img"];
 
 impl BootTest {
     /// The options these flags ask for; fails on a missing image or an unknown accelerator.

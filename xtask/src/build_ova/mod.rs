@@ -12,7 +12,6 @@ pub mod cache;
 pub mod configure;
 pub mod disk;
 pub mod finish;
-pub mod host;
 pub mod progress;
 pub mod rootfs;
 
@@ -21,11 +20,10 @@ use anyhow::{bail, Context, Result};
 use appliance::definition::Base;
 use appliance::Definition;
 use camino::{Utf8Path, Utf8PathBuf};
-use host::tool;
 use std::time::Instant;
 use xshell::{cmd, Shell};
 
-pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+pub use crate::host::MUSL_TARGET;
 
 /// Build the appliance OVA (Debian 12 base) from the definition.
 #[derive(clap::Args)]
@@ -55,12 +53,13 @@ pub struct BuildOva {
     password: String,
 }
 
-const BUILD_TOOLS: [host::Tool; 5] = [
-    tool("mmdebstrap", "mmdebstrap"),
-    tool("mke2fs", "e2fsprogs"),
-    tool("tar", "tar"),
-    tool("grub-mkimage", "grub-pc-bin"),
-    tool("/usr/lib/grub/i386-pc/boot.img", "grub-pc-bin"),
+const BUILD_TOOLS: [&str; 6] = [
+    "mmdebstrap",
+    "mke2fs",
+    "tar",
+    "grub-mkimage",
+    "/usr/lib/grub/i386-pc/boot.img",
+    "musl-gcc",
 ];
 
 impl BuildOva {
@@ -210,16 +209,15 @@ fn report(name: &str, out: &cache::StageOutput, timings: &mut finish::Timings) {
 
 /// Everything the build needs, checked before the first minute is spent.
 fn preflight(sh: &Shell, boot_test: bool) -> Result<()> {
-    if !host::is_root() {
+    if !crate::host::is_root() {
         bail!("build-ova must run as root: mmdebstrap installs packages as root, and only root can recreate the root file system's owners and device nodes before mke2fs copies them into the image (no loop device or mount is used). Run it as root, e.g. `sudo -E cargo xtask build-ova`.");
     }
     let mut tools = BUILD_TOOLS.to_vec();
-    tools.push(tool("musl-gcc", "musl-tools"));
     if boot_test {
         tools.extend(crate::boot_test::TOOLS);
     }
-    host::ensure(sh, "build-ova", &tools)?;
-    host::ensure_musl_target(sh)
+    crate::host::ensure(sh, "build-ova", &tools)?;
+    crate::host::ensure_musl_target(sh)
 }
 
 /// The static agent that goes into the image, built from this workspace.
