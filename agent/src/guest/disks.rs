@@ -391,10 +391,7 @@ pub mod fake {
 
     impl FakeSystem {
         pub fn new(name: &str) -> FakeSystem {
-            let base = Utf8PathBuf::from_path_buf(std::env::temp_dir())
-                .unwrap()
-                .join(format!("mt-fakesys-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&base);
+            let base = testkit::scratch(&format!("fakesys-{name}"));
             let paths = SystemPaths {
                 sys: base.join("sys"),
                 dev: base.join("dev"),
@@ -499,10 +496,7 @@ mod tests {
         let mut page = vec![0, 0x83, 0, 12, 0x02, 0x01, 0, 8];
         page.extend_from_slice(b"QEMU  hd");
         assert_eq!(id_from_vpd83(&page).as_deref(), Some("1QEMU__hd"));
-        let d = Utf8PathBuf::from_path_buf(std::env::temp_dir())
-            .unwrap()
-            .join(format!("mt-wwid-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
+        let d = testkit::scratch("wwid");
         std::fs::write(d.join("wwid"), "naa.6000C29F0A1B2C3D\n").unwrap();
         assert_eq!(stable_id(&d).as_deref(), Some("36000c29f0a1b2c3d"));
         std::fs::remove_dir_all(d).unwrap();

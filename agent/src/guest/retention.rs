@@ -187,9 +187,8 @@ mod tests {
 
     #[test]
     fn a_plain_directory_on_the_os_disk_is_refused() {
-        let dir = std::env::temp_dir().join(format!("mt-retention-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = Utf8PathBuf::from_path_buf(dir.clone()).unwrap();
+        let dir = testkit::scratch("retention-plain-dir");
+        let path = dir.clone();
         let err = check(&path).unwrap_err();
         assert!(matches!(err, RetentionError::NotAMountPoint(_)), "{err}");
         std::fs::remove_dir_all(dir).unwrap();

@@ -363,11 +363,9 @@ mod tests {
     /// trust: sfdisk for the table, blkid and e2fsck for the file systems at their offsets.
     #[test]
     fn an_assembled_disk_is_read_back_by_sfdisk_blkid_and_e2fsck() {
+        testkit::require_tools(&["sfdisk", "blkid", "e2fsck", "mke2fs"]);
         let sh = Shell::new().unwrap();
-        let work = Utf8PathBuf::from_path_buf(std::env::temp_dir())
-            .unwrap()
-            .join(format!("xtask-assemble-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&work);
+        let work = testkit::scratch("assemble");
         let content = work.join("root");
         std::fs::create_dir_all(content.join("boot/grub")).unwrap();
         std::fs::write(content.join("boot/grub/grub.cfg"), "set timeout=0\n").unwrap();

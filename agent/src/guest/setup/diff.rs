@@ -183,7 +183,8 @@ mod tests {
 
     #[test]
     fn the_output_is_accepted_by_patch() {
-        let dir = std::env::temp_dir().join(format!("mt-diff-{}", std::process::id()));
+        testkit::require_tool("patch");
+        let dir = testkit::scratch("diff-patch");
         std::fs::create_dir_all(dir.join("etc")).unwrap();
         let old = "keep\nHWADDR=00:11\nUUID=abc\nONBOOT=yes\nx\ny\nz\nw\nq\nlast";
         let new = "keep\nONBOOT=yes\nx\ny\nz\nw\nq\nlast\nmore\n";

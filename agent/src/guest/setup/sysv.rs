@@ -237,6 +237,7 @@ mod tests {
 
     #[test]
     fn the_init_scripts_parse() {
+        testkit::require_tool("bash");
         for script in [
             agent_script("/etc/mt-agent/agent.toml", "/usr/sbin/mt-agent"),
             firstboot_script("/etc/mt-agent/agent.toml", "/usr/sbin/mt-agent"),

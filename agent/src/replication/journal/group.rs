@@ -52,19 +52,12 @@ impl GroupJournal {
         let (state, timeline, timeline_len) = timeline::load(fs.as_ref(), &dir, &mut notes, true)?;
         let mut targets = Vec::new();
         for d in &state.disks {
-            let f = fs
-                .open(&d.target, OpenMode::Target)
-                .map_err(|e| JournalError::io(&d.target, "open target", e))?;
-            let len = f
-                .len()
-                .map_err(|e| JournalError::io(&d.target, "size", e))?;
-            if len < d.capacity {
-                return Err(JournalError::Rejected(format!(
-                    "disk {}: target {} now holds {len} bytes, less than the disk's {} bytes; was it replaced?",
-                    d.name, d.target, d.capacity
-                )));
-            }
-            targets.push(f);
+            targets.push(super::volume::open_target(
+                fs.as_ref(),
+                d,
+                OpenMode::Target,
+                true,
+            )?);
         }
         let undo_path = dir.join(undo_file(state.open.id));
         let undo = fs

@@ -107,19 +107,7 @@ impl RetentionVolume {
                     d.name, d.capacity
                 )));
             }
-            let f = self
-                .fs
-                .open(&d.target, OpenMode::ReadWrite)
-                .map_err(|e| JournalError::io(&d.target, "open target", e))?;
-            let len = f
-                .len()
-                .map_err(|e| JournalError::io(&d.target, "size", e))?;
-            if len < d.capacity {
-                return Err(JournalError::Rejected(format!(
-                    "disk {}: target {} holds {len} bytes, less than the disk's {} bytes",
-                    d.name, d.target, d.capacity
-                )));
-            }
+            open_target(self.fs.as_ref(), d, OpenMode::ReadWrite, false)?;
         }
         let dir = self.group_dir(name);
         if self.fs.exists(&dir.join(timeline::TIMELINE_FILE)) {
@@ -186,5 +174,34 @@ pub(super) fn create_log(
     let dir = path.parent().unwrap_or(Utf8Path::new("."));
     fs.sync_dir(dir)
         .map_err(|e| JournalError::io(dir, "sync directory", e))?;
+    Ok(f)
+}
+
+/// Opens a disk's target and checks that it holds at least the disk's capacity. A group being
+/// created finds a target too small; an existing group finds one that shrank since (`reopen`),
+/// which suggests the disk was replaced.
+pub(super) fn open_target(
+    fs: &dyn Fs,
+    d: &DiskSpec,
+    mode: OpenMode,
+    reopen: bool,
+) -> Result<Box<dyn FsFile>> {
+    let (holds, hint) = if reopen {
+        ("now holds", "; was it replaced?")
+    } else {
+        ("holds", "")
+    };
+    let f = fs
+        .open(&d.target, mode)
+        .map_err(|e| JournalError::io(&d.target, "open target", e))?;
+    let len = f
+        .len()
+        .map_err(|e| JournalError::io(&d.target, "size", e))?;
+    if len < d.capacity {
+        return Err(JournalError::Rejected(format!(
+            "disk {}: target {} {holds} {len} bytes, less than the disk's {} bytes{hint}",
+            d.name, d.target, d.capacity
+        )));
+    }
     Ok(f)
 }
