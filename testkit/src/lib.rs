@@ -100,6 +100,15 @@ fn sweep_dead_processes() {
     }
 }
 
+/// Held for the whole of a test that boots QEMU: each of the workspace's test binaries runs its
+/// tests on parallel threads, and under TCG one VM wants both cores, so two at once only make
+/// each slower and push its console and boot deadlines.
+pub fn qemu_exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static QEMU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it leaves nothing that the next one must not touch.
+    QEMU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

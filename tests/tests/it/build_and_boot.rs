@@ -17,6 +17,7 @@ use xshell::{cmd, Shell};
 #[ignore = "slow: builds a Debian 12 OVA with mmdebstrap (root, network) and boots it in QEMU; run by cargo xtask test"]
 fn the_default_definition_builds_an_ova_that_boots_passes_the_guest_checks_and_applies_ovf_properties(
 ) {
+    let _qemu = testkit::qemu_exclusive();
     let root = testkit::workspace_root();
     let sh = Shell::new().unwrap();
     sh.change_dir(&root);

@@ -58,6 +58,7 @@ fn build_ova(dir: &Utf8Path, init: &str) -> Output {
 #[test]
 #[ignore = "slow: boots a Debian kernel in QEMU (TCG), builds the musl mt-agent and packs an OVA; run by cargo xtask test"]
 fn a_double_that_reads_the_kickstart_and_powers_off_gives_a_verified_ova() {
+    let _qemu = testkit::qemu_exclusive();
     let dir = double::scratch("centos-cli-ok");
     let out = build_ova(&dir, double::SUCCESS_INIT);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -112,6 +113,7 @@ fn a_double_that_reads_the_kickstart_and_powers_off_gives_a_verified_ova() {
 #[test]
 #[ignore = "slow: boots a Debian kernel in QEMU (TCG); run by cargo xtask test"]
 fn a_kickstart_error_fails_the_build_at_once_with_the_console_excerpt() {
+    let _qemu = testkit::qemu_exclusive();
     let dir = double::scratch("centos-cli-ks-error");
     let out = build_ova(&dir, double::KICKSTART_ERROR_INIT);
     let stderr = String::from_utf8_lossy(&out.stderr);
