@@ -56,7 +56,7 @@ impl fmt::Display for ParseSizeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:?} is not a size: write a whole number followed by B, KiB, MiB, GiB or TiB (e.g. \"512MiB\")",
+            "{:?} is not a size: write a whole number followed by B, KiB, MiB, GiB or TiB (e.g. \"512MiB\"; K, M, G and T are the same binary units, and a bare number is bytes)",
             self.0
         )
     }

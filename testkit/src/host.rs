@@ -5,7 +5,7 @@
 
 /// Every external program (or file, or system Python module) the tests run, directly or through
 /// the code they exercise (`cargo xtask build-ova`, `boot-test`, first boot, setup), and the
-/// Debian package that provides it.
+/// Debian package that provides it; at the end, the comparison tools of `cargo xtask bench`.
 ///
 /// A tool is one of: a program name, looked up in `PATH` and in `/usr/sbin` and `/sbin`; an
 /// absolute path, which must exist; `import NAME`, a module the system Python
@@ -54,6 +54,9 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("grub-mkimage", "grub-pc-bin"),
     ("/usr/lib/grub/i386-pc/boot.img", "grub-pc-bin"),
     ("qemu-system-x86_64", "qemu-system-x86"),
+    // Not run by the tests: what `cargo xtask bench` compares the agent with.
+    ("rsync", "rsync"),
+    ("fio", "fio"),
 ];
 
 /// The Debian package of `tool` in `TEST_TOOLS`; panics for a tool not in the list, so that

@@ -423,6 +423,8 @@ fn the_interface_the_image_was_built_with_keeps_its_device_and_onboot() {
     let scripts = root.join("etc/sysconfig/network-scripts");
     std::fs::create_dir_all(&scripts).unwrap();
     std::fs::write(scripts.join("ifcfg-lo"), "DEVICE=lo\nONBOOT=yes\n").unwrap();
+    // An administrator's copy names a device too, and sorts first: it is not the interface.
+    std::fs::write(scripts.join("ifcfg-eth0.bak"), "DEVICE=eth0\nONBOOT=yes\n").unwrap();
     std::fs::write(
         scripts.join("ifcfg-eth1"),
         "DEVICE=\"eth1\"\nBOOTPROTO=dhcp\nONBOOT=no\n",

@@ -3,7 +3,7 @@
 //! each, are verified through `verify_ova` as `cargo xtask verify-ova` does, and the rendered
 //! findings must equal the files under `tests/golden/verify/`. A refactoring of the verifier
 //! leaves every line as it is; after an intended change of a message, run
-//! `UPDATE_GOLDEN=1 cargo test -p appliance --test verify_golden` and review the diff.
+//! `UPDATE_GOLDEN=1 cargo test -p appliance --test it verify_golden` and review the diff.
 //!
 //! The definition is a frozen copy (`golden/verify/appliance.toml`) with disks of 2 MiB and
 //! 1 MiB, so the offsets do not move with the shipped definition and the test runs in seconds.

@@ -28,6 +28,13 @@ enum What {
 
 impl Bench {
     pub fn run(self, sh: &xshell::Shell) -> Result<()> {
+        // The tools each benchmark compares itself with.
+        let tools: &[&str] = match &self.what {
+            What::Vmdk(_) => &["qemu-img"],
+            What::Agent(_) => &["fio"],
+            What::Resync(_) => &["rsync"],
+        };
+        crate::host::ensure(sh, "bench", tools)?;
         match self.what {
             What::Vmdk(b) => b.run(sh),
             What::Agent(b) => b.run(sh),

@@ -57,7 +57,7 @@ pub struct BootTest {
     /// disk), with the hardware the definition declares.
     #[arg(long, conflicts_with = "ova")]
     raw: Vec<Utf8PathBuf>,
-    /// kvm, tcg or auto (KVM when a test boot shows it works).
+    /// kvm, tcg or auto (KVM when a probe guest runs under it with `-cpu host`, else TCG).
     #[arg(long, default_value = "auto")]
     accel: String,
     /// Seconds to wait for the agent's readiness line.

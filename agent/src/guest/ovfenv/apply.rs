@@ -91,9 +91,11 @@ fn built_interface(root: &Utf8Path, distro: Distro) -> Interface {
                 .filter(|n| n.starts_with("ifcfg-") && n != "ifcfg-lo")
                 .collect();
             names.sort();
+            // Only a file named after the device it configures, as initscripts name them: a
+            // copy such as `ifcfg-eth0.bak` or `ifcfg-eth0~` says DEVICE=eth0 too.
             names.iter().find_map(|n| {
                 let text = std::fs::read_to_string(dir.join(n)).ok()?;
-                network::el6_interface(&text)
+                network::el6_interface(&text).filter(|i| *n == format!("ifcfg-{}", i.device))
             })
         }
     };
