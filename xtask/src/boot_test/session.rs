@@ -68,7 +68,13 @@ pub(super) fn boot_and_check(
     result
 }
 
-/// Starts the VM under the accelerator asked for; `auto` is what the KVM probe allows.
+/// How long a kernel booting under KVM may take to print its banner before `auto` gives up on
+/// KVM (it takes a second or two where KVM works).
+const KVM_KERNEL_BANNER: Duration = Duration::from_secs(60);
+
+/// Starts the VM under the accelerator asked for; `auto` is what the KVM probe allows. A probe
+/// guest is not the appliance's kernel: under `auto`, a KVM VM whose kernel does not print its
+/// banner in time is stopped and the VM starts again under TCG.
 fn start_vm(
     sh: &Shell,
     opts: &BootTestOptions,
@@ -78,16 +84,26 @@ fn start_vm(
     fwd: &[Forward],
 ) -> Result<Machine> {
     let accel = accel::choose(sh, opts.accel, work)?;
-    let name = match accel {
-        Accel::Kvm => "KVM",
-        _ => "TCG",
-    };
-    eprintln!("boot-test: booting under {name}");
-    let vm = Machine::start(sh, hw, seed, work, fwd, accel);
-    if opts.accel == Accel::Kvm {
-        return vm.context("--accel kvm");
+    if accel == Accel::Kvm {
+        eprintln!("boot-test: booting under KVM");
+        let vm = Machine::start(sh, hw, seed, work, fwd, Accel::Kvm).and_then(|mut vm| {
+            vm.wait_for("Linux version", 0, KVM_KERNEL_BANNER)?;
+            Ok(vm)
+        });
+        match vm {
+            Ok(vm) => return Ok(vm),
+            Err(e) if opts.accel == Accel::Auto => {
+                let first = format!("{e:#}");
+                let first = first.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                eprintln!(
+                    "boot-test: the kernel did not start under KVM ({first}); falling back to TCG (slower, emulated CPU)"
+                );
+            }
+            Err(e) => return Err(e.context("--accel kvm")),
+        }
     }
-    vm
+    eprintln!("boot-test: booting under TCG");
+    Machine::start(sh, hw, seed, work, fwd, Accel::Tcg)
 }
 
 /// One check's outcome, printed as a table at the end.
