@@ -76,7 +76,9 @@ pub struct Forward {
 
 impl Machine {
     /// Starts the VM. Overlays and the console socket go into `work`; the console log is
-    /// `work/console.log`.
+    /// `work/console.log`, written from what the socket delivers. (Not QEMU's own `logfile=`:
+    /// when the socket is full the UART retries a byte, and QEMU's log records each attempt, so
+    /// a busy host saw `a3bb` logged for `a3b`.)
     pub fn start(
         sh: &Shell,
         hw: &VmHardware,
@@ -92,9 +94,7 @@ impl Machine {
         let mut qemu = QemuCommand::new(accel, hw.cpus, hw.memory_mib);
         qemu.opt(
             "-chardev",
-            format!(
-                "socket,id=console,path={socket},server=on,wait=off,logfile={log},logappend=off"
-            ),
+            format!("socket,id=console,path={socket},server=on,wait=off"),
         )
         .opt("-serial", "chardev:console")
         .opt("-device", format!("{},id=scsi0", scsi_device(hw.scsi)));
@@ -167,12 +167,17 @@ impl Machine {
         };
         let buffer = ConsoleBuffer::default();
         let (mut reader, sink) = (console.try_clone()?, buffer.clone());
+        let mut log_file =
+            std::fs::File::create(&log).with_context(|| format!("cannot create {log}"))?;
         std::thread::spawn(move || {
             let mut chunk = [0u8; 4096];
             while let Ok(n) = reader.read(&mut chunk) {
                 if n == 0 {
                     break;
                 }
+                // The log is for people reading along; a failed write must not stop the
+                // console, which the checks read.
+                let _ = log_file.write_all(&chunk[..n]);
                 sink.0
                     .lock()
                     .expect("console lock")
