@@ -6,6 +6,7 @@
 
 use crate::config::AgentConfig;
 use crate::replication::net::auth::{hex, Accepted, ServerAuth};
+use crate::replication::net::sessions::Sessions;
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -31,6 +32,8 @@ pub struct ServeOptions {
     /// Keys and authorised senders.
     pub state: camino::Utf8PathBuf,
     pub passphrase_file: camino::Utf8PathBuf,
+    /// A session that hears nothing for this long ends and releases its group.
+    pub idle_timeout: std::time::Duration,
 }
 
 fn log(line: &str) {
@@ -55,6 +58,7 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
         .with_context(|| format!("cannot listen on {addr} (agent.toml: port, or --listen)"))?;
     cfg.port = listener.local_addr()?.port();
     let auth = Arc::new(ServerAuth::load(&opts.state, &opts.passphrase_file)?);
+    let sessions = Arc::new(Sessions::new(opts.idle_timeout));
     let root = opts
         .retention
         .clone()
@@ -84,8 +88,8 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
                 continue;
             }
         };
-        let (auth, vol) = (auth.clone(), vol.clone());
-        std::thread::spawn(move || serve_connection(stream, &auth, &vol));
+        let (auth, vol, sessions) = (auth.clone(), vol.clone(), sessions.clone());
+        std::thread::spawn(move || serve_connection(stream, &auth, &vol, &sessions));
     }
     Ok(())
 }
@@ -94,6 +98,7 @@ fn serve_connection(
     stream: std::net::TcpStream,
     auth: &ServerAuth,
     vol: &crate::replication::journal::RetentionVolume,
+    sessions: &Sessions,
 ) {
     let peer = stream
         .peer_addr()
@@ -105,7 +110,7 @@ fn serve_connection(
         Ok(Accepted::Session(ch)) => {
             let key = hex(&ch.remote_key[..4]);
             let plog = |l: &str| log(&format!("{peer}: {l}"));
-            match crate::replication::net::receiver::run_session(*ch, vol, &plog) {
+            match crate::replication::net::receiver::run_session(*ch, vol, sessions, &peer, &plog) {
                 Ok(s) => log(&format!(
                     "{peer} (sender {key}…): session for group {} ended; {} messages, acknowledged through LSN {}",
                     s.group, s.frames, s.acked

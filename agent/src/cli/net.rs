@@ -8,6 +8,7 @@ use clap::Args;
 use mt_agent::replication::journal::DEFAULT_BATCH_BYTES;
 use mt_agent::replication::net::auth::{self, SenderAuth};
 use mt_agent::replication::net::sender::{self, ResyncMode, SendOptions};
+use mt_agent::replication::net::transport;
 
 /// Check the retention volume, listen on the configured port, announce readiness, then
 /// accept enrolments and replication sessions.
@@ -35,6 +36,53 @@ pub struct ServeArgs {
     /// The enrolment passphrase (one line, mode 600).
     #[arg(long, value_name = "FILE", default_value = auth::PASSPHRASE_PATH)]
     passphrase_file: Utf8PathBuf,
+    /// End a session that sends nothing (no frame, heartbeat or acknowledgement) for this long
+    /// and release its group: "90s", "2m" or seconds.
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_idle)]
+    idle_timeout: std::time::Duration,
+}
+
+/// An idle timeout: a duration of at least [`transport::MIN_IDLE_TIMEOUT`].
+fn parse_idle(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < transport::MIN_IDLE_TIMEOUT {
+        return Err(format!(
+            "{s} is shorter than {} s: the peers send a heartbeat every {} s and a live link must not time out",
+            transport::MIN_IDLE_TIMEOUT.as_secs(),
+            transport::HEARTBEAT_EVERY.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+/// "90", "90s", "15m", "2h": a whole number of seconds, minutes or hours.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{s:?} is not a duration: write seconds, or a number followed by s, m or h (e.g. \"90s\", \"1h\")")),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is not a duration: write seconds, or a number followed by s, m or h (e.g. \"90s\", \"1h\")"))
+}
+
+/// `--retry-for`: a duration, or "forever" (`None`).
+#[derive(Clone, Copy)]
+struct RetryFor(Option<std::time::Duration>);
+
+fn parse_retry_for(s: &str) -> Result<RetryFor, String> {
+    if s == "forever" {
+        return Ok(RetryFor(None));
+    }
+    parse_duration(s).map(|d| RetryFor(Some(d)))
 }
 
 impl ServeArgs {
@@ -47,6 +95,7 @@ impl ServeArgs {
             batch_bytes: self.batch,
             state: self.state,
             passphrase_file: self.passphrase_file,
+            idle_timeout: self.idle_timeout,
         })
     }
 }
@@ -107,9 +156,14 @@ pub struct SendArgs {
     /// This sender's key and pinned master-target keys.
     #[arg(long, value_name = "DIR", default_value = auth::DEFAULT_SENDER_STATE)]
     state: Utf8PathBuf,
-    /// Keep reconnecting this many seconds after a lost connection.
-    #[arg(long, default_value_t = 300)]
-    retry_for: u64,
+    /// After a lost connection, keep reconnecting this long ("90s", "30m", "1h", seconds, or
+    /// "forever"); counted from the loss, and afresh after every acknowledgement.
+    #[arg(long, value_name = "TIME", default_value = "1h", value_parser = parse_retry_for)]
+    retry_for: RetryFor,
+    /// End a connection that receives nothing (no credit, acknowledgement or heartbeat) for
+    /// this long, and reconnect.
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_idle)]
+    idle_timeout: std::time::Duration,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -148,7 +202,8 @@ impl SendArgs {
             resync,
             stream: self.stream,
             state: self.state,
-            retry_for: std::time::Duration::from_secs(self.retry_for),
+            retry_for: self.retry_for.0,
+            idle_timeout: self.idle_timeout,
         };
         let r = sender::send(&opts, &|l| eprintln!("mt-agent: {l}"))?;
         if self.json {

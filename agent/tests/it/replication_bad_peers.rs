@@ -37,7 +37,7 @@ fn session(rig: &Rig) -> mt_agent::replication::net::transport::Channel {
         let mut ch = auth.session(&rig.addr).unwrap();
         ch.tx.send(&Message::Frame(encode(&start))).unwrap();
         match ch.rx.recv().unwrap() {
-            Some(Message::Position { acked: 0 }) => break ch,
+            Some(Message::Position { acked: 0, .. }) => break ch,
             Some(Message::Refused { retry: true, .. }) if attempts < 50 => {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(100));
@@ -264,7 +264,10 @@ fn bad_peers_are_refused_with_a_reason_and_write_nothing() {
     quiet.tx.send(&Message::Frame(encode(&start))).unwrap();
     assert_eq!(
         quiet.rx.recv().unwrap(),
-        Some(Message::Position { acked: 0 })
+        Some(Message::Position {
+            acked: 0,
+            resync_since: 0
+        })
     );
     let src = rig.path("src.img");
     random_file(&src, SIZE, &mut Rng::new(7));

@@ -53,7 +53,9 @@ impl GroupJournal {
     }
 
     /// Takes one frame of the stream. Writes are buffered and become durable (acknowledged) at
-    /// the next commit; a tag commits and creates a recovery point.
+    /// the next commit; a tag commits and creates a recovery point. On
+    /// [`JournalError::RetentionFull`] a write is buffered all the same (commit again once there
+    /// is room) and a tag is not taken (apply it again).
     pub fn apply_frame(&mut self, frame: Frame) -> Result<FrameOutcome> {
         self.check_usable()?;
         match frame {
@@ -101,12 +103,17 @@ impl GroupJournal {
                     .first()
                     .map(|w| w.time)
                     .or(self.state.open.first_change);
+                let mut auto = Ok(());
                 if let (Some(first), None) = (first, self.state.resync) {
                     if source_time.secs_since(first) >= self.vol.policy.crash_point_interval_secs {
-                        self.commit()?;
-                        self.make_point(self.state.tip, PointKind::Crash, "auto".into(), None)?;
+                        auto = self.commit().and_then(|_| {
+                            self.make_point(self.state.tip, PointKind::Crash, "auto".into(), None)
+                                .map(drop)
+                        });
                     }
                 }
+                // Taken even when the point before it could not be made for lack of room: the
+                // caller commits again once there is room (and the point follows later).
                 self.pending_bytes += data.len() as u64;
                 self.pending.push(PendingWrite {
                     lsn,
@@ -115,6 +122,7 @@ impl GroupJournal {
                     offset,
                     data,
                 });
+                auto?;
                 if self.pending_bytes >= self.batch_limit() {
                     self.commit()?;
                 }
@@ -346,6 +354,21 @@ impl GroupJournal {
         Ok(())
     }
 
+    /// Records that the group stopped acknowledging, and why (`status` says "stalled" until the
+    /// next commit). Best effort: a volume that is full may not even take this small record.
+    pub fn record_stall(&mut self, reason: &str) {
+        if self.state.stalled.is_some() || self.check_usable().is_err() {
+            return;
+        }
+        let rec = timeline::Record::Stall {
+            since: self.vol.clock.now(),
+            reason: reason.to_owned(),
+        };
+        if self.append_timeline(&rec).is_ok() {
+            let _ = rec.apply(&mut self.state);
+        }
+    }
+
     /// Refuses a batch that would not fit: first prunes what the policy allows, then stops.
     fn ensure_space(&mut self, needed: u64) -> Result<()> {
         let check = |j: &GroupJournal| -> Option<String> {
@@ -371,18 +394,8 @@ impl GroupJournal {
         match check(self) {
             None => Ok(()),
             Some(why) => {
-                let now = self.vol.clock.now();
                 let msg = format!("{why}; acknowledged up to LSN {}", self.state.tip);
-                if self.state.stalled.is_none() {
-                    let rec = timeline::Record::Stall {
-                        since: now,
-                        reason: msg.clone(),
-                    };
-                    // Best effort: the volume may be too full even for this small record.
-                    if self.append_timeline(&rec).is_ok() {
-                        let _ = rec.apply(&mut self.state);
-                    }
-                }
+                self.record_stall(&msg);
                 Err(JournalError::RetentionFull(msg))
             }
         }

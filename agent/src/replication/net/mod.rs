@@ -9,15 +9,18 @@
 
 pub mod auth;
 pub mod receiver;
+pub mod resume;
 pub mod resync;
 pub mod sender;
+pub mod sessions;
 pub mod transport;
 
 use crate::replication::frame::{FRAME_HASH_LEN, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
 use std::io::Read;
 
-/// The version of the message layer (the frame format has its own).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The version of the message layer (the frame format has its own). 2: heartbeats, the resync
+/// cursor in `position` and `hash-request`, `stalled`.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// A message body is never larger than the largest frame.
 pub const MAX_MESSAGE_BODY: u32 =
     FRAME_HEADER_LEN as u32 + MAX_FRAME_PAYLOAD + FRAME_HASH_LEN as u32;
@@ -36,6 +39,8 @@ const MSG_HASHES_DONE: u8 = 7;
 const MSG_FLUSH: u8 = 8;
 const MSG_REFUSED: u8 = 9;
 const MSG_ENROLLED: u8 = 10;
+const MSG_HEARTBEAT: u8 = 11;
+const MSG_STALLED: u8 = 12;
 
 /// One message of the replication session (inside the encrypted channel).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,14 +48,21 @@ pub enum Message {
     /// A replication frame, exactly as [`crate::replication::frame::encode`] makes it (checked by the
     /// receiver with the frame decoder before anything reaches the journal).
     Frame(Vec<u8>),
-    /// Receiver -> sender after the start frame: everything up to this LSN is durable.
-    Position { acked: u64 },
+    /// Receiver -> sender after the start frame: everything up to this LSN is durable, and the
+    /// LSN the group's unfinished resync began at (0: none), so a sender can tell whether a
+    /// resync cursor it kept belongs to this resync.
+    Position { acked: u64, resync_since: u64 },
     /// Receiver -> sender: the sender may send this many more bytes of frames.
     Credit { bytes: u64 },
     /// Receiver -> sender: durable (acknowledged) through this LSN.
     Ack { lsn: u64 },
-    /// Sender -> receiver: hash every disk in blocks of this size and stream the hashes.
-    HashRequest { block_size: u32 },
+    /// Sender -> receiver: hash every disk in blocks of this size and stream the hashes, from
+    /// block `from_block` of disk `from_disk` on (a resumed resync skips what is confirmed).
+    HashRequest {
+        block_size: u32,
+        from_disk: u32,
+        from_block: u64,
+    },
     /// Receiver -> sender: BLAKE3 of consecutive blocks of one disk.
     Hashes {
         disk: u32,
@@ -65,6 +77,10 @@ pub enum Message {
     Refused { retry: bool, why: String },
     /// Receiver -> sender at the end of an enrolment.
     Enrolled,
+    /// Either side, when it has sent nothing else for a while: the session is alive.
+    Heartbeat,
+    /// Receiver -> sender: credit is withheld, and why (the session stays; credit resumes).
+    Stalled { why: String },
 }
 
 /// Starts a frame message in `out` (cleared): its type and length, to be followed by the frame
@@ -102,6 +118,8 @@ impl Message {
             Message::Flush => "flush",
             Message::Refused { .. } => "refused",
             Message::Enrolled => "enrolled",
+            Message::Heartbeat => "heartbeat",
+            Message::Stalled { .. } => "stalled",
         }
     }
 
@@ -113,8 +131,12 @@ impl Message {
                 body.extend_from_slice(f);
                 MSG_FRAME
             }
-            Message::Position { acked } => {
+            Message::Position {
+                acked,
+                resync_since,
+            } => {
                 body.extend_from_slice(&acked.to_le_bytes());
+                body.extend_from_slice(&resync_since.to_le_bytes());
                 MSG_POSITION
             }
             Message::Credit { bytes } => {
@@ -125,8 +147,14 @@ impl Message {
                 body.extend_from_slice(&lsn.to_le_bytes());
                 MSG_ACK
             }
-            Message::HashRequest { block_size } => {
+            Message::HashRequest {
+                block_size,
+                from_disk,
+                from_block,
+            } => {
                 body.extend_from_slice(&block_size.to_le_bytes());
+                body.extend_from_slice(&from_disk.to_le_bytes());
+                body.extend_from_slice(&from_block.to_le_bytes());
                 MSG_HASH_REQUEST
             }
             Message::Hashes {
@@ -152,6 +180,11 @@ impl Message {
                 MSG_REFUSED
             }
             Message::Enrolled => MSG_ENROLLED,
+            Message::Heartbeat => MSG_HEARTBEAT,
+            Message::Stalled { why } => {
+                body.extend_from_slice(&why.as_bytes()[..why.len().min(4096)]);
+                MSG_STALLED
+            }
         };
         let mut out = Vec::with_capacity(MESSAGE_HEAD_LEN + body.len());
         out.extend_from_slice(&message_head(kind, body.len()));
@@ -210,9 +243,13 @@ impl Message {
         let u32_of = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().unwrap_or([0; 4]));
         Ok(match kind {
             MSG_FRAME => Message::Frame(body),
-            MSG_POSITION => Message::Position {
-                acked: u64_of(fixed(8)?),
-            },
+            MSG_POSITION => {
+                let b = fixed(16)?;
+                Message::Position {
+                    acked: u64_of(b),
+                    resync_since: u64_of(&b[8..]),
+                }
+            }
             MSG_CREDIT => Message::Credit {
                 bytes: u64_of(fixed(8)?),
             },
@@ -220,7 +257,9 @@ impl Message {
                 lsn: u64_of(fixed(8)?),
             },
             MSG_HASH_REQUEST => {
-                let block_size = u32_of(fixed(4)?);
+                let b = fixed(16)?;
+                let (block_size, from_disk, from_block) =
+                    (u32_of(b), u32_of(&b[4..]), u64_of(&b[8..]));
                 if block_size == 0
                     || block_size > MAX_FRAME_PAYLOAD
                     || !u64::from(block_size).is_multiple_of(crate::replication::frame::BLOCK_SIZE)
@@ -229,7 +268,11 @@ impl Message {
                         "hash block size {block_size} is not a multiple of 4096 up to {MAX_FRAME_PAYLOAD}"
                     ));
                 }
-                Message::HashRequest { block_size }
+                Message::HashRequest {
+                    block_size,
+                    from_disk,
+                    from_block,
+                }
             }
             MSG_HASHES => {
                 if body.len() < 12 || !(body.len() - 12).is_multiple_of(32) {
@@ -270,6 +313,18 @@ impl Message {
             MSG_ENROLLED => {
                 fixed(0)?;
                 Message::Enrolled
+            }
+            MSG_HEARTBEAT => {
+                fixed(0)?;
+                Message::Heartbeat
+            }
+            MSG_STALLED => {
+                if body.len() > 4096 {
+                    return Err("a stalled message with more than 4 KiB of reason".into());
+                }
+                Message::Stalled {
+                    why: String::from_utf8_lossy(&body).into_owned(),
+                }
             }
             k => return Err(format!("unknown message type {k}")),
         })
@@ -337,10 +392,17 @@ mod tests {
     fn messages_round_trip_and_oversized_ones_are_refused_before_allocating() {
         let all = vec![
             Message::Frame(vec![1, 2, 3]),
-            Message::Position { acked: 7 },
+            Message::Position {
+                acked: 7,
+                resync_since: 3,
+            },
             Message::Credit { bytes: 1 << 20 },
             Message::Ack { lsn: 9 },
-            Message::HashRequest { block_size: 65536 },
+            Message::HashRequest {
+                block_size: 65536,
+                from_disk: 1,
+                from_block: 9,
+            },
             Message::Hashes {
                 disk: 1,
                 first_block: 5,
@@ -353,6 +415,10 @@ mod tests {
                 why: "busy".into(),
             },
             Message::Enrolled,
+            Message::Heartbeat,
+            Message::Stalled {
+                why: "retention volume full".into(),
+            },
         ];
         let bytes: Vec<u8> = all.iter().flat_map(|m| m.encode()).collect();
         let mut r = &bytes[..];

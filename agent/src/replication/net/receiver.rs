@@ -3,9 +3,13 @@
 //! retention volume has room, checks every frame with the frame decoder and hands it to the
 //! journal, acknowledges what is durable, and hashes the targets for a delta resync. Any bad
 //! frame ends the session with an error naming it; what was valid before it is committed, the
-//! bad frame never reaches a target. One session per thread; it must not touch other groups.
+//! bad frame never reaches a target. A full retention volume pauses the session (credit
+//! withheld, a Stall recorded, the sender told) until pruning frees room; a session that hears
+//! nothing for the idle time, or that a new session of the same sender takes over, ends and
+//! releases its group. One session per thread; it must not touch other groups.
 
-use super::transport::{Channel, Tx};
+use super::sessions::{Sessions, Stopper};
+use super::transport::{Channel, Heartbeat, Tx};
 use super::{decode_frame, resync, Message, HASHES_PER_MESSAGE};
 use crate::replication::frame::Frame;
 use crate::replication::journal::{valid_group_name, GroupJournal, JournalError, RetentionVolume};
@@ -14,10 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long a last refusal may take to write: the peer may be gone.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Bytes of frames a sender may have in flight (the receiver's memory per session is one frame
 /// plus the journal's group-commit batch, whatever this is).
 pub const CREDIT_WINDOW: u64 = 32 << 20;
-/// Credit stops while the retention volume has less room than this beyond the window.
+/// Credit stops while the retention volume has less room than this beyond the credit windows
+/// of all sessions on it.
 pub const ROOM_RESERVE: u64 = 64 << 20;
 /// How often (in consumed bytes) the receiver looks at the volume's room.
 const ROOM_CHECK_EVERY: u64 = 8 << 20;
@@ -46,25 +54,35 @@ pub struct SessionSummary {
     pub acked: u64,
 }
 
+/// Room the volume must keep for the sessions now open: the reserve and every credit window.
+fn room_needed(sessions: &Sessions) -> u64 {
+    ROOM_RESERVE + CREDIT_WINDOW * sessions.count().max(1)
+}
+
 /// Runs one session to its end. `Err` is the reason the session ended badly (the sender has
-/// been told when the connection still works).
+/// been told when the connection still works). `peer` names the connection in the log.
 pub fn run_session(
     ch: Channel,
     vol: &RetentionVolume,
+    sessions: &Sessions,
+    peer: &str,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<SessionSummary> {
+    ch.set_idle_timeout(sessions.idle_timeout())?;
+    let stopper = Arc::new(Stopper::new(ch.tx.stopper()?));
+    let key = ch.remote_key;
     let Channel { tx, mut rx, .. } = ch;
     let tx = Arc::new(Mutex::new(tx));
+    let _heartbeat = Heartbeat::start(tx.clone())?;
     let refuse = |retry: bool, why: &str| {
-        let _ = send(
-            &tx,
-            &Message::Refused {
-                retry,
-                why: why.to_owned(),
-            },
-        );
+        let mut t = tx.lock().unwrap_or_else(|e| e.into_inner());
+        t.set_write_timeout(REFUSAL_WRITE_TIMEOUT);
+        let _ = t.send(&Message::Refused {
+            retry,
+            why: why.to_owned(),
+        });
     };
-    let first = match rx.recv() {
+    let first = match rx.recv_live() {
         Ok(Some(Message::Frame(b))) => b,
         Ok(None) => bail!("the sender closed the connection before naming a group"),
         Ok(Some(m)) => {
@@ -75,7 +93,7 @@ pub fn run_session(
             refuse(false, &why);
             bail!(why)
         }
-        Err(e) => bail!("{e}"),
+        Err(e) => bail!("handshake done, before the start frame: {e}"),
     };
     let (group, disks) = match decode_frame(&first, 0) {
         Ok(Frame::Start { group, disks }) => (group, disks),
@@ -93,6 +111,14 @@ pub fn run_session(
         refuse(false, &why);
         bail!(why);
     }
+    // Declared before the journal, so the group is released only after the journal is closed.
+    let claim = match sessions.claim(&group, key, peer, stopper.clone(), log) {
+        Ok(c) => c,
+        Err(why) => {
+            refuse(true, &why);
+            bail!(why);
+        }
+    };
     let mut jr = match vol.open_group(&group) {
         Ok(j) => j,
         Err(e) => {
@@ -111,8 +137,14 @@ pub fn run_session(
         bail!(why);
     }
     let stop = AtomicBool::new(false);
+    let ctx = Ctx {
+        tx: &tx,
+        stopper: &stopper,
+        sessions,
+        log,
+    };
     let result = std::thread::scope(|s| {
-        let r = session_loop(&mut jr, &mut rx, &tx, s, &stop, log);
+        let r = session_loop(&mut jr, &mut rx, &ctx, s, &stop);
         stop.store(true, Ordering::Relaxed);
         r
     });
@@ -122,19 +154,30 @@ pub fn run_session(
         frames: rx.count,
         acked: jr.acked().0,
     };
+    let acked = jr.acked();
+    // Release the group first: a session taking over waits for exactly this.
+    drop(jr);
+    drop(claim);
     match (result, commit) {
         (Ok(()), Ok(_)) => Ok(summary),
         (Err(e), _) => {
-            let why = format!(
-                "group {group}: {e:#}; acknowledged through LSN {}",
-                jr.acked()
-            );
-            refuse(false, &why);
+            let why = format!("group {group}: {e:#}; acknowledged through LSN {acked}");
+            if !stopper.is_stopped() {
+                refuse(false, &why);
+            }
             tx.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
             Err(anyhow!(why))
         }
         (Ok(()), Err(e)) => Err(anyhow!("group {group}: {e}")),
     }
+}
+
+/// What every part of a session shares.
+struct Ctx<'a> {
+    tx: &'a Arc<Mutex<Tx>>,
+    stopper: &'a Stopper,
+    sessions: &'a Sessions,
+    log: &'a (dyn Fn(&str) + Sync),
 }
 
 /// What the network thread hands to the journal thread.
@@ -151,22 +194,22 @@ enum Op {
 fn session_loop<'s>(
     jr: &'s mut GroupJournal,
     rx: &mut super::transport::Rx,
-    tx: &'s Arc<Mutex<Tx>>,
+    ctx: &'s Ctx<'s>,
     scope: &'s std::thread::Scope<'s, '_>,
     stop: &'s AtomicBool,
-    log: &'s (dyn Fn(&str) + Sync),
 ) -> Result<()> {
     let disks: Vec<_> = jr.disks().to_vec();
     let group = jr.name().to_owned();
     let outstanding = Arc::new(AtomicU64::new(CREDIT_WINDOW));
     send(
-        tx,
+        ctx.tx,
         &Message::Position {
             acked: jr.acked().0,
+            resync_since: jr.state().resync.map_or(0, |l| l.0),
         },
     )?;
     send(
-        tx,
+        ctx.tx,
         &Message::Credit {
             bytes: CREDIT_WINDOW,
         },
@@ -174,16 +217,21 @@ fn session_loop<'s>(
     let (ops, ops_rx) = std::sync::mpsc::sync_channel::<Op>(64);
     let journal = {
         let outstanding = outstanding.clone();
-        scope.spawn(move || {
-            let r = journal_loop(jr, ops_rx, tx, &outstanding, log);
-            if r.is_err() {
-                // Wake the network thread, which may be waiting for a sender that waits for us.
-                tx.lock().unwrap_or_else(|e| e.into_inner()).shutdown_read();
-            }
-            r
-        })
+        std::thread::Builder::new()
+            .name(format!("journal {group}"))
+            .spawn_scoped(scope, move || {
+                let r = journal_loop(jr, ops_rx, ctx, &outstanding);
+                if r.is_err() {
+                    // Wake the network thread, which may be waiting for a sender that waits for us.
+                    ctx.tx
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .shutdown_read();
+                }
+                r
+            })?
     };
-    let net = network_loop(rx, tx, scope, stop, &ops, &outstanding, &disks, &group);
+    let net = network_loop(rx, ctx, scope, stop, &ops, &outstanding, &disks, &group);
     drop(ops);
     let journal = journal
         .join()
@@ -192,6 +240,9 @@ fn session_loop<'s>(
         // The journal stopped first (a refused frame, a failed write): its reason.
         (Ok(NetEnd::JournalStopped | NetEnd::Closed), j) => j,
         (Err(_), Err(j)) => Err(j),
+        (Err(e), Ok(())) if ctx.stopper.is_stopped() => Err(anyhow!(
+            "ended: a new session of the same sender took over ({e})"
+        )),
         (Err(e), Ok(())) => Err(e),
     }
 }
@@ -204,7 +255,7 @@ enum NetEnd {
 #[allow(clippy::too_many_arguments)]
 fn network_loop<'s>(
     rx: &mut super::transport::Rx,
-    tx: &'s Arc<Mutex<Tx>>,
+    ctx: &'s Ctx<'s>,
     scope: &'s std::thread::Scope<'s, '_>,
     stop: &'s AtomicBool,
     ops: &std::sync::mpsc::SyncSender<Op>,
@@ -215,7 +266,7 @@ fn network_loop<'s>(
     let mut frame_index = 1u64;
     let mut hashing = false;
     loop {
-        let msg = match rx.recv().map_err(|e| anyhow!("{e}"))? {
+        let msg = match rx.recv_live().map_err(|e| anyhow!("{e}"))? {
             Some(m) => m,
             None => return Ok(NetEnd::Closed),
         };
@@ -245,62 +296,37 @@ fn network_loop<'s>(
                     return Ok(NetEnd::JournalStopped);
                 }
             }
-            Message::HashRequest { block_size } => {
+            Message::HashRequest {
+                block_size,
+                from_disk,
+                from_block,
+            } => {
                 if hashing {
                     bail!("a second hash request in one session");
                 }
+                let (fd, fb) = (from_disk as usize, from_block);
+                let fits = fd < disks.len()
+                    && fb <= resync::block_count(disks[fd].capacity, block_size)
+                    || fd == disks.len() && fb == 0;
+                if !fits {
+                    bail!("a hash request from disk {from_disk} block {from_block}, past the group's disks");
+                }
                 hashing = true;
                 let disks = disks.to_vec();
-                let tx = tx.clone();
+                let tx = ctx.tx.clone();
                 let log_err = format!("group {group}: hashing for delta resync failed");
-                scope.spawn(move || {
-                    let r = (|| -> Result<()> {
-                        for (i, d) in disks.iter().enumerate() {
-                            let mut batch = Vec::with_capacity(HASHES_PER_MESSAGE);
-                            let mut first = 0u64;
-                            resync::hash_disk(&d.target, d.capacity, block_size, |b, h| {
-                                if stop.load(Ordering::Relaxed) {
-                                    bail!("session ended");
-                                }
-                                if batch.is_empty() {
-                                    first = b;
-                                }
-                                batch.push(h);
-                                if batch.len() == HASHES_PER_MESSAGE {
-                                    let hashes = std::mem::take(&mut batch);
-                                    send(
-                                        &tx,
-                                        &Message::Hashes {
-                                            disk: i as u32,
-                                            first_block: first,
-                                            hashes,
-                                        },
-                                    )?;
-                                }
-                                Ok(())
-                            })?;
-                            if !batch.is_empty() {
-                                send(
-                                    &tx,
-                                    &Message::Hashes {
-                                        disk: i as u32,
-                                        first_block: first,
-                                        hashes: batch,
-                                    },
-                                )?;
+                std::thread::Builder::new()
+                    .name(format!("hash {group}"))
+                    .spawn_scoped(scope, move || {
+                        let r = hash_targets(&disks, block_size, fd, fb, &tx, stop);
+                        if let Err(e) = r {
+                            if !stop.load(Ordering::Relaxed) {
+                                let why = format!("{log_err}: {e:#}");
+                                let _ = send(&tx, &Message::Refused { retry: false, why });
+                                tx.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
                             }
-                            send(&tx, &Message::HashesDone { disk: i as u32 })?;
                         }
-                        Ok(())
-                    })();
-                    if let Err(e) = r {
-                        if !stop.load(Ordering::Relaxed) {
-                            let why = format!("{log_err}: {e:#}");
-                            let _ = send(&tx, &Message::Refused { retry: false, why });
-                            tx.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
-                        }
-                    }
-                });
+                    })?;
             }
             m => bail!(
                 "message #{}: a {} message is not expected from a sender",
@@ -311,16 +337,110 @@ fn network_loop<'s>(
     }
 }
 
+/// Streams the hashes of the targets from block `first_block` of disk `first_disk` on.
+fn hash_targets(
+    disks: &[crate::replication::journal::DiskSpec],
+    block_size: u32,
+    first_disk: usize,
+    first_block: u64,
+    tx: &Mutex<Tx>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    for (i, d) in disks.iter().enumerate().skip(first_disk) {
+        let from = if i == first_disk { first_block } else { 0 };
+        let mut batch = Vec::with_capacity(HASHES_PER_MESSAGE);
+        let mut first = 0u64;
+        resync::hash_disk(&d.target, d.capacity, block_size, from, |b, h| {
+            if stop.load(Ordering::Relaxed) {
+                bail!("session ended");
+            }
+            if batch.is_empty() {
+                first = b;
+            }
+            batch.push(h);
+            if batch.len() == HASHES_PER_MESSAGE {
+                let hashes = std::mem::take(&mut batch);
+                send(
+                    tx,
+                    &Message::Hashes {
+                        disk: i as u32,
+                        first_block: first,
+                        hashes,
+                    },
+                )?;
+            }
+            Ok(())
+        })?;
+        if !batch.is_empty() {
+            send(
+                tx,
+                &Message::Hashes {
+                    disk: i as u32,
+                    first_block: first,
+                    hashes: batch,
+                },
+            )?;
+        }
+        send(tx, &Message::HashesDone { disk: i as u32 })?;
+    }
+    Ok(())
+}
+
+/// Runs a journal step, and while the retention volume is full, waits for room and runs it
+/// again (`retry`: what completes the step once it failed for lack of room).
+fn with_room<T>(
+    jr: &mut GroupJournal,
+    ctx: &Ctx<'_>,
+    first: impl FnOnce(&mut GroupJournal) -> std::result::Result<T, JournalError>,
+    mut retry: impl FnMut(&mut GroupJournal) -> std::result::Result<T, JournalError>,
+) -> Result<T> {
+    let mut r = first(jr);
+    loop {
+        match r {
+            Err(JournalError::RetentionFull(why)) => {
+                wait_for_room(jr, ctx, &why)?;
+                r = retry(jr);
+            }
+            r => return r.map_err(|e| anyhow!("{e}")),
+        }
+    }
+}
+
+/// The pause of a session whose retention volume has no room: the Stall is recorded (so
+/// `status` says "stalled" and why), the sender is told, and the journal prunes what the
+/// policy allows until there is room again; the wait ends with the session.
+fn wait_for_room(jr: &mut GroupJournal, ctx: &Ctx<'_>, why: &str) -> Result<()> {
+    let why = format!("retention volume full: {why}; credit withheld until pruning frees room");
+    jr.record_stall(&why);
+    (ctx.log)(&format!("group {}: {why}", jr.name()));
+    send(ctx.tx, &Message::Stalled { why })?;
+    loop {
+        let room = room(jr.volume());
+        if room >= room_needed(ctx.sessions) {
+            (ctx.log)(&format!(
+                "group {}: room again ({room} bytes); credit resumes",
+                jr.name()
+            ));
+            return Ok(());
+        }
+        if ctx.stopper.is_stopped() {
+            bail!("the session ended while it waited for room on the retention volume");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = jr.prune();
+    }
+}
+
 /// The journal thread: applies frames in order, acknowledges what is durable, and returns
 /// credit while the retention volume has room (withholding it, committing and waiting for
 /// pruning when it does not).
 fn journal_loop(
     jr: &mut GroupJournal,
     ops: std::sync::mpsc::Receiver<Op>,
-    tx: &Mutex<Tx>,
+    ctx: &Ctx<'_>,
     outstanding: &AtomicU64,
-    log: &(dyn Fn(&str) + Sync),
 ) -> Result<()> {
+    let tx = ctx.tx;
     let mut last_ack = jr.acked().0;
     let mut owed = 0u64;
     let mut since_check = 0u64;
@@ -338,17 +458,29 @@ fn journal_loop(
         }
         Ok(())
     };
+    let commit = |jr: &mut GroupJournal| with_room(jr, ctx, |j| j.commit(), |j| j.commit());
     for op in ops {
         match op {
             Op::Frame { frame, index, size } => {
                 let lsn = frame.lsn().map(|l| l.0).unwrap_or(0);
-                jr.apply_frame(frame)
-                    .map_err(|e| anyhow!("frame #{index} (LSN {lsn}): {e}"))?;
+                // A tag the volume had no room for is not taken: it is applied again; a write
+                // is buffered all the same, and committing again completes it.
+                let tag = matches!(frame, Frame::Tag { .. }).then(|| frame.clone());
+                with_room(
+                    jr,
+                    ctx,
+                    |j| j.apply_frame(frame).map(drop),
+                    |j| match &tag {
+                        Some(t) => j.apply_frame(t.clone()).map(drop),
+                        None => j.commit().map(drop),
+                    },
+                )
+                .map_err(|e| anyhow!("frame #{index} (LSN {lsn}): {e}"))?;
                 ack(jr, &mut last_ack, false)?;
                 since_check += size;
                 if since_check >= ROOM_CHECK_EVERY {
                     since_check = 0;
-                    room_ok = room(jr.volume()) >= ROOM_RESERVE + CREDIT_WINDOW;
+                    room_ok = room(jr.volume()) >= room_needed(ctx.sessions);
                 }
                 if room_ok {
                     grant(size + owed)?;
@@ -360,25 +492,21 @@ fn journal_loop(
                 if !room_ok && low {
                     // The sender may be unable to send its next frame: make the batch durable
                     // and wait for room (what it may still send waits in the socket).
-                    jr.commit().map_err(|e| anyhow!("{e}"))?;
+                    commit(jr)?;
                     ack(jr, &mut last_ack, false)?;
-                    log(&format!(
-                        "group {}: retention volume nearly full ({} bytes of room); credit withheld until space is freed",
-                        jr.name(),
-                        room(jr.volume())
-                    ));
-                    while room(jr.volume()) < ROOM_RESERVE + CREDIT_WINDOW {
-                        std::thread::sleep(Duration::from_secs(1));
-                        let _ = jr.prune();
-                    }
-                    log(&format!("group {}: room again; credit resumes", jr.name()));
+                    let why = format!(
+                        "{} bytes of room, less than the {} kept free for the sessions on it",
+                        room(jr.volume()),
+                        room_needed(ctx.sessions)
+                    );
+                    wait_for_room(jr, ctx, &why)?;
                     room_ok = true;
                     grant(owed)?;
                     owed = 0;
                 }
             }
             Op::Flush => {
-                jr.commit().map_err(|e| anyhow!("{e}"))?;
+                commit(jr)?;
                 ack(jr, &mut last_ack, true)?;
             }
         }

@@ -15,18 +15,20 @@ pub fn block_count(capacity: u64, block: u32) -> u64 {
     capacity.div_ceil(u64::from(block))
 }
 
-/// Hashes the first `capacity` bytes of `path` block by block, in order.
+/// Hashes the first `capacity` bytes of `path` block by block, in order, from block `first`
+/// on (a resumed resync does not hash again what was confirmed).
 pub fn hash_disk(
     path: &Utf8Path,
     capacity: u64,
     block: u32,
+    first: u64,
     mut each: impl FnMut(u64, [u8; 32]) -> Result<()>,
 ) -> Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
     let block = u64::from(block);
     let chunk = (READ_CHUNK as u64 / block).max(1) * block;
     let mut buf = vec![0u8; chunk as usize];
-    let mut at = 0u64;
+    let mut at = first.saturating_mul(block).min(capacity);
     while at < capacity {
         let n = chunk.min(capacity - at) as usize;
         file.read_exact_at(&mut buf[..n], at)

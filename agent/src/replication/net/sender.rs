@@ -1,11 +1,15 @@
 //! The process server's end (`mt-agent send`): connects to an enrolled master target, names the
 //! group, learns where to resume, then sends a full copy or a delta resync of source disks and/or
 //! a recorded change stream, never more bytes than the receiver granted in credit. After a lost
-//! connection it reconnects and resumes from the last acknowledged LSN; the journal drops any
-//! resent frame it already has, so nothing is applied twice. Reads sources; never writes them.
+//! connection it reconnects with backoff for `--retry-for` counted from the loss (afresh after
+//! every acknowledgement) and resumes from the last acknowledged LSN; an interrupted resync goes
+//! on after the last block the master target acknowledged (the cursor, kept in the state
+//! directory so a restarted send resumes too). The journal drops any resent frame it already
+//! has, so nothing is applied twice. Reads sources; never writes them.
 
 use super::auth::SenderAuth;
-use super::transport::{Tx, WireCounter};
+use super::resume::{Cursor, Pos, Retry, Verdict};
+use super::transport::{Heartbeat, Tx, WireCounter};
 use super::{resync, Message, RESYNC_BLOCK};
 use crate::replication::frame::{encode, Frame, FrameReader, TagKind, BLOCK_SIZE};
 use crate::replication::journal::clock::{Clock, SystemClock};
@@ -16,11 +20,13 @@ use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Largest write frame a resync sends (adjacent differing blocks are merged up to this).
 const RESYNC_FRAME: u64 = 1 << 20;
+/// How often a long send prints where it is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResyncMode {
@@ -38,8 +44,11 @@ pub struct SendOptions {
     pub resync: Option<ResyncMode>,
     pub stream: Option<Utf8PathBuf>,
     pub state: Utf8PathBuf,
-    /// How long to keep reconnecting after a lost connection.
-    pub retry_for: Duration,
+    /// How long to keep reconnecting after a lost connection (`None`: for ever), counted from
+    /// the loss and afresh after every acknowledgement.
+    pub retry_for: Option<Duration>,
+    /// A connection that receives nothing for this long is dead.
+    pub idle_timeout: Duration,
 }
 
 /// What a send did, for the operator and the benchmark.
@@ -54,6 +63,11 @@ pub struct SendReport {
     pub wire_bytes_received: u64,
     pub acked: u64,
     pub reconnects: u64,
+    /// Bytes of resync data sent again after a reconnect (not acknowledged before it).
+    pub resent_bytes: u64,
+    /// Where the resync began after the last (re)connection: bytes of the sources before it
+    /// were acknowledged earlier and not read or sent again.
+    pub resumed_at_bytes: u64,
 }
 
 /// An error after which the same request may succeed on a new connection.
@@ -70,21 +84,32 @@ fn transient(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(Transient(e.to_string()))
 }
 
-struct Session {
-    tx: Tx,
+struct Session<'a> {
+    tx: Arc<Mutex<Tx>>,
+    _heartbeat: Heartbeat,
     events: mpsc::Receiver<Result<Option<Message>, String>>,
     queued: VecDeque<Message>,
     credit: u64,
     acked: u64,
+    /// The LSN the group's unfinished resync began at (0: none), as the master target said.
+    resync_since: u64,
     wire: Arc<WireCounter>,
     target: String,
     /// The message being sent and the block range being read: reused for every frame.
     msg: Vec<u8>,
     read_buf: Vec<u8>,
+    stalled: bool,
+    log: &'a dyn Fn(&str),
 }
 
-impl Session {
-    fn open(auth: &SenderAuth, target: &str, start: &Frame) -> Result<Session> {
+impl<'a> Session<'a> {
+    fn open(
+        auth: &SenderAuth,
+        opts: &SendOptions,
+        start: &Frame,
+        log: &'a dyn Fn(&str),
+    ) -> Result<Session<'a>> {
+        let target = opts.target.as_str();
         let ch = auth.session(target).map_err(|e| {
             if e.root_cause().downcast_ref::<std::io::Error>().is_some() {
                 transient(format!("{e:#}"))
@@ -92,30 +117,44 @@ impl Session {
                 e
             }
         })?;
-        let (mut tx, mut rx, wire) = (ch.tx, ch.rx, ch.wire);
+        ch.set_idle_timeout(opts.idle_timeout)
+            .map_err(|e| transient(format!("{target}: {e}")))?;
+        let (tx, mut rx, wire) = (ch.tx, ch.rx, ch.wire);
+        let tx = Arc::new(Mutex::new(tx));
+        let heartbeat = Heartbeat::start(tx.clone())?;
         let (etx, events) = mpsc::channel();
-        std::thread::spawn(move || loop {
-            let m = rx.recv();
-            let end = !matches!(m, Ok(Some(_)));
-            if etx.send(m).is_err() || end {
-                break;
-            }
-        });
-        tx.send(&Message::Frame(encode(start))).map_err(transient)?;
+        std::thread::Builder::new()
+            .name("receive".into())
+            .spawn(move || loop {
+                let m = rx.recv_live();
+                let end = !matches!(m, Ok(Some(_)));
+                if etx.send(m).is_err() || end {
+                    break;
+                }
+            })?;
         let mut s = Session {
             tx,
+            _heartbeat: heartbeat,
             events,
             queued: VecDeque::new(),
             credit: 0,
             acked: 0,
+            resync_since: 0,
             wire,
             target: target.to_owned(),
             msg: Vec::new(),
             read_buf: Vec::new(),
+            stalled: false,
+            log,
         };
+        s.send(&Message::Frame(encode(start)), "the start frame")?;
         match s.next_raw()? {
-            Message::Position { acked } => {
+            Message::Position {
+                acked,
+                resync_since,
+            } => {
                 s.acked = acked;
+                s.resync_since = resync_since;
                 Ok(s)
             }
             m => bail!(
@@ -123,6 +162,14 @@ impl Session {
                 m.name()
             ),
         }
+    }
+
+    fn send(&self, m: &Message, what: &str) -> Result<()> {
+        self.tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(m)
+            .map_err(|e| transient(format!("{}: sending {what}: {e}", self.target)))
     }
 
     /// The next message from the receiver, handling refusals.
@@ -157,8 +204,21 @@ impl Session {
 
     fn take_message(&mut self, m: Message) -> Result<()> {
         match m {
-            Message::Credit { bytes } => self.credit += bytes,
+            Message::Credit { bytes } => {
+                if self.stalled {
+                    self.stalled = false;
+                    (self.log)(&format!("{}: credit resumes; sending again", self.target));
+                }
+                self.credit += bytes
+            }
             Message::Ack { lsn } => self.acked = self.acked.max(lsn),
+            Message::Stalled { why } => {
+                self.stalled = true;
+                (self.log)(&format!(
+                    "waiting: {} withholds credit: {why} (the session stays open)",
+                    self.target
+                ));
+            }
             m @ (Message::Hashes { .. } | Message::HashesDone { .. }) => self.queued.push_back(m),
             m => bail!("{} sent an unexpected {} message", self.target, m.name()),
         }
@@ -196,13 +256,18 @@ impl Session {
             self.pump()?;
         }
         self.credit -= size;
-        self.tx.send_plain(&self.msg).map_err(transient)?;
+        let lsn = frame.lsn().map_or(0, |l| l.0);
+        self.tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send_plain(&self.msg)
+            .map_err(|e| transient(format!("{}: sending frame LSN {lsn}: {e}", self.target)))?;
         report.frames_sent += 1;
         Ok(())
     }
 
     fn flush_and_wait(&mut self, lsn: u64) -> Result<()> {
-        self.tx.send(&Message::Flush).map_err(transient)?;
+        self.send(&Message::Flush, "a flush")?;
         while self.acked < lsn {
             self.pump()?;
         }
@@ -307,20 +372,27 @@ pub fn send(opts: &SendOptions, log: &dyn Fn(&str)) -> Result<SendReport> {
     };
     let mut report = SendReport::default();
     let mut resync_done = opts.resync.is_none();
-    let deadline = Instant::now() + opts.retry_for;
+    let mode = opts.resync.unwrap_or(ResyncMode::Full);
+    let mut cursor = Cursor::load(&opts.state, &opts.group, fingerprint(opts, mode, &sources));
+    let mut retry = Retry::new(opts.retry_for);
     let mut wire_total = (0u64, 0u64);
+    let mut last_cause = String::new();
     loop {
+        let mut acked = 0;
         let attempt = (|| -> Result<()> {
-            let mut s = Session::open(&auth, &opts.target, &start)?;
+            let mut s = Session::open(&auth, opts, &start, log)?;
+            acked = s.acked;
             let r = (|| -> Result<()> {
                 if !resync_done {
-                    let mut mode = opts.resync.unwrap_or(ResyncMode::Full);
-                    if mode == ResyncMode::Full && report.reconnects > 0 {
-                        // What the interrupted copy already wrote is not sent again.
-                        log("resuming the full copy as a delta resync: only blocks that differ are sent");
-                        mode = ResyncMode::Delta;
-                    }
-                    run_resync(&mut s, &sources, mode, &mut report, log)?;
+                    let mut rs = Resync {
+                        s: &mut s,
+                        sources: &sources,
+                        cursor: &mut cursor,
+                        report: &mut report,
+                        progress: Progress::new(log),
+                        acked: &mut acked,
+                    };
+                    rs.run(mode, log)?;
                     resync_done = true;
                     // A new resync makes the target equal to the sources: a stream starts afresh.
                     let _ = std::fs::remove_file(stream_record(&opts.state, &opts.group));
@@ -338,21 +410,50 @@ pub fn send(opts: &SendOptions, log: &dyn Fn(&str)) -> Result<SendReport> {
                 report.acked = s.acked;
                 Ok(())
             })();
+            acked = acked.max(s.acked);
             wire_total.0 += s.wire.sent.load(Ordering::Relaxed);
             wire_total.1 += s.wire.received.load(Ordering::Relaxed);
-            s.tx.shutdown();
+            s.tx.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
             r
         })();
-        match attempt {
+        let e = match attempt {
             Ok(()) => break,
-            Err(e) if e.downcast_ref::<Transient>().is_some() && Instant::now() < deadline => {
-                log(&format!(
-                    "{e:#}; reconnecting to resume from the last acknowledged LSN"
-                ));
-                report.reconnects += 1;
-                std::thread::sleep(Duration::from_millis(300));
+            Err(e) if e.downcast_ref::<Transient>().is_some() => e,
+            Err(e) => {
+                let _ = cursor.save();
+                return Err(e);
             }
-            Err(e) => return Err(e),
+        };
+        cursor.acked(acked).and_then(|()| cursor.save())?;
+        match retry.lost(acked, Instant::now()) {
+            Verdict::GiveUp { tried, attempts } => bail!(
+                "gave up on {} after reconnecting for {} s ({attempts} attempts since the connection was lost, acknowledged through LSN {acked}; --retry-for sets how long); the last error: {e:#}",
+                opts.target,
+                tried.as_secs()
+            ),
+            Verdict::Wait { pause, first } => {
+                let cause = format!("{e:#}");
+                // The same cause again (a busy group, a listener not back yet) is said once.
+                if first || cause != last_cause {
+                    let budget = match opts.retry_for {
+                        Some(l) => format!("for up to {} s", l.as_secs()),
+                        None => "for ever (--retry-for forever)".into(),
+                    };
+                    log(&format!(
+                        "{cause}; reconnecting {budget} from here to resume after LSN {acked}"
+                    ));
+                    last_cause = cause;
+                } else if retry.attempts().is_multiple_of(20) {
+                    log(&format!(
+                        "still reconnecting to {}: {} attempts in {} s",
+                        opts.target,
+                        retry.attempts(),
+                        retry.since_loss().as_secs()
+                    ));
+                }
+                report.reconnects += 1;
+                std::thread::sleep(pause);
+            }
         }
     }
     report.wire_bytes_sent = wire_total.0;
@@ -360,74 +461,217 @@ pub fn send(opts: &SendOptions, log: &dyn Fn(&str)) -> Result<SendReport> {
     Ok(report)
 }
 
+/// What makes a resync request the same one again: the master target, the group, the mode and
+/// every source (name, path, size).
+fn fingerprint(opts: &SendOptions, mode: ResyncMode, sources: &[Source]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(format!("{}\n{}\n{mode:?}\n", opts.target, opts.group).as_bytes());
+    for s in sources {
+        h.update(format!("{}={} {}\n", s.name, s.path, s.capacity).as_bytes());
+    }
+    h.finalize().to_hex()[..32].to_owned()
+}
+
 fn now() -> crate::replication::journal::clock::Timestamp {
     SystemClock.now()
 }
 
-fn send_range(
-    s: &mut Session,
-    src: &Source,
-    disk: u32,
-    offset: u64,
-    len: u64,
-    lsn: &mut u64,
-    report: &mut SendReport,
-) -> Result<()> {
-    let mut data = std::mem::take(&mut s.read_buf);
-    data.resize(len as usize, 0);
-    src.file
-        .read_exact_at(&mut data, offset)
-        .with_context(|| format!("cannot read {} at byte {offset}", src.path))?;
-    *lsn += 1;
-    let frame = Frame::Write {
-        lsn: Lsn(*lsn),
-        source_time: now(),
-        disk,
-        offset,
-        data,
-        resync: true,
-    };
-    let r = s.send_frame(&frame, report);
-    if let Frame::Write { data, .. } = frame {
-        s.read_buf = data;
-    }
-    r
+/// A progress line now and then on a long resync.
+struct Progress<'a> {
+    log: &'a dyn Fn(&str),
+    started: Instant,
+    last: Instant,
+    at_start: u64,
 }
 
-fn run_resync(
-    s: &mut Session,
-    sources: &[Source],
-    mode: ResyncMode,
-    report: &mut SendReport,
-    log: &dyn Fn(&str),
-) -> Result<()> {
-    let mut lsn = s.acked;
-    match mode {
-        ResyncMode::Full => {
-            for (i, src) in sources.iter().enumerate() {
-                let mut at = 0;
-                while at < src.capacity {
-                    let n = RESYNC_FRAME.min(src.capacity - at);
-                    send_range(s, src, i as u32, at, n, &mut lsn, report)?;
-                    report.changed_bytes += n;
-                    at += n;
-                }
+impl<'a> Progress<'a> {
+    fn new(log: &'a dyn Fn(&str)) -> Progress<'a> {
+        let now = Instant::now();
+        Progress {
+            log,
+            started: now,
+            last: now,
+            at_start: 0,
+        }
+    }
+
+    fn tick(&mut self, done: u64, total: u64, acked: u64, stalled: bool) {
+        if self.last.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = (done.saturating_sub(self.at_start)) as f64 / secs / (1u64 << 20) as f64;
+        let wait = if stalled {
+            "; waiting for room on the master target's retention volume"
+        } else {
+            ""
+        };
+        (self.log)(&format!(
+            "resync: {} of {} MiB ({:.0} %), {rate:.1} MiB/s, acknowledged through LSN {acked}{wait}",
+            done >> 20,
+            total >> 20,
+            done as f64 * 100.0 / total.max(1) as f64
+        ));
+    }
+}
+
+/// One session's part of a resync.
+struct Resync<'s, 'a> {
+    s: &'s mut Session<'a>,
+    sources: &'s [Source],
+    cursor: &'s mut Cursor,
+    report: &'s mut SendReport,
+    progress: Progress<'a>,
+    acked: &'s mut u64,
+}
+
+impl Resync<'_, '_> {
+    /// The position after `offset` bytes of disk `disk` (the next disk's start at its end).
+    fn pos(&self, disk: u32, offset: u64) -> Pos {
+        match self.sources.get(disk as usize) {
+            Some(src) if offset >= src.capacity => Pos {
+                disk: disk + 1,
+                offset: 0,
+            },
+            _ => Pos { disk, offset },
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.sources.iter().map(|s| s.capacity).sum()
+    }
+
+    /// Source bytes before `p`.
+    fn bytes_before(&self, p: Pos) -> u64 {
+        let whole: u64 = self.sources[..(p.disk as usize).min(self.sources.len())]
+            .iter()
+            .map(|s| s.capacity)
+            .sum();
+        whole + p.offset
+    }
+
+    fn send_range(&mut self, disk: u32, offset: u64, len: u64, lsn: &mut u64) -> Result<()> {
+        let src = &self.sources[disk as usize];
+        let mut data = std::mem::take(&mut self.s.read_buf);
+        data.resize(len as usize, 0);
+        src.file
+            .read_exact_at(&mut data, offset)
+            .with_context(|| format!("cannot read {} at byte {offset}", src.path))?;
+        *lsn += 1;
+        let frame = Frame::Write {
+            lsn: Lsn(*lsn),
+            source_time: now(),
+            disk,
+            offset,
+            data,
+            resync: true,
+        };
+        let r = self.s.send_frame(&frame, self.report);
+        if let Frame::Write { data, .. } = frame {
+            self.s.read_buf = data;
+        }
+        r?;
+        self.cursor.sent(*lsn, Pos { disk, offset });
+        self.after_frame()
+    }
+
+    fn after_frame(&mut self) -> Result<()> {
+        *self.acked = self.s.acked;
+        self.cursor.acked(self.s.acked)?;
+        let done = self.bytes_before(self.cursor.confirmed());
+        self.progress
+            .tick(done, self.total(), self.s.acked, self.s.stalled);
+        Ok(())
+    }
+
+    fn run(&mut self, mode: ResyncMode, log: &dyn Fn(&str)) -> Result<()> {
+        let from = self.cursor.begin(self.s.resync_since, self.s.acked);
+        let resumed = self.bytes_before(from);
+        self.report.resumed_at_bytes = resumed;
+        self.progress.at_start = resumed;
+        if from != Pos::default() {
+            log(&format!(
+                "resuming the {} resync at disk {} byte {}: the {resumed} bytes before it are acknowledged and not read again",
+                if mode == ResyncMode::Full { "full" } else { "delta" },
+                from.disk,
+                from.offset
+            ));
+        }
+        let mut lsn = self.s.acked;
+        match mode {
+            ResyncMode::Full => self.full(from, &mut lsn)?,
+            ResyncMode::Delta => self.delta(from, &mut lsn)?,
+        }
+        // The resync ends at a recovery point: the target equals the sources there.
+        lsn += 1;
+        self.s.send_frame(
+            &Frame::Tag {
+                lsn: Lsn(lsn),
+                source_time: now(),
+                kind: TagKind::Crash,
+                name: "resync".into(),
+            },
+            self.report,
+        )?;
+        self.s.flush_and_wait(lsn)?;
+        *self.acked = self.s.acked;
+        self.cursor.finish();
+        log(&format!(
+            "resync ({mode:?}) done: {} of {} bytes sent, acknowledged through LSN {lsn}",
+            self.report.changed_bytes,
+            self.total()
+        ));
+        Ok(())
+    }
+
+    fn full(&mut self, from: Pos, lsn: &mut u64) -> Result<()> {
+        for (i, src) in self.sources.iter().enumerate().skip(from.disk as usize) {
+            let mut at = if i == from.disk as usize {
+                from.offset
+            } else {
+                0
+            };
+            while at < src.capacity {
+                let n = RESYNC_FRAME.min(src.capacity - at);
+                self.send_range(i as u32, at, n, lsn)?;
+                self.report.changed_bytes += n;
+                at += n;
+                let next = self.pos(i as u32, at);
+                self.cursor.scanned(next);
             }
         }
-        ResyncMode::Delta => {
-            s.tx.send(&Message::HashRequest {
+        Ok(())
+    }
+
+    fn delta(&mut self, from: Pos, lsn: &mut u64) -> Result<()> {
+        let block = u64::from(RESYNC_BLOCK);
+        let first_block = from.offset / block;
+        self.s.send(
+            &Message::HashRequest {
                 block_size: RESYNC_BLOCK,
-            })
-            .map_err(transient)?;
-            let (htx, hrx) = mpsc::sync_channel::<Result<(u32, u64, [u8; 32]), String>>(4096);
-            let paths: Vec<(Utf8PathBuf, u64)> = sources
-                .iter()
-                .map(|s| (s.path.clone(), s.capacity))
-                .collect();
-            // The source is hashed on its own thread while the target hashes its copy.
-            std::thread::spawn(move || {
-                for (i, (p, cap)) in paths.iter().enumerate() {
-                    let r = resync::hash_disk(p, *cap, RESYNC_BLOCK, |b, h| {
+                from_disk: from.disk,
+                from_block: first_block,
+            },
+            "the hash request",
+        )?;
+        let (htx, hrx) = mpsc::sync_channel::<Result<(u32, u64, [u8; 32]), String>>(4096);
+        let paths: Vec<(Utf8PathBuf, u64)> = self
+            .sources
+            .iter()
+            .map(|s| (s.path.clone(), s.capacity))
+            .collect();
+        // The source is hashed on its own thread while the target hashes its copy.
+        std::thread::Builder::new()
+            .name("hash source".into())
+            .spawn(move || {
+                for (i, (p, cap)) in paths.iter().enumerate().skip(from.disk as usize) {
+                    let first = if i == from.disk as usize {
+                        first_block
+                    } else {
+                        0
+                    };
+                    let r = resync::hash_disk(p, *cap, RESYNC_BLOCK, first, |b, h| {
                         htx.send(Ok((i as u32, b, h)))
                             .map_err(|_| anyhow!("stopped"))
                     });
@@ -436,95 +680,86 @@ fn run_resync(
                         return;
                     }
                 }
-            });
-            let mut runs = resync::Runs::default();
-            let mut done = vec![false; sources.len()];
-            let mut next = vec![0u64; sources.len()];
-            while done.iter().any(|d| !d) {
-                match s.next_queued()? {
-                    Message::Hashes {
-                        disk,
-                        first_block,
-                        hashes,
-                    } => {
-                        let d = disk as usize;
-                        if d >= sources.len() || first_block != next[d] || done[d] {
-                            bail!(
-                                "{} sent hashes for disk {disk} block {first_block} out of order",
-                                s.target
-                            );
-                        }
-                        report.hash_bytes_received += 12 + 32 * hashes.len() as u64;
-                        let src = &sources[d];
-                        for (k, remote) in hashes.iter().enumerate() {
-                            let b = first_block + k as u64;
-                            let (ld, lb, local) = hrx
-                                .recv()
-                                .map_err(|_| anyhow!("the source hasher stopped"))?
-                                .map_err(|e| anyhow!(e))?;
-                            if (ld, lb) != (disk, b) {
-                                bail!(
-                                    "{} sent more hashes for disk {disk} than it has blocks",
-                                    s.target
-                                );
-                            }
-                            report.blocks_compared += 1;
-                            if local != *remote {
-                                report.blocks_changed += 1;
-                                let off = b * u64::from(RESYNC_BLOCK);
-                                let len = u64::from(RESYNC_BLOCK).min(src.capacity - off);
-                                report.changed_bytes += len;
-                                if let Some((rd, ro, rl)) = runs.push(disk, off, len, RESYNC_FRAME)
-                                {
-                                    send_range(
-                                        s,
-                                        &sources[rd as usize],
-                                        rd,
-                                        ro,
-                                        rl,
-                                        &mut lsn,
-                                        report,
-                                    )?;
-                                }
-                            }
-                        }
-                        next[d] = first_block + hashes.len() as u64;
-                    }
-                    Message::HashesDone { disk } => {
-                        let d = disk as usize;
-                        if d >= sources.len()
-                            || next[d] != resync::block_count(sources[d].capacity, RESYNC_BLOCK)
-                        {
-                            bail!("{} ended the hashes of disk {disk} early", s.target);
-                        }
-                        done[d] = true;
-                    }
-                    m => bail!("{} sent an unexpected {} message", s.target, m.name()),
+            })?;
+        let n = self.sources.len();
+        let mut runs = resync::Runs::default();
+        let mut done: Vec<bool> = (0..n).map(|d| d < from.disk as usize).collect();
+        let mut next: Vec<u64> = (0..n)
+            .map(|d| {
+                if d == from.disk as usize {
+                    first_block
+                } else {
+                    0
                 }
-            }
-            if let Some((rd, ro, rl)) = runs.finish() {
-                send_range(s, &sources[rd as usize], rd, ro, rl, &mut lsn, report)?;
+            })
+            .collect();
+        let target = self.s.target.clone();
+        while done.iter().any(|d| !d) {
+            match self.s.next_queued()? {
+                Message::Hashes {
+                    disk,
+                    first_block,
+                    hashes,
+                } => {
+                    let d = disk as usize;
+                    if d >= n || first_block != next[d] || done[d] {
+                        bail!(
+                            "{target} sent hashes for disk {disk} block {first_block} out of order"
+                        );
+                    }
+                    self.report.hash_bytes_received += 12 + 32 * hashes.len() as u64;
+                    let capacity = self.sources[d].capacity;
+                    for (k, remote) in hashes.iter().enumerate() {
+                        let b = first_block + k as u64;
+                        let (ld, lb, local) = hrx
+                            .recv()
+                            .map_err(|_| anyhow!("the source hasher stopped"))?
+                            .map_err(|e| anyhow!(e))?;
+                        if (ld, lb) != (disk, b) {
+                            bail!("{target} sent more hashes for disk {disk} than it has blocks");
+                        }
+                        self.report.blocks_compared += 1;
+                        let off = b * block;
+                        let len = block.min(capacity - off);
+                        if local != *remote {
+                            self.report.blocks_changed += 1;
+                            self.report.changed_bytes += len;
+                            if let Some((rd, ro, rl)) = runs.push(disk, off, len, RESYNC_FRAME) {
+                                self.send_range(rd, ro, rl, lsn)?;
+                            }
+                        }
+                        // Confirmed up to here unless a run of differing blocks waits to go.
+                        let upto = match runs.current {
+                            Some((rd, ro, _)) => Pos {
+                                disk: rd,
+                                offset: ro,
+                            },
+                            None => self.pos(disk, off + len),
+                        };
+                        self.cursor.scanned(upto);
+                    }
+                    next[d] = first_block + hashes.len() as u64;
+                    self.after_frame()?;
+                }
+                Message::HashesDone { disk } => {
+                    let d = disk as usize;
+                    if d >= n
+                        || next[d] != resync::block_count(self.sources[d].capacity, RESYNC_BLOCK)
+                    {
+                        bail!("{target} ended the hashes of disk {disk} early");
+                    }
+                    done[d] = true;
+                }
+                m => bail!("{target} sent an unexpected {} message", m.name()),
             }
         }
+        if let Some((rd, ro, rl)) = runs.finish() {
+            self.send_range(rd, ro, rl, lsn)?;
+            let end = self.pos(rd, ro + rl);
+            self.cursor.scanned(end);
+        }
+        Ok(())
     }
-    // The resync ends at a recovery point: the target equals the sources there.
-    lsn += 1;
-    s.send_frame(
-        &Frame::Tag {
-            lsn: Lsn(lsn),
-            source_time: now(),
-            kind: TagKind::Crash,
-            name: "resync".into(),
-        },
-        report,
-    )?;
-    s.flush_and_wait(lsn)?;
-    log(&format!(
-        "resync ({mode:?}) done: {} of {} bytes sent, acknowledged through LSN {lsn}",
-        report.changed_bytes,
-        sources.iter().map(|s| s.capacity).sum::<u64>()
-    ));
-    Ok(())
 }
 
 fn run_stream(

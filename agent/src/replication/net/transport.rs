@@ -2,14 +2,26 @@
 //! TCP (driven by [`super::auth`], which decides whose keys to trust), then a byte stream cut
 //! into Noise transport messages of at most 64 KiB, each sealed with AES-256-GCM under a nonce
 //! that counts up. A tampered, replayed, dropped or reordered record fails to open and ends the
-//! connection. This module must not decide trust: it reports the peer's static key and stops.
+//! connection. Liveness lives here too: TCP keepalive and `TCP_USER_TIMEOUT` on the socket, a
+//! read and write timeout of the idle time, and a heartbeat thread, so a dead link or peer ends
+//! the session on both ends within the idle time. This module must not decide trust: it
+//! reports the peer's static key and stops.
 
 use super::Message;
 use snow::StatelessTransportState;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A session with nothing received for this long (no frame, acknowledgement or heartbeat) is
+/// dead: a half-open link after a power loss or a NAT that forgot the flow looks like this.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Each end sends a heartbeat when it has sent nothing for this long; far below any idle
+/// timeout allowed ([`MIN_IDLE_TIMEOUT`] is three of them), so a live link never idles out.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// Noise's own limit on one message.
 const NOISE_MAX: usize = 65535;
@@ -38,6 +50,7 @@ pub struct Tx {
     nonce: u64,
     out: Vec<u8>,
     wire: Arc<WireCounter>,
+    last_sent: Instant,
 }
 
 impl Tx {
@@ -59,7 +72,10 @@ impl Tx {
             self.out[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
             self.out.truncate(at + 2 + n);
         }
-        self.stream.write_all(&self.out)?;
+        self.stream
+            .write_all(&self.out)
+            .map_err(|e| idle_error(e, "send"))?;
+        self.last_sent = Instant::now();
         self.wire
             .sent
             .fetch_add(self.out.len() as u64, Ordering::Relaxed);
@@ -75,6 +91,17 @@ impl Tx {
     pub fn shutdown(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
+
+    /// A handle that can end the connection from another thread (a session taken over).
+    pub fn stopper(&self) -> io::Result<TcpStream> {
+        self.stream.try_clone()
+    }
+
+    /// Bounds the next writes (a last refusal to a peer that may be gone must not hold the
+    /// session open for a whole idle time).
+    pub fn set_write_timeout(&self, d: Duration) {
+        let _ = self.stream.set_write_timeout(Some(d));
+    }
 }
 
 /// The receiving half: a [`Read`] over the opened records, and [`Rx::recv`] for messages.
@@ -88,6 +115,8 @@ pub struct Rx {
     wire: Arc<WireCounter>,
     /// Messages received so far (to name the bad one in errors).
     pub count: u64,
+    /// Heartbeats among them (not counted as messages of the session).
+    pub heartbeats: u64,
     /// A message body buffer given back with [`Rx::recycle`], used for the next message.
     spare: Vec<u8>,
 }
@@ -110,7 +139,24 @@ impl Rx {
         }
     }
 
+    /// The next message that is not a heartbeat (heartbeats only keep the link alive).
+    pub fn recv_live(&mut self) -> Result<Option<Message>, String> {
+        loop {
+            match self.recv()? {
+                Some(Message::Heartbeat) => {
+                    self.count -= 1;
+                    self.heartbeats += 1;
+                }
+                m => return Ok(m),
+            }
+        }
+    }
+
     fn fill(&mut self) -> io::Result<bool> {
+        self.fill_inner().map_err(|e| idle_error(e, "receive"))
+    }
+
+    fn fill_inner(&mut self) -> io::Result<bool> {
         let mut len = [0u8; 2];
         match self.stream.read(&mut len[..1])? {
             0 => return Ok(false),
@@ -162,6 +208,130 @@ impl Read for Rx {
     }
 }
 
+/// A socket timeout (the idle time passed with nothing moving) as the error a user reads.
+fn idle_error(e: io::Error, what: &str) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("could not {what} anything for the idle timeout (no frame, acknowledgement or heartbeat): the link or the peer is dead"),
+        ),
+        _ => e,
+    }
+}
+
+/// Sets an integer socket option; the error names it.
+fn setsockopt(stream: &TcpStream, level: i32, name: i32, value: i32, what: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor, a pointer to an i32 that lives across the call and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        let e = io::Error::last_os_error();
+        Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+    }
+}
+
+/// Makes a dead connection fail within `idle` on this end: TCP keepalive (probes after a third
+/// of it), `TCP_USER_TIMEOUT` (unacknowledged data for longer than `idle` ends the connection;
+/// Linux 2.6.37 and later: refused by el6's 2.6.32, where the timeouts and heartbeats below are
+/// enough on their own), and read and write timeouts of `idle`. Every option here exists on
+/// 2.6.32 except `TCP_USER_TIMEOUT`.
+pub fn set_liveness(stream: &TcpStream, idle: Duration) -> io::Result<()> {
+    let secs = idle.as_secs().clamp(1, i32::MAX as u64 / 1000) as i32;
+    setsockopt(
+        stream,
+        libc::SOL_SOCKET,
+        libc::SO_KEEPALIVE,
+        1,
+        "SO_KEEPALIVE",
+    )?;
+    setsockopt(
+        stream,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPIDLE,
+        (secs / 3).max(1),
+        "TCP_KEEPIDLE",
+    )?;
+    setsockopt(
+        stream,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        (secs / 6).max(1),
+        "TCP_KEEPINTVL",
+    )?;
+    setsockopt(
+        stream,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPCNT,
+        3,
+        "TCP_KEEPCNT",
+    )?;
+    // Refused on 2.6.32 (ENOPROTOOPT): tolerated, as the module comment says.
+    let _ = setsockopt(
+        stream,
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        secs * 1000,
+        "TCP_USER_TIMEOUT",
+    );
+    stream.set_read_timeout(Some(idle))?;
+    stream.set_write_timeout(Some(idle))?;
+    Ok(())
+}
+
+/// Sends a heartbeat on a shared sending half whenever nothing else went out for
+/// [`HEARTBEAT_EVERY`]; stops when dropped or when the connection fails.
+pub struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    pub fn start(tx: Arc<Mutex<Tx>>) -> io::Result<Heartbeat> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    std::thread::park_timeout(HEARTBEAT_EVERY / 4);
+                    if flag.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let mut t = tx.lock().unwrap_or_else(|e| e.into_inner());
+                    if t.last_sent.elapsed() >= HEARTBEAT_EVERY
+                        && t.send(&Message::Heartbeat).is_err()
+                    {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Heartbeat {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
 /// An established channel and who is on the other end.
 pub struct Channel {
     pub tx: Tx,
@@ -171,6 +341,8 @@ pub struct Channel {
 }
 
 impl Channel {
+    /// A channel over a connection whose handshake `noise` finished, with the liveness of
+    /// [`DEFAULT_IDLE_TIMEOUT`] ([`Channel::set_idle_timeout`] changes it).
     pub fn new(stream: TcpStream, noise: StatelessTransportState) -> io::Result<Channel> {
         let remote_key: [u8; 32] = noise
             .get_remote_static()
@@ -179,6 +351,7 @@ impl Channel {
         let noise = Arc::new(noise);
         let wire = Arc::new(WireCounter::default());
         let _ = stream.set_nodelay(true);
+        set_liveness(&stream, DEFAULT_IDLE_TIMEOUT)?;
         Ok(Channel {
             tx: Tx {
                 stream: stream.try_clone()?,
@@ -186,6 +359,7 @@ impl Channel {
                 nonce: 0,
                 out: Vec::new(),
                 wire: wire.clone(),
+                last_sent: Instant::now(),
             },
             rx: Rx {
                 stream: io::BufReader::with_capacity(256 << 10, stream),
@@ -196,11 +370,17 @@ impl Channel {
                 pos: 0,
                 wire: wire.clone(),
                 count: 0,
+                heartbeats: 0,
                 spare: Vec::new(),
             },
             remote_key,
             wire,
         })
+    }
+
+    /// Liveness with another idle time (both directions of this end).
+    pub fn set_idle_timeout(&self, idle: Duration) -> io::Result<()> {
+        set_liveness(&self.tx.stream, idle)
     }
 }
 
