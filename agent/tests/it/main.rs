@@ -21,6 +21,7 @@ mod replication_e2e;
 mod replication_flow;
 mod replication_fuzz;
 mod replication_kill;
+mod replication_room;
 mod resync_mode;
 mod serve;
 mod setup_cli;

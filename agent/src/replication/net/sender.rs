@@ -141,7 +141,7 @@ impl<'a> Session<'a> {
             acked: 0,
             resync_since: 0,
             wire,
-            target: target.to_owned(),
+            target: format!("{target} (group {})", opts.group),
             msg: Vec::new(),
             read_buf: Vec::new(),
             stalled: false,

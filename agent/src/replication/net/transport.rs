@@ -208,9 +208,14 @@ impl Read for Rx {
     }
 }
 
-/// A socket timeout (the idle time passed with nothing moving) as the error a user reads.
+/// A socket timeout (the idle time passed with nothing moving) or a connection cut inside a
+/// record, as the error a user reads.
 fn idle_error(e: io::Error, what: &str) -> io::Error {
     match e.kind() {
+        io::ErrorKind::UnexpectedEof => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the connection ended inside an encrypted record (the peer stopped or the link broke)",
+        ),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
             io::ErrorKind::TimedOut,
             format!("could not {what} anything for the idle timeout (no frame, acknowledgement or heartbeat): the link or the peer is dead"),

@@ -1,0 +1,168 @@
+//! A full retention volume pauses a session instead of ending it: the master target withholds
+//! credit, records a Stall (so `status` says "stalled" and why) and tells the sender, which says
+//! it waits; when pruning another group frees room, credit resumes and the stream completes with
+//! every point. The journals are on the real file system (the rig's `ret/`), under a budget.
+
+use crate::net_common;
+use mt_agent::replication::frame::{Frame, FrameWriter, TagKind, BLOCK_SIZE};
+use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
+use mt_agent::replication::journal::Lsn;
+use net_common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SIZE: u64 = 64 << 20;
+const MIB: usize = 1 << 20;
+
+/// A stream for `group` (one disk `disk` of SIZE): a crash tag, then `mib` 1 MiB writes in order
+/// from the start of the disk, then a closing tag; source times at `t`. Returns the disk as
+/// the stream leaves it.
+fn stream(
+    path: &Path,
+    group: &str,
+    disk_name: &str,
+    mib: usize,
+    t: Timestamp,
+    rng: &mut Rng,
+) -> Vec<u8> {
+    let mut disk = vec![0u8; SIZE as usize];
+    let mut w = FrameWriter::new(std::io::BufWriter::new(
+        std::fs::File::create(path).unwrap(),
+    ));
+    w.write(&Frame::Start {
+        group: group.into(),
+        disks: vec![(disk_name.into(), SIZE)],
+    })
+    .unwrap();
+    let tag = |lsn: u64, name: &str| Frame::Tag {
+        lsn: Lsn(lsn),
+        source_time: t,
+        kind: TagKind::Crash,
+        name: name.into(),
+    };
+    w.write(&tag(1, "before")).unwrap();
+    for i in 0..mib {
+        let at = (i * MIB) % SIZE as usize;
+        rng.fill(&mut disk[at..at + MIB]);
+        w.write(&Frame::Write {
+            lsn: Lsn(2 + i as u64),
+            source_time: t,
+            disk: 0,
+            offset: at as u64,
+            data: disk[at..at + MIB].to_vec(),
+            resync: false,
+        })
+        .unwrap();
+    }
+    w.write(&tag(2 + mib as u64, "after")).unwrap();
+    use std::io::Write;
+    w.into_inner().flush().unwrap();
+    assert_eq!(BLOCK_SIZE as usize * 256, MIB);
+    disk
+}
+
+fn status(rig: &Rig) -> serde_json::Value {
+    serde_json::from_str(&rig.mt_ok(&["status", "--json"])).unwrap()
+}
+
+fn group_state(st: &serde_json::Value, group: &str) -> (String, u64) {
+    let g = st["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == group)
+        .unwrap();
+    (
+        g["state"].as_str().unwrap().to_owned(),
+        g["group_bytes"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn a_full_retention_volume_pauses_the_session_until_a_prune_frees_room() {
+    let mut rig = Rig::new("room");
+    let mut rng = Rng::new(0x400f);
+    rig.create_group("old", &[("o0", SIZE)]);
+    rig.create_group("g", &[("d0", SIZE)]);
+    // Group "old" holds 64 MiB of undo for points that leave the 24-hour window in 20 s.
+    let window = 24 * 3600;
+    let old_time = Timestamp::from_secs(SystemClock.now().0 / 1_000_000).plus_secs(20 - window);
+    let aged_at = Instant::now() + Duration::from_secs(21);
+    let old = rig.path("old.stream");
+    stream(&old, "old", "o0", 128, old_time, &mut rng);
+    rig.mt_ok(&["apply", "old", "--from", old.to_str().unwrap()]);
+    let used = status(&rig)["used_bytes"].as_u64().unwrap();
+    let (_, old_bytes) = group_state(&status(&rig), "old");
+    assert!(old_bytes >= 64 << 20, "old keeps {old_bytes} bytes");
+
+    // Room for the reserve (96 MiB with one session) and 16 MiB more: group g's own undo
+    // fills it part way through its stream.
+    let budget = used + (96 << 20) + (16 << 20);
+    rig.serve_args = vec!["--retention-budget".into(), budget.to_string()];
+    rig.start_server();
+    rig.enrol("sender");
+    let now = Timestamp::from_secs(SystemClock.now().0 / 1_000_000);
+    let g_stream = rig.path("g.stream");
+    let want = stream(&g_stream, "g", "d0", 64, now, &mut rng);
+    let sender = Command::new(BIN)
+        .args(["send", "g", "--json", "--to", &rig.addr, "--state"])
+        .arg(rig.path("sender"))
+        .arg("--stream")
+        .arg(&g_stream)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let t0 = Instant::now();
+    loop {
+        let (state, _) = group_state(&status(&rig), "g");
+        if state == "stalled" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "group g never stalled:\n{}",
+            rig.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let st = status(&rig);
+    let reasons = st.to_string();
+    assert!(reasons.contains("retention volume full"), "{reasons}");
+    assert!(rig.log().contains("credit withheld"), "{}", rig.log());
+    std::thread::sleep(Duration::from_secs(2));
+    let mut sender = sender;
+    assert!(
+        sender.try_wait().unwrap().is_none(),
+        "the sender ended instead of waiting:\n{}",
+        rig.log()
+    );
+
+    // The operator's prune of the aged group frees the room; the session goes on by itself.
+    if let Some(wait) = aged_at.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    let pruned = rig.mt_ok(&["prune", "old"]);
+    assert!(pruned.contains("pruned 2 points"), "{pruned}");
+    let out = sender.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the stalled send did not complete:\n{stderr}\n{}",
+        rig.log()
+    );
+    assert!(stderr.contains("waiting:"), "{stderr}");
+    assert!(stderr.contains("credit resumes"), "{stderr}");
+    assert_eq!(json(&out)["reconnects"], 0, "{stderr}");
+    assert!(std::fs::read(rig.target("d0")).unwrap() == want);
+    let (state, _) = group_state(&status(&rig), "g");
+    assert_eq!(state, "ok", "{}", status(&rig));
+    let points = rig.mt_ok(&["points", "g"]);
+    assert!(
+        points.contains("before") && points.contains("after"),
+        "{points}"
+    );
+    rig.mt_ok(&["verify", "g"]);
+}
