@@ -112,8 +112,8 @@ fn serve_connection(
             let plog = |l: &str| log(&format!("{peer}: {l}"));
             match crate::replication::net::receiver::run_session(*ch, vol, sessions, &peer, &plog) {
                 Ok(s) => log(&format!(
-                    "{peer} (sender {key}…): session for group {} ended; {} messages, acknowledged through LSN {}",
-                    s.group, s.frames, s.acked
+                    "{peer} (sender {key}…): session for group {} ended; {} messages, acknowledged through LSN {}{}",
+                    s.group, s.frames, s.acked, s.resync
                 )),
                 Err(e) => log(&format!("{peer} (sender {key}…): session ended with an error: {e:#}")),
             }

@@ -52,6 +52,65 @@ pub struct SessionSummary {
     pub group: String,
     pub frames: u64,
     pub acked: u64,
+    /// Where this session's resync writes began and how far they are acknowledged.
+    pub resync: ResyncSpan,
+}
+
+/// The part of the sources a session's resync writes covered, as the master target saw it
+/// (what the operator, and the WAN test, compare with where the next session resumes).
+#[derive(Debug, Default)]
+pub struct ResyncSpan {
+    /// Disk and byte of the first resync write of the session.
+    pub first: Option<(u32, u64)>,
+    /// Disk and end byte of the last resync write acknowledged in the session.
+    pub acked_end: Option<(u32, u64)>,
+    unacked: std::collections::VecDeque<(u64, u32, u64)>,
+}
+
+impl ResyncSpan {
+    fn applied(&mut self, frame: &Frame) {
+        if let Frame::Write {
+            lsn,
+            disk,
+            offset,
+            data,
+            resync: true,
+            ..
+        } = frame
+        {
+            self.first.get_or_insert((*disk, *offset));
+            self.unacked
+                .push_back((lsn.0, *disk, offset + data.len() as u64));
+        }
+    }
+
+    fn acked(&mut self, lsn: u64) {
+        while let Some(&(l, d, end)) = self.unacked.front() {
+            if l > lsn {
+                break;
+            }
+            self.acked_end = Some((d, end));
+            self.unacked.pop_front();
+        }
+    }
+}
+
+impl std::fmt::Display for ResyncSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.first, self.acked_end) {
+            (Some((d, o)), Some((ad, ao))) => write!(
+                f,
+                "; resync writes from disk {d} byte {o}, acknowledged through disk {ad} byte {ao}"
+            ),
+            (Some((d, o)), None) => {
+                write!(
+                    f,
+                    "; resync writes from disk {d} byte {o}, none acknowledged"
+                )
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Room the volume must keep for the sessions now open: the reserve and every credit window.
@@ -137,11 +196,13 @@ pub fn run_session(
         bail!(why);
     }
     let stop = AtomicBool::new(false);
+    let span = Mutex::new(ResyncSpan::default());
     let ctx = Ctx {
         tx: &tx,
         stopper: &stopper,
         sessions,
         log,
+        span: &span,
     };
     let result = std::thread::scope(|s| {
         let r = session_loop(&mut jr, &mut rx, &ctx, s, &stop);
@@ -149,19 +210,25 @@ pub fn run_session(
         r
     });
     let commit = jr.commit();
+    let acked = jr.acked();
+    let mut span = span.into_inner().unwrap_or_else(|e| e.into_inner());
+    span.acked(acked.0);
     let summary = SessionSummary {
         group: group.clone(),
         frames: rx.count,
-        acked: jr.acked().0,
+        acked: acked.0,
+        resync: span,
     };
-    let acked = jr.acked();
     // Release the group first: a session taking over waits for exactly this.
     drop(jr);
     drop(claim);
     match (result, commit) {
         (Ok(()), Ok(_)) => Ok(summary),
         (Err(e), _) => {
-            let why = format!("group {group}: {e:#}; acknowledged through LSN {acked}");
+            let why = format!(
+                "group {group}: {e:#}; acknowledged through LSN {acked}{}",
+                summary.resync
+            );
             if !stopper.is_stopped() {
                 refuse(false, &why);
             }
@@ -172,12 +239,17 @@ pub fn run_session(
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What every part of a session shares.
 struct Ctx<'a> {
     tx: &'a Arc<Mutex<Tx>>,
     stopper: &'a Stopper,
     sessions: &'a Sessions,
     log: &'a (dyn Fn(&str) + Sync),
+    span: &'a Mutex<ResyncSpan>,
 }
 
 /// What the network thread hands to the journal thread.
@@ -454,6 +526,7 @@ fn journal_loop(
     let ack = |jr: &GroupJournal, last_ack: &mut u64, always: bool| -> Result<()> {
         if always || jr.acked().0 > *last_ack {
             *last_ack = jr.acked().0;
+            lock(ctx.span).acked(*last_ack);
             send(tx, &Message::Ack { lsn: *last_ack })?;
         }
         Ok(())
@@ -466,6 +539,7 @@ fn journal_loop(
                 // A tag the volume had no room for is not taken: it is applied again; a write
                 // is buffered all the same, and committing again completes it.
                 let tag = matches!(frame, Frame::Tag { .. }).then(|| frame.clone());
+                lock(ctx.span).applied(&frame);
                 with_room(
                     jr,
                     ctx,
