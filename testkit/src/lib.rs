@@ -1,16 +1,18 @@
 //! What every test in the workspace shares, in one place: where the workspace and its `target/`
 //! are, fresh scratch directories that never collide, one seeded random generator, the host
-//! tools the tests run (with the Debian package of each) and running programs with failure
-//! output that names the command.
+//! tools the tests run (with the Debian package of each), running programs with failure
+//! output that names the command, and a fault-injecting TCP link (`link`) that plays a WAN.
 //!
 //! It depends on no crate of the workspace (the appliance's and the agent's own test support
 //! builds on it, never the other way round) and holds no test logic.
 
 pub mod host;
+pub mod link;
 pub mod rng;
 pub mod run;
 
 pub use host::{require_root, require_tool, require_tools};
+pub use link::{idle_connections, FaultyLink};
 pub use rng::Rng;
 
 use camino::{Utf8Path, Utf8PathBuf};
