@@ -377,11 +377,11 @@ pub fn send(opts: &SendOptions, log: &dyn Fn(&str)) -> Result<SendReport> {
     let mut retry = Retry::new(opts.retry_for);
     let mut wire_total = (0u64, 0u64);
     let mut last_cause = String::new();
+    let mut acked = 0;
     loop {
-        let mut acked = 0;
         let attempt = (|| -> Result<()> {
             let mut s = Session::open(&auth, opts, &start, log)?;
-            acked = s.acked;
+            acked = acked.max(s.acked);
             let r = (|| -> Result<()> {
                 if !resync_done {
                     let mut rs = Resync {
@@ -495,13 +495,14 @@ impl<'a> Progress<'a> {
         }
     }
 
-    fn tick(&mut self, done: u64, total: u64, acked: u64, stalled: bool) {
+    /// `sent`: source bytes read and sent or found equal so far.
+    fn tick(&mut self, sent: u64, total: u64, acked: u64, stalled: bool) {
         if self.last.elapsed() < PROGRESS_EVERY {
             return;
         }
         self.last = Instant::now();
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = (done.saturating_sub(self.at_start)) as f64 / secs / (1u64 << 20) as f64;
+        let rate = (sent.saturating_sub(self.at_start)) as f64 / secs / (1u64 << 20) as f64;
         let wait = if stalled {
             "; waiting for room on the master target's retention volume"
         } else {
@@ -509,9 +510,9 @@ impl<'a> Progress<'a> {
         };
         (self.log)(&format!(
             "resync: {} of {} MiB ({:.0} %), {rate:.1} MiB/s, acknowledged through LSN {acked}{wait}",
-            done >> 20,
+            sent >> 20,
             total >> 20,
-            done as f64 * 100.0 / total.max(1) as f64
+            sent as f64 * 100.0 / total.max(1) as f64
         ));
     }
 }
@@ -579,14 +580,36 @@ impl Resync<'_, '_> {
     fn after_frame(&mut self) -> Result<()> {
         *self.acked = self.s.acked;
         self.cursor.acked(self.s.acked)?;
-        let done = self.bytes_before(self.cursor.confirmed());
+        let sent = self.bytes_before(self.cursor.position());
         self.progress
-            .tick(done, self.total(), self.s.acked, self.s.stalled);
+            .tick(sent, self.total(), self.s.acked, self.s.stalled);
         Ok(())
     }
 
+    /// Where a full copy stands after `frames` writes: they follow each other in frames of
+    /// [`RESYNC_FRAME`] (shorter at a disk's end) over the disks in order.
+    fn full_plan(sources: &[Source], mut frames: u64) -> Pos {
+        for (i, src) in sources.iter().enumerate() {
+            let n = src.capacity.div_ceil(RESYNC_FRAME);
+            if frames < n {
+                return Pos {
+                    disk: i as u32,
+                    offset: frames * RESYNC_FRAME,
+                };
+            }
+            frames -= n;
+        }
+        Pos {
+            disk: sources.len() as u32,
+            offset: 0,
+        }
+    }
+
     fn run(&mut self, mode: ResyncMode, log: &dyn Fn(&str)) -> Result<()> {
-        let from = self.cursor.begin(self.s.resync_since, self.s.acked);
+        let sources = self.sources;
+        let plan = |n: u64| Self::full_plan(sources, n);
+        let plan: Option<&dyn Fn(u64) -> Pos> = (mode == ResyncMode::Full).then_some(&plan);
+        let from = self.cursor.begin(self.s.resync_since, self.s.acked, plan);
         let resumed = self.bytes_before(from);
         self.report.resumed_at_bytes = resumed;
         self.progress.at_start = resumed;
