@@ -113,7 +113,7 @@ impl GroupCreateArgs {
 pub struct PointsArgs {
     /// The replication group.
     group: String,
-    /// Print the points as JSON.
+    /// Print the points as JSON (times to the microsecond).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -166,7 +166,8 @@ impl PointsArgs {
 pub struct RecoverArgs {
     /// The replication group.
     group: String,
-    /// latest | latest-app-consistent | an RFC 3339 time (the newest point at or before it)
+    /// latest | latest-app-consistent | an RFC 3339 time (the newest point at or before it;
+    /// a time to the second, as `points` shows it, covers that whole second)
     #[arg(long)]
     point: PointSelector,
     /// Write DIR/<disk>.img for every disk instead of rolling the targets back.

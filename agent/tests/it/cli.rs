@@ -1,6 +1,7 @@
 //! The `mt-agent` binary as an operator uses it: create a group, apply recorded change streams,
 //! list points, recover (into a directory and in place), status (human and JSON), bad streams
-//! refused with the frame named, and `kill -9` of `mt-agent apply` in the middle of a stream.
+//! refused with the frame named, `kill -9` of `mt-agent apply` in the middle of a stream, and the
+//! times `points` shows (whole seconds in the table, microseconds in JSON) accepted by `recover`.
 
 use crate::common;
 
@@ -68,6 +69,21 @@ fn record(
     seed: u64,
     max_blocks: u64,
 ) -> Model {
+    record_every(path, cap, n, start, 10_000_000, tags, seed, max_blocks)
+}
+
+/// [`record`] with frames `step_micros` of source time apart.
+#[allow(clippy::too_many_arguments)]
+fn record_every(
+    path: &Utf8Path,
+    cap: u64,
+    n: u64,
+    start: Timestamp,
+    step_micros: i64,
+    tags: &[(u64, TagKind)],
+    seed: u64,
+    max_blocks: u64,
+) -> Model {
     let mut rng = Rng::new(seed);
     let mut model = Model {
         initial: vec![vec![0u8; cap as usize]; 2],
@@ -83,7 +99,7 @@ fn record(
     let blocks = cap / BLOCK_SIZE;
     for i in 1..=n {
         let lsn = Lsn(i);
-        let t = start.plus_secs(10 * i as i64);
+        let t = Timestamp(start.0 + step_micros * i as i64);
         if let Some((_, kind)) = tags.iter().find(|(at, _)| *at == i) {
             w.write(&Frame::Tag {
                 lsn,
@@ -262,6 +278,75 @@ fn apply_points_recover_and_status_through_the_cli() {
     );
     check_targets(&env, &model, Lsn(480));
     env.ok(&["verify", "g"]);
+}
+
+/// The rows of the `points` table: (kind, source time as shown).
+fn points_table(env: &Env) -> Vec<(String, String)> {
+    env.ok(&["points", "g"])
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols[1].to_string(), cols[2].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_time_points_shows_recovers_its_point_though_source_times_have_fractions() {
+    let env = Env::new("subsec");
+    let cap = 256 << 10;
+    create_group(&env, cap);
+    // A frame every 0.35 s, so every point's time falls inside a second, as a resync's do.
+    let start = Timestamp::from_secs(SystemClock.now().0 / 1_000_000).plus_secs(-600);
+    let stream = env.p("s.mtf");
+    let tags = [
+        (10, TagKind::Crash),
+        (20, TagKind::App),
+        (30, TagKind::Crash),
+    ];
+    let model = record_every(&stream, cap, 40, start, 350_000, &tags, 5, 2);
+    env.ok(&["apply", "g", "--from", stream.as_str()]);
+
+    // The table, to the second: each shown time recovers the point on its row.
+    let rows = points_table(&env);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let want = [("latest", 40), ("crash", 30), ("app", 20), ("crash", 10)];
+    for ((kind, shown), (want_kind, lsn)) in rows.iter().zip(want) {
+        assert_eq!(kind, want_kind, "{rows:?}");
+        assert!(
+            !shown.contains('.'),
+            "the table shows whole seconds: {shown}"
+        );
+        let out = env.p(&format!("out/table-{lsn}"));
+        let said = env.ok(&["recover", "g", "--point", shown, "--to", out.as_str()]);
+        assert!(said.contains(&format!("to LSN {lsn} ")), "{shown}: {said}");
+        check_dir(&out, &model, Lsn(lsn));
+    }
+
+    // JSON, to the microsecond: each time names exactly its point.
+    let v = points_json(&env);
+    for p in v["points"].as_array().unwrap() {
+        let t = p["source_time"].as_str().unwrap();
+        let micros = Timestamp::parse_rfc3339(t).unwrap().0 - start.0;
+        assert_eq!(micros, 350_000 * lsn_of(p).0 as i64, "{t}");
+        assert_eq!(t.len(), "2026-12-02T00:47:00.350000Z".len(), "{t}");
+        let out = env.p(&format!("out/json-{}", lsn_of(p)));
+        env.ok(&["recover", "g", "--point", t, "--to", out.as_str()]);
+        check_dir(&out, &model, lsn_of(p));
+    }
+
+    // Before the oldest point: the refusal does not contradict itself.
+    let first = Timestamp(start.0 + 350_000 * 10);
+    let before = format!("{:#}", Timestamp(first.0 - 1));
+    let none = env.p("out/none");
+    let o = env.run(&["recover", "g", "--point", &before, "--to", none.as_str()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!("at or before {before}; the oldest is {first:#}")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -22,6 +22,11 @@ pub struct Rig {
     pub port: u16,
     /// Extra arguments for `serve` (e.g. a retention budget).
     pub serve_args: Vec<String>,
+    /// The `mt-agent` every step runs: [`BIN`] unless a test sets another build.
+    pub bin: PathBuf,
+    /// Applied to every command the rig runs, `serve` included (e.g. a seccomp filter that a
+    /// `pre_exec` installs and every exec after it inherits).
+    pub wrap: Option<fn(Command) -> Command>,
 }
 
 impl Rig {
@@ -41,6 +46,8 @@ impl Rig {
             addr: String::new(),
             port: 0,
             serve_args: Vec::new(),
+            bin: PathBuf::from(BIN),
+            wrap: None,
         }
     }
 
@@ -57,7 +64,8 @@ impl Rig {
             .open(self.path("serve.log"))
             .unwrap();
         let volume = camino::Utf8PathBuf::from_path_buf(self.path("volume")).unwrap();
-        let mut child = testkit::run::with_private_mount(&volume, BIN)
+        let mut serve = testkit::run::with_private_mount(&volume, &self.bin);
+        serve
             .args(["serve", "--config"])
             .arg(&self.config)
             .args(["--listen", &listen, "--retention"])
@@ -68,9 +76,8 @@ impl Rig {
             .arg(self.path("passphrase"))
             .args(&self.serve_args)
             .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        let mut child = self.wrapped(serve).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -106,12 +113,18 @@ impl Rig {
     /// Runs `mt-agent ARGS` with the rig's configuration and retention directory in the
     /// environment (journal commands) and returns its output.
     pub fn mt(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
+        let mut c = Command::new(&self.bin);
+        c.args(args)
             .env("MT_AGENT_CONFIG", &self.config)
-            .env("MT_AGENT_RETENTION", self.path("ret"))
-            .output()
-            .unwrap()
+            .env("MT_AGENT_RETENTION", self.path("ret"));
+        self.wrapped(c).output().unwrap()
+    }
+
+    fn wrapped(&self, c: Command) -> Command {
+        match self.wrap {
+            Some(wrap) => wrap(c),
+            None => c,
+        }
     }
 
     pub fn mt_ok(&self, args: &[&str]) -> String {

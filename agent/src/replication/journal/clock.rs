@@ -23,73 +23,101 @@ impl Timestamp {
         (self.0 - earlier.0).div_euclid(MICROS_PER_SECOND)
     }
 
-    /// Parses RFC 3339 (`2026-11-26T09:30:00Z`, `…T09:30:00.5+02:00`).
+    /// Parses RFC 3339 (`2026-11-26T09:30:00Z`, `…T09:30:00.5+02:00`): the instant it names.
     pub fn parse_rfc3339(text: &str) -> Result<Timestamp, String> {
-        let bad = || format!("{text:?} is not an RFC 3339 time such as 2026-11-26T09:30:00Z");
-        let b = text.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-            return Err(bad());
-        }
-        let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-            let s = text.get(r).ok_or_else(bad)?;
-            if !s.bytes().all(|c| c.is_ascii_digit()) {
-                return Err(bad());
+        parse(text).map(|(t, _)| t)
+    }
+
+    /// Parses RFC 3339 as the last microsecond the text covers: a time to the whole second
+    /// stands for all of that second (`…T09:30:00Z` is `…T09:30:00.999999Z`), because that is
+    /// the form tables show and an operator copies; a time with a fraction stands for itself.
+    pub fn parse_rfc3339_through(text: &str) -> Result<Timestamp, String> {
+        parse(text).map(|(t, fraction)| {
+            if fraction {
+                t
+            } else {
+                Timestamp(t.0 + MICROS_PER_SECOND - 1)
             }
-            s.parse::<i64>().map_err(|_| bad())
-        };
-        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-        if b[13] != b':' || b[16] != b':' {
-            return Err(bad());
-        }
-        let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-            return Err(bad());
-        }
-        let mut i = 19;
-        let mut micros = 0i64;
-        if b.get(i) == Some(&b'.') {
-            i += 1;
-            let start = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-            if i == start {
-                return Err(bad());
-            }
-            let frac = &text[start..i.min(start + 6)];
-            micros = frac.parse::<i64>().map_err(|_| bad())? * 10i64.pow(6 - frac.len() as u32);
-        }
-        let offset_secs = match b.get(i) {
-            Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-            Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
-                let v = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
-                if *sign == b'+' {
-                    v
-                } else {
-                    -v
-                }
-            }
-            _ => return Err(bad()),
-        };
-        let days = days_from_civil(y, mo, d);
-        let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset_secs;
-        Ok(Timestamp(secs * MICROS_PER_SECOND + micros))
+        })
     }
 }
 
+/// The one RFC 3339 parser: the instant, and whether the text had a fraction of a second.
+fn parse(text: &str) -> Result<(Timestamp, bool), String> {
+    let bad = || format!("{text:?} is not an RFC 3339 time such as 2026-11-26T09:30:00Z");
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        let s = text.get(r).ok_or_else(bad)?;
+        if !s.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse::<i64>().map_err(|_| bad())
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if b[13] != b':' || b[16] != b':' {
+        return Err(bad());
+    }
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return Err(bad());
+    }
+    let mut i = 19;
+    let mut micros = 0i64;
+    let fraction = b.get(i) == Some(&b'.');
+    if fraction {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return Err(bad());
+        }
+        // Digits past the microsecond are dropped: every time the journal keeps is a whole
+        // microsecond, so "at or before" compares the same either way.
+        let frac = &text[start..i.min(start + 6)];
+        micros = frac.parse::<i64>().map_err(|_| bad())? * 10i64.pow(6 - frac.len() as u32);
+    }
+    let offset_secs = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let v = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if *sign == b'+' {
+                v
+            } else {
+                -v
+            }
+        }
+        _ => return Err(bad()),
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset_secs;
+    Ok((Timestamp(secs * MICROS_PER_SECOND + micros), fraction))
+}
+
 impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC, to the second (`2026-11-26T09:30:00Z`).
+    /// RFC 3339 in UTC: to the second (`2026-11-26T09:30:00Z`) for tables and messages, or
+    /// with the alternate flag (`{:#}`) to the microsecond, always six digits
+    /// (`2026-11-26T09:30:00.250000Z`), so the text names exactly this instant when parsed
+    /// back (see [`Timestamp::parse_rfc3339_through`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.0.div_euclid(MICROS_PER_SECOND);
         let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let (y, m, d) = civil_from_days(days);
         write!(
             f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
             rem / 3600,
             rem / 60 % 60,
             rem % 60
-        )
+        )?;
+        if f.alternate() {
+            write!(f, ".{:06}", self.0.rem_euclid(MICROS_PER_SECOND))?;
+        }
+        f.write_str("Z")
     }
 }
 
@@ -177,5 +205,38 @@ mod tests {
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00Z");
         assert!(Timestamp::parse_rfc3339("2026-13-01T00:00:00Z").is_err());
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+    }
+
+    #[test]
+    fn the_full_precision_form_parses_back_to_the_same_instant() {
+        let t = Timestamp(1_795_651_200_250_001);
+        assert_eq!(format!("{t:#}"), "2026-11-26T00:00:00.250001Z");
+        assert_eq!(format!("{t}"), "2026-11-26T00:00:00Z");
+        assert_eq!(Timestamp::parse_rfc3339_through(&format!("{t:#}")), Ok(t));
+        let whole = Timestamp::from_secs(1_795_651_200);
+        assert_eq!(format!("{whole:#}"), "2026-11-26T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp::parse_rfc3339_through(&format!("{whole:#}")),
+            Ok(whole)
+        );
+        assert_eq!(
+            format!("{:#}", Timestamp(-1)),
+            "1969-12-31T23:59:59.999999Z"
+        );
+    }
+
+    #[test]
+    fn a_time_to_the_second_stands_for_the_whole_of_that_second() {
+        let start = Timestamp::parse_rfc3339("2026-11-26T09:30:00Z").unwrap();
+        let through = Timestamp::parse_rfc3339_through("2026-11-26T09:30:00Z").unwrap();
+        assert_eq!(through.0, start.0 + 999_999);
+        let offset = Timestamp::parse_rfc3339_through("2026-11-26T11:30:00+02:00").unwrap();
+        assert_eq!(offset, through);
+        // A fraction, however short or long, is the instant itself (to the microsecond).
+        let half = Timestamp::parse_rfc3339_through("2026-11-26T09:30:00.5Z").unwrap();
+        assert_eq!(half.0, start.0 + 500_000);
+        let nanos = Timestamp::parse_rfc3339_through("2026-11-26T09:30:00.123456789Z").unwrap();
+        assert_eq!(nanos.0, start.0 + 123_456);
+        assert!(Timestamp::parse_rfc3339_through("2026-11-26T09:30:00.Z").is_err());
     }
 }

@@ -16,7 +16,7 @@ pub(super) const TIMELINE_COMPACT_BYTES: u64 = 1 << 20;
 pub enum PointSelector {
     Latest,
     LatestAppConsistent,
-    /// The newest point at or before this time.
+    /// The newest point at or before this time (inclusive, to the microsecond).
     AtOrBefore(Timestamp),
 }
 
@@ -26,7 +26,9 @@ impl std::str::FromStr for PointSelector {
         match s {
             "latest" => Ok(PointSelector::Latest),
             "latest-app-consistent" => Ok(PointSelector::LatestAppConsistent),
-            t => Timestamp::parse_rfc3339(t)
+            // Through the end of the second when the text is to the second: `points` shows
+            // whole seconds, and a point at 09:30:00.4 is what "09:30:00Z" means there.
+            t => Timestamp::parse_rfc3339_through(t)
                 .map(PointSelector::AtOrBefore)
                 .map_err(|e| format!("{e}; or use `latest` or `latest-app-consistent`")),
         }
@@ -220,15 +222,139 @@ impl GroupJournal {
                     .cloned()
                     .ok_or_else(|| {
                         JournalError::Rejected(format!(
-                            "group {} has no recovery point at or before {t}; the oldest is {}",
+                            "group {} has no recovery point at or before {t:#}; the oldest is {}",
                             self.state.group,
                             self.state
                                 .points
                                 .first()
-                                .map_or("none".to_string(), |p| p.source_time.to_string())
+                                .map_or("none".to_string(), |p| format!("{:#}", p.source_time))
                         ))
                     })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::frame::{Frame, TagKind, BLOCK_SIZE};
+    use crate::replication::journal::clock::FakeClock;
+    use crate::replication::journal::io::Fs;
+    use crate::replication::journal::policy::Policy;
+    use crate::replication::journal::sim::SimFs;
+    use crate::replication::journal::{DiskSpec, RetentionVolume};
+    use camino::Utf8Path;
+    use std::sync::Arc;
+
+    /// 2026-11-26T00:00:00Z.
+    const T0: Timestamp = Timestamp(1_795_651_200_000_000);
+
+    fn at(micros: i64) -> Timestamp {
+        Timestamp(T0.0 + micros)
+    }
+
+    /// A one-disk group whose points fall inside whole seconds, as a resync's closing tags do:
+    /// tags at +0.3 s, +0.7 s and +2.2 s, then one more write at +3.4 s ("latest").
+    fn group() -> GroupJournal {
+        let fs = SimFs::new();
+        fs.create_dir_all(Utf8Path::new("/ret")).unwrap();
+        fs.put(Utf8Path::new("/t/d0.img"), &[0u8; 4 * BLOCK_SIZE as usize]);
+        let vol = RetentionVolume {
+            fs: Arc::new(fs),
+            clock: Arc::new(FakeClock::new(at(10_000_000))),
+            root: "/ret".into(),
+            policy: Policy {
+                rpo_threshold_secs: 900,
+                retention_secs: 86_400,
+                app_consistent_frequency_secs: 3600,
+                crash_point_interval_secs: 300,
+            },
+            budget: None,
+            batch_bytes: 1 << 20,
+        };
+        vol.create_group(
+            "g",
+            vec![DiskSpec {
+                name: "d0".into(),
+                target: "/t/d0.img".into(),
+                capacity: 4 * BLOCK_SIZE,
+            }],
+        )
+        .unwrap();
+        let mut j = vol.open_group("g").unwrap();
+        let write = |j: &mut GroupJournal, t: Timestamp| {
+            let lsn = j.next_lsn();
+            j.apply_frame(Frame::Write {
+                lsn,
+                source_time: t,
+                disk: 0,
+                offset: 0,
+                data: vec![lsn.0 as u8; BLOCK_SIZE as usize],
+                resync: false,
+            })
+            .unwrap();
+        };
+        for (micros, name) in [(300_000, "a"), (700_000, "b"), (2_200_000, "c")] {
+            write(&mut j, at(micros - 100_000));
+            j.apply_frame(Frame::Tag {
+                lsn: j.next_lsn(),
+                source_time: at(micros),
+                kind: TagKind::Crash,
+                name: name.into(),
+            })
+            .unwrap();
+        }
+        write(&mut j, at(3_400_000));
+        j.commit().unwrap();
+        j
+    }
+
+    fn select(j: &GroupJournal, text: &str) -> std::result::Result<String, String> {
+        let sel: PointSelector = text.parse()?;
+        j.select(&sel).map(|p| p.name).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_time_to_the_second_selects_the_newest_point_within_that_second() {
+        let j = group();
+        // The form `points` shows: every shown time is accepted.
+        assert_eq!(select(&j, "2026-11-26T00:00:00Z").unwrap(), "b");
+        assert_eq!(select(&j, "2026-11-26T00:00:01Z").unwrap(), "b");
+        assert_eq!(select(&j, "2026-11-26T00:00:02Z").unwrap(), "c");
+        assert_eq!(select(&j, "2026-11-26T00:00:03Z").unwrap(), "latest");
+        assert_eq!(select(&j, "2026-11-26T02:00:02+02:00").unwrap(), "c");
+    }
+
+    #[test]
+    fn a_time_with_a_fraction_selects_to_the_microsecond() {
+        let j = group();
+        // The form `points --json` shows names exactly its point.
+        for p in j.points() {
+            assert_eq!(select(&j, &format!("{:#}", p.source_time)).unwrap(), p.name);
+        }
+        assert_eq!(select(&j, "2026-11-26T00:00:00.5Z").unwrap(), "a");
+        assert_eq!(select(&j, "2026-11-26T00:00:00.699999Z").unwrap(), "a");
+        assert_eq!(select(&j, "2026-11-26T00:00:03.399999Z").unwrap(), "c");
+        assert_eq!(
+            select(&j, &format!("{:#}", j.latest().source_time)).unwrap(),
+            "latest"
+        );
+    }
+
+    #[test]
+    fn before_the_oldest_point_the_refusal_shows_both_times_to_the_microsecond() {
+        let j = group();
+        let e = select(&j, "2026-11-25T23:59:59Z").unwrap_err();
+        assert!(
+            e.contains("at or before 2026-11-25T23:59:59.999999Z")
+                && e.contains("the oldest is 2026-11-26T00:00:00.300000Z"),
+            "{e}"
+        );
+        let e = select(&j, "2026-11-26T00:00:00.2Z").unwrap_err();
+        assert!(
+            e.contains("the oldest is 2026-11-26T00:00:00.300000Z"),
+            "{e}"
+        );
     }
 }

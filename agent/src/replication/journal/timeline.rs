@@ -53,8 +53,9 @@ pub struct RecoveryPoint {
     pub received_time: Timestamp,
 }
 
+/// JSON carries the full precision, so a time read from it selects exactly its point.
 pub fn ser_time<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_string())
+    s.serialize_str(&format!("{t:#}"))
 }
 
 /// An undo epoch between two points: its log holds the content at `start` of every block
