@@ -186,6 +186,11 @@ impl FaultyLink {
     /// With `on`, forwards nothing in either direction, and closes nothing: a half-open link
     /// (FINs and RSTs are held back like data). New connections are accepted and forward nothing
     /// either, not even their connection to the upstream. Off resumes forwarding.
+    ///
+    /// Each peer's TCP talks to this process's kernel, which still acknowledges: TCP keepalive
+    /// and `TCP_USER_TIMEOUT` on the peers do not see this black hole (nor one in the middle of
+    /// a real path behind a proxy); what the programs notice is silence, as heartbeats and idle
+    /// timeouts do.
     pub fn black_hole(&self, on: bool) {
         self.shared.black_hole.store(on, Ordering::SeqCst);
         self.shared.nudge_all();
