@@ -10,7 +10,7 @@
 //! counts from its read until its acknowledgement would be back (its write plus the one-way
 //! delay), and the window is what this host's TCP could reach, the smaller of the `tcp_rmem` and
 //! `tcp_wmem` maxima. So one connection moves at most window / round trip, as it would across a
-//! real path (4 MiB over 40 ms: 100 MiB/s), and the proxy itself is never the narrower pipe.
+//! real path (with Linux's default maxima, 4 MiB over 40 ms: 100 MiB/s), and the proxy itself is never the narrower pipe.
 //! Sockets are non-blocking and every wait (socket, queue, delay, bucket) also wakes on
 //! the connection's end, so `reset`, `close` and `Drop` take effect at once and return only when
 //! the connections they ended are closed.
@@ -32,8 +32,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// The window when the host's TCP maxima cannot be read, and the most the link ever allows.
+/// The window when the host's TCP maxima cannot be read (Linux's default `tcp_wmem` maximum).
 const DEFAULT_WINDOW: usize = 4 << 20;
+/// The most one direction of one connection ever holds, whatever the host allows its TCP.
 const MAX_WINDOW: usize = 64 << 20;
 /// The most one read takes from a socket.
 const READ_BYTES: usize = 128 << 10;
@@ -186,6 +187,11 @@ impl FaultyLink {
     /// With `on`, forwards nothing in either direction, and closes nothing: a half-open link
     /// (FINs and RSTs are held back like data). New connections are accepted and forward nothing
     /// either, not even their connection to the upstream. Off resumes forwarding.
+    ///
+    /// Each peer's TCP talks to this process's kernel, which still acknowledges: TCP keepalive
+    /// and `TCP_USER_TIMEOUT` on the peers do not see this black hole (nor one in the middle of
+    /// a real path behind a proxy); what the programs notice is silence, as heartbeats and idle
+    /// timeouts do.
     pub fn black_hole(&self, on: bool) {
         self.shared.black_hole.store(on, Ordering::SeqCst);
         self.shared.nudge_all();

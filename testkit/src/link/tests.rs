@@ -129,6 +129,46 @@ fn a_bandwidth_cap_bounds_the_rate_over_a_window() {
 }
 
 #[test]
+fn the_cap_is_shared_by_all_connections_of_the_link() {
+    let up = listener();
+    let link = FaultyLink::start(up.local_addr().unwrap());
+    let rate = 1 << 20;
+    link.set_bandwidth(Some(rate));
+    let mut pushers = Vec::new();
+    let mut upstreams = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(link.addr()).unwrap();
+        pushers.push(std::thread::spawn(move || {
+            let chunk = vec![7u8; 64 << 10];
+            while c.write_all(&chunk).is_ok() {}
+        }));
+        let (u, _) = up.accept().unwrap();
+        u.set_nonblocking(true).unwrap();
+        upstreams.push(u);
+    }
+    let start = Instant::now();
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 64 << 10];
+    while start.elapsed() < Duration::from_millis(800) {
+        for u in &mut upstreams {
+            if let Ok(n) = u.read(&mut buf) {
+                got += n as u64;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert!(
+        (got as f64) < 2.0 * rate as f64 * secs + 64_000.0,
+        "{got} bytes in {secs:.2} s over 3 connections through one cap of {rate} B/s"
+    );
+    drop(link);
+    for p in pushers {
+        p.join().unwrap();
+    }
+}
+
+#[test]
 fn reset_gives_both_sides_a_connection_reset() {
     let up = listener();
     let link = FaultyLink::start(up.local_addr().unwrap());
@@ -187,6 +227,19 @@ fn a_black_hole_stops_data_without_closing_and_resumes_when_off() {
     u2.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"z");
     assert_eq!(link.connections(), 2);
+}
+
+#[test]
+fn a_black_hole_holds_back_a_close_until_it_ends() {
+    let up = listener();
+    let link = FaultyLink::start(up.local_addr().unwrap());
+    let (c, mut u) = pair(&link, &up);
+    link.black_hole(true);
+    drop(c);
+    quiet_for(&mut u, Duration::from_millis(300));
+    link.black_hole(false);
+    let mut b = [0u8; 1];
+    assert_eq!(u.read(&mut b).unwrap(), 0);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod agent;
 mod resync;
 pub mod vmdk;
+mod wan;
 
 use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ enum What {
     Agent(agent::AgentBench),
     /// Delta resync and full copy by mt-agent send over loopback vs rsync.
     Resync(resync::ResyncBench),
+    /// Full copy and delta resync by mt-agent send through a WAN-like link vs a plain TCP copy.
+    Wan(wan::WanBench),
 }
 
 impl Bench {
@@ -33,12 +36,15 @@ impl Bench {
             What::Vmdk(_) => &["qemu-img"],
             What::Agent(_) => &["fio"],
             What::Resync(_) => &["rsync"],
+            // Its baseline is a plain TCP copy in this process.
+            What::Wan(_) => &[],
         };
         crate::host::ensure(sh, "bench", tools)?;
         match self.what {
             What::Vmdk(b) => b.run(sh),
             What::Agent(b) => b.run(sh),
             What::Resync(b) => b.run(sh),
+            What::Wan(b) => b.run(sh),
         }
     }
 }
@@ -61,6 +67,12 @@ pub fn measure(cmd: xshell::Cmd<'_>) -> Result<Measured> {
     let child = command
         .spawn()
         .with_context(|| format!("cannot start {shown}"))?;
+    reap(&child, start, &shown)
+}
+
+/// Waits for `child` (started at `start`, shown as `shown` in errors), which must succeed, and
+/// measures it as `measure` does; for a caller that reads the child's output first.
+pub fn reap(child: &std::process::Child, start: Instant, shown: &str) -> Result<Measured> {
     let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for the kernel to overwrite.

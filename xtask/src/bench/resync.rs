@@ -14,7 +14,8 @@ use std::process::{Child, Stdio};
 use std::time::Instant;
 use xshell::{cmd, Shell};
 
-const BLOCK: u64 = 64 << 10;
+/// The block of a delta resync (what `change_blocks` rewrites and what an image is a multiple of).
+pub(super) const BLOCK: u64 = 64 << 10;
 const MIB: f64 = (1 << 20) as f64;
 
 /// Delta resync and full copy of mt-agent vs rsync.
@@ -39,7 +40,7 @@ fn max(v: &[f64]) -> f64 {
 }
 
 /// xorshift64*: fast reproducible image contents.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
@@ -55,7 +56,7 @@ impl Rng {
     }
 }
 
-fn random_image(path: &Utf8Path, size: u64, rng: &mut Rng) -> Result<()> {
+pub(super) fn random_image(path: &Utf8Path, size: u64, rng: &mut Rng) -> Result<()> {
     let mut f = std::io::BufWriter::with_capacity(
         4 << 20,
         std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?,
@@ -73,7 +74,12 @@ fn random_image(path: &Utf8Path, size: u64, rng: &mut Rng) -> Result<()> {
 }
 
 /// Rewrites `percent`% of the 64 KiB blocks of `path` (distinct, random); returns the bytes.
-fn change_blocks(path: &Utf8Path, size: u64, percent: u64, rng: &mut Rng) -> Result<u64> {
+pub(super) fn change_blocks(
+    path: &Utf8Path,
+    size: u64,
+    percent: u64,
+    rng: &mut Rng,
+) -> Result<u64> {
     let f = std::fs::OpenOptions::new().write(true).open(path)?;
     let blocks = size / BLOCK;
     let mut chosen = std::collections::BTreeSet::new();
@@ -90,12 +96,12 @@ fn change_blocks(path: &Utf8Path, size: u64, percent: u64, rng: &mut Rng) -> Res
 }
 
 /// Reads a file to warm the page cache (both contenders then start equal).
-fn warm(path: &Utf8Path) -> Result<()> {
+pub(super) fn warm(path: &Utf8Path) -> Result<()> {
     std::io::copy(&mut std::fs::File::open(path)?, &mut std::io::sink())?;
     Ok(())
 }
 
-fn same(a: &Utf8Path, b: &Utf8Path) -> Result<()> {
+pub(super) fn same(a: &Utf8Path, b: &Utf8Path) -> Result<()> {
     let (fa, fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
     let (mut x, mut y) = (vec![0u8; 4 << 20], vec![0u8; 4 << 20]);
     let mut at = 0u64;
@@ -143,11 +149,73 @@ fn direct_read_mib_s(sh: &Shell, path: &Utf8Path, size: u64) -> Result<f64> {
     Ok(size as f64 / MIB / t.elapsed().as_secs_f64())
 }
 
-struct Server(Child);
-impl Drop for Server {
+/// A running `mt-agent serve` for a benchmark, on 127.0.0.1 (an ephemeral port), its journals in
+/// `DIR/retention` on the disk of the images; killed when dropped.
+pub(super) struct Master {
+    process: Child,
+    /// 127.0.0.1:PORT.
+    pub(super) addr: String,
+    pub(super) config: Utf8PathBuf,
+    pub(super) retention: Utf8PathBuf,
+    pub(super) passphrase: Utf8PathBuf,
+}
+
+impl Master {
+    pub(super) fn start(sh: &Shell, agent: &Utf8Path, dir: &Utf8Path) -> Result<Master> {
+        // serve refuses to start unless its configured retention mount is a mount point of its
+        // own; /dev/shm is one on every Linux host. The journals live in dir (--retention), on
+        // the same disk as the images.
+        let (_, def) = crate::util::load_definition(None)?;
+        let cfg = mt_agent::config::AgentConfig {
+            retention_mount: "/dev/shm".into(),
+            retention_disk: None,
+            ..def.agent_config()
+        };
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, toml::to_string(&cfg)?)?;
+        let pass = dir.join("passphrase");
+        std::fs::write(&pass, "bench passphrase\n")?;
+        std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let (ret, state) = (dir.join("retention"), dir.join("server-state"));
+        sh.create_dir(&ret)?;
+        let mut child = std::process::Command::from(cmd!(
+            sh,
+            "{agent} serve --config {config} --listen 127.0.0.1:0 --retention {ret} --state {state} --passphrase-file {pass}"
+        ));
+        let mut process = child
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("serve.log"))?)
+            .spawn()
+            .context("cannot start mt-agent serve")?;
+        let mut line = String::new();
+        BufReader::new(process.stdout.take().context("no stdout")?).read_line(&mut line)?;
+        let Some(port) = line
+            .split("port=")
+            .nth(1)
+            .and_then(|p| p.split_whitespace().next())
+        else {
+            let _ = process.kill();
+            let _ = process.wait();
+            bail!("no readiness line from mt-agent serve: {line:?}");
+        };
+        Ok(Master {
+            process,
+            addr: format!("127.0.0.1:{port}"),
+            config,
+            retention: ret,
+            passphrase: pass,
+        })
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.process.id()
+    }
+}
+
+impl Drop for Master {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
@@ -166,48 +234,16 @@ impl ResyncBench {
         eprintln!("building mt-agent (release)");
         cmd!(sh, "cargo build --release --quiet -p mt-agent").run()?;
         let agent = root.join("target/release/mt-agent");
-        // serve refuses to start unless its configured retention mount is a mount point of its
-        // own; /dev/shm is one on every Linux host. The journals live in dir (--retention), on
-        // the same disk as the images.
-        let (_, def) = crate::util::load_definition(None)?;
-        let cfg = mt_agent::config::AgentConfig {
-            retention_mount: "/dev/shm".into(),
-            retention_disk: None,
-            ..def.agent_config()
-        };
-        let config = dir.join("agent.toml");
-        std::fs::write(&config, toml::to_string(&cfg)?)?;
-        let pass = dir.join("passphrase");
-        std::fs::write(&pass, "bench passphrase\n")?;
-        std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-
         eprintln!("writing a {} MiB image pair", size >> 20);
         let mut rng = Rng(0x0b5e_55ed);
         let base = dir.join("base.img");
         random_image(&base, size, &mut rng)?;
         std::fs::File::open(&base)?.sync_all()?;
 
-        let (ret, state) = (dir.join("retention"), dir.join("server-state"));
-        let mut child = std::process::Command::from(cmd!(
-            sh,
-            "{agent} serve --config {config} --listen 127.0.0.1:0 --retention {ret} --state {state} --passphrase-file {pass}"
-        ));
-        let mut server = Server(
-            child
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(dir.join("serve.log"))?)
-                .spawn()
-                .context("cannot start mt-agent serve")?,
-        );
-        let mut line = String::new();
-        BufReader::new(server.0.stdout.take().context("no stdout")?).read_line(&mut line)?;
-        let port = line
-            .split("port=")
-            .nth(1)
-            .and_then(|p| p.split_whitespace().next())
-            .with_context(|| format!("no readiness line from mt-agent serve: {line:?}"))?;
-        let to = format!("127.0.0.1:{port}");
+        let master = Master::start(sh, &agent, &dir)?;
+        let to = master.addr.clone();
         let sender = dir.join("sender-state");
+        let (config, ret, pass) = (&master.config, &master.retention, &master.passphrase);
         cmd!(
             sh,
             "{agent} enrol --to {to} --passphrase-file {pass} --state {sender}"
@@ -336,7 +372,7 @@ impl ResyncBench {
             min(&ratios),
             max(&ratios)
         );
-        drop(server);
+        drop(master);
         sh.remove_path(&dir)?;
         Ok(())
     }
