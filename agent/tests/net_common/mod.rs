@@ -22,6 +22,8 @@ pub struct Rig {
     pub port: u16,
     /// Extra arguments for `serve` (e.g. a retention budget).
     pub serve_args: Vec<String>,
+    /// Soft and hard RLIMIT_NOFILE of `serve` (e.g. 1024, a systemd service's default).
+    pub nofile_limit: Option<u64>,
 }
 
 impl Rig {
@@ -41,6 +43,7 @@ impl Rig {
             addr: String::new(),
             port: 0,
             serve_args: Vec::new(),
+            nofile_limit: None,
         }
     }
 
@@ -57,7 +60,23 @@ impl Rig {
             .open(self.path("serve.log"))
             .unwrap();
         let volume = camino::Utf8PathBuf::from_path_buf(self.path("volume")).unwrap();
-        let mut child = testkit::run::with_private_mount(&volume, BIN)
+        let mut serve = testkit::run::with_private_mount(&volume, BIN);
+        if let Some(n) = self.nofile_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec; the
+            // limit is inherited by serve through unshare's exec.
+            unsafe {
+                serve.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let mut child = serve
             .args(["serve", "--config"])
             .arg(&self.config)
             .args(["--listen", &listen, "--retention"])
