@@ -2,7 +2,8 @@
 //! (1024) takes 1,100 idle connections and 50 that trickle a byte every 20 s, all from one
 //! address, while a real delta resync from another address goes through, and stays up with
 //! its log barely grown; a peer trickling its handshake is closed at the handshake deadline;
-//! a sender retrying a busy group is logged once, not per retry.
+//! a sender retrying a busy group is logged once, not per retry; out of descriptors, the
+//! listener backs off and logs one line instead of spinning.
 
 use crate::net_common;
 use net_common::*;
@@ -314,4 +315,49 @@ fn a_sender_retrying_a_busy_group_is_logged_once_not_per_retry() {
         .collect();
     assert_eq!(lines.len(), 1, "{retries} retries:\n{log}");
     drop(lock);
+}
+
+#[test]
+fn out_of_descriptors_the_listener_backs_off_and_logs_one_line_not_millions() {
+    let mut rig = Rig::new("emfile");
+    // Fewer descriptors than the handshake cap needs: accept itself fails with EMFILE.
+    rig.nofile_limit = Some(64);
+    let mut rng = Rng::new(0x5eed_0e4f);
+    random_file(&rig.path("src-d0.img"), 1 << 20, &mut rng);
+    random_file(&rig.path("src-d1.img"), 1 << 20, &mut rng);
+    rig.create_group("g", &[("d0", 1 << 20), ("d1", 1 << 20)]);
+    rig.start_server();
+    rig.enrol("sender");
+    let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, rig.port);
+    // Ten addresses, eight each: within the per-address cap, beyond the descriptors.
+    let conns: Vec<TcpStream> = (0..80u8)
+        .map(|i| connect_from(Ipv4Addr::new(127, 0, 0, 2 + i % 10), to).unwrap())
+        .collect();
+    let emfile = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("Too many open files"))
+            .count()
+    };
+    let wait = Instant::now();
+    while emfile(&rig.log()) == 0 {
+        assert!(
+            wait.elapsed() < Duration::from_secs(5),
+            "no accept error at 64 descriptors:\n{}",
+            rig.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Out of descriptors for a while: the listener retries at most once a second by then.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = rig.log();
+    assert!(emfile(&log) <= 2, "{}", tail(&log));
+    assert!(log.contains("accepting again in 50 ms"), "{}", tail(&log));
+    // The handshakes end when their peers leave; then a sender gets in.
+    drop(conns);
+    let d0 = format!("d0={}", rig.path("src-d0.img").display());
+    let d1 = format!("d1={}", rig.path("src-d1.img").display());
+    json(&rig.send("sender", &["g", "--full", "--disk", &d0, "--disk", &d1]));
+    let server = rig.server.as_mut().unwrap();
+    assert!(server.try_wait().unwrap().is_none(), "{}", tail(&rig.log()));
+    assert!(emfile(&rig.log()) <= 2, "{}", tail(&rig.log()));
 }
