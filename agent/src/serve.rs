@@ -3,14 +3,48 @@
 //! listens on the configured port and announces readiness on one line that tools (the boot test,
 //! an operator watching the console) wait for, then accepts replication sessions and enrolments
 //! ([`crate::replication::net`]), one thread per connection so a misbehaving peer only ends its own session.
+//! What an unauthenticated peer can cost is bounded here: handshakes in progress are capped
+//! (`admission`), a connection over the cap is closed before a thread is started for it, accept
+//! errors back off, and refusals are logged at a bounded rate (`refusal_log`). The handshake's
+//! own deadline is the protocol's ([`crate::replication::net::auth`]).
+
+mod admission;
+pub mod refusal_log;
 
 use crate::config::AgentConfig;
 use crate::replication::net::auth::{hex, Accepted, ServerAuth};
 use crate::replication::net::sessions::Sessions;
+use admission::{HandshakeSlot, HandshakeSlots};
 use anyhow::{Context, Result};
+use mt_contract::units::ByteSize;
+use refusal_log::RefusalLog;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Unauthenticated handshakes in progress at once, all peers together. Each holds a thread and
+/// two descriptors for at most the handshake deadline (10 s). A master target serves a few dozen
+/// groups, one connection each, and a handshake takes a few round trips, so 64 lets all of them
+/// reconnect at once, while a flood holds at most 64 threads and 128 descriptors: an eighth of
+/// the 1024 a service gets by default, far below the unit's `LimitNOFILE`.
+pub const MAX_HANDSHAKES: usize = 64;
+/// Handshakes in progress from one address: a process server reconnecting its groups after an
+/// outage gets 8 at a time (the rest retry), and one flooding address takes at most an eighth
+/// of [`MAX_HANDSHAKES`], so it cannot lock out the other senders.
+pub const MAX_HANDSHAKES_PER_ADDR: usize = 8;
+/// After an accept error that a retry cannot fix at once (out of descriptors or memory), the
+/// listener waits this long, doubling up to [`ACCEPT_BACKOFF_MAX`], and starts again from here
+/// after the next accepted connection: at most 20 wake-ups a second instead of a busy loop, and
+/// a descriptor freed by a finished session is used within a second.
+pub const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(50);
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Refusals are logged at most [`LOG_LINES_PER_INTERVAL`] lines per interval (each reason from
+/// one address once), then one summary line: about 6 lines per 10 s under any flood, some
+/// 15 MiB a day at worst, which the el6 log rotation and journald both absorb, while the first
+/// refusals of an incident are still there in full.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub const LOG_LINES_PER_INTERVAL: usize = 5;
 
 /// The prefix of the readiness line (a guest fact the boot test waits for).
 pub use mt_contract::guest::READY_PREFIX;
@@ -58,7 +92,6 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
         .with_context(|| format!("cannot listen on {addr} (agent.toml: port, or --listen)"))?;
     cfg.port = listener.local_addr()?.port();
     let auth = Arc::new(ServerAuth::load(&opts.state, &opts.passphrase_file)?);
-    let sessions = Arc::new(Sessions::new(opts.idle_timeout));
     let root = opts
         .retention
         .clone()
@@ -69,43 +102,127 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
         opts.retention_budget,
         opts.batch_bytes,
     );
-    eprintln!(
-        "mt-agent: retention volume {} ({} GiB, {} GiB free)",
+    log(&format!(
+        "retention volume {} ({}, {} free)",
         volume.path,
-        volume.capacity_bytes >> 30,
-        volume.free_bytes >> 30
-    );
+        ByteSize(volume.capacity_bytes).approx(),
+        ByteSize(volume.free_bytes).approx()
+    ));
     log(&format!("master target key {}", hex(&auth.public_key())));
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", readiness_line(&cfg))?;
     out.flush()?;
     drop(out);
-    for conn in listener.incoming() {
-        let stream = match conn {
-            Ok(s) => s,
+    let sessions = Arc::new(Sessions::new(opts.idle_timeout));
+    accept_loop(&listener, &auth, &vol, &sessions)
+}
+
+/// The bounded logs: unauthenticated refusals (and accept errors) apart from the errors of
+/// authenticated sessions, so a flood never hides why a real session ended.
+struct ServeLogs {
+    handshakes: RefusalLog,
+    sessions: RefusalLog,
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    auth: &Arc<ServerAuth>,
+    vol: &crate::replication::journal::RetentionVolume,
+    sessions: &Arc<Sessions>,
+) -> Result<()> {
+    let slots = HandshakeSlots::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDR);
+    let logs = Arc::new(ServeLogs {
+        handshakes: RefusalLog::new(LOG_INTERVAL, LOG_LINES_PER_INTERVAL, log),
+        sessions: RefusalLog::new(LOG_INTERVAL, LOG_LINES_PER_INTERVAL, log),
+    });
+    let ticker = logs.clone();
+    // Summarises an interval even when nothing follows it; without it the summary comes with
+    // the next refusal.
+    if let Err(e) = std::thread::Builder::new()
+        .name("refusal-log".into())
+        .spawn(move || loop {
+            std::thread::sleep(LOG_INTERVAL);
+            ticker.handshakes.roll();
+            ticker.sessions.roll();
+        })
+    {
+        log(&format!("cannot start the refusal log's timer: {e}"));
+    }
+    let mut backoff = ACCEPT_BACKOFF_FIRST;
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(c) => c,
             Err(e) => {
-                log(&format!("accept failed: {e}"));
+                let pause = accept_pause(&e);
+                let why = format!("accept failed: {e}");
+                let wait = pause.then_some(backoff);
+                logs.handshakes.note("the listener", &why, || match wait {
+                    Some(d) => format!("{why}; accepting again in {} ms", d.as_millis()),
+                    None => why.clone(),
+                });
+                if let Some(d) = wait {
+                    std::thread::sleep(d);
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
                 continue;
             }
         };
-        let (auth, vol, sessions) = (auth.clone(), vol.clone(), sessions.clone());
-        std::thread::spawn(move || serve_connection(stream, &auth, &vol, &sessions));
+        backoff = ACCEPT_BACKOFF_FIRST;
+        let source = peer.ip().to_string();
+        let slot = match slots.claim(peer.ip()) {
+            Ok(s) => s,
+            Err(why) => {
+                drop(stream);
+                logs.handshakes
+                    .note(&source, &why, || format!("{peer}: {why}"));
+                continue;
+            }
+        };
+        let (auth, vol, thread_logs) = (auth.clone(), vol.clone(), logs.clone());
+        let sessions = sessions.clone();
+        let started = std::thread::Builder::new()
+            .name(format!("conn {peer}"))
+            .spawn(move || serve_connection(stream, slot, &auth, &vol, &sessions, &thread_logs));
+        // On failure the closure, and with it the connection and its slot, is dropped.
+        if let Err(e) = started {
+            let why = format!("refused: cannot start a thread for the connection: {e}");
+            logs.handshakes
+                .note(&source, &why, || format!("{peer}: {why}"));
+        }
     }
-    Ok(())
+}
+
+/// Whether an accept error calls for a pause: a missing descriptor or buffer does not come
+/// back by retrying at once. A connection the peer aborted before it was accepted, or an
+/// interrupted call, is retried at once. Any other error pauses too, so none can spin.
+fn accept_pause(e: &std::io::Error) -> bool {
+    !matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EAGAIN)
+    )
 }
 
 fn serve_connection(
     stream: std::net::TcpStream,
+    slot: HandshakeSlot,
     auth: &ServerAuth,
     vol: &crate::replication::journal::RetentionVolume,
     sessions: &Sessions,
+    logs: &ServeLogs,
 ) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
-    match auth.accept(stream) {
-        Err(e) => log(&format!("{peer}: refused: {e:#}")),
+    let (peer, source) = match stream.peer_addr() {
+        Ok(a) => (a.to_string(), a.ip().to_string()),
+        Err(_) => ("?".into(), "?".into()),
+    };
+    let accepted = auth.accept(stream);
+    // The handshake is over either way: its slot is free for the next peer.
+    drop(slot);
+    match accepted {
+        Err(e) => {
+            let why = format!("refused: {e:#}");
+            logs.handshakes
+                .note(&source, &why, || format!("{peer}: {why}"));
+        }
         Ok(Accepted::Enrolled(key)) => log(&format!("{peer}: enrolled sender key {}", hex(&key))),
         Ok(Accepted::Session(ch)) => {
             let key = hex(&ch.remote_key[..4]);
@@ -115,7 +232,14 @@ fn serve_connection(
                     "{peer} (sender {key}…): session for group {} ended; {} messages, acknowledged through LSN {}{}",
                     s.group, s.frames, s.acked, s.resync
                 )),
-                Err(e) => log(&format!("{peer} (sender {key}…): session ended with an error: {e:#}")),
+                // A sender retrying a busy group gets the same error each time: printed once
+                // per interval (same reason, same address), the rest counted.
+                Err(e) => {
+                    let why = format!("session ended with an error: {e:#}");
+                    logs.sessions.note(&source, &why, || {
+                        format!("{peer} (sender {key}…): {why}")
+                    });
+                }
             }
         }
     }

@@ -48,6 +48,36 @@ impl fmt::Display for ByteSize {
     }
 }
 
+impl ByteSize {
+    /// The size for a person to read, in the largest binary unit it reaches, to one decimal
+    /// ("1015.0 MiB", "1.5 GiB", "512 B"). Not the grammar: it does not parse back (`Display`
+    /// does).
+    pub fn approx(self) -> ApproxSize {
+        ApproxSize(self.0)
+    }
+}
+
+/// See [`ByteSize::approx`].
+#[derive(Clone, Copy, Debug)]
+pub struct ApproxSize(u64);
+
+impl fmt::Display for ApproxSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut unit = 0;
+        let mut v = self.0 as f64;
+        const NAMES: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        while v >= 1024.0 && unit + 1 < NAMES.len() {
+            v /= 1024.0;
+            unit += 1;
+        }
+        if unit == 0 {
+            write!(f, "{} B", self.0)
+        } else {
+            write!(f, "{v:.1} {}", NAMES[unit])
+        }
+    }
+}
+
 /// Why a size string was not understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseSizeError(pub String);
@@ -123,6 +153,18 @@ mod tests {
             assert_eq!(s.to_string().parse::<ByteSize>().unwrap(), s);
         }
         assert_eq!(ByteSize(1536 * MIB).to_string(), "1536MiB");
+    }
+
+    #[test]
+    fn approximate_sizes_use_the_largest_unit_they_reach() {
+        assert_eq!(ByteSize(512).approx().to_string(), "512 B");
+        assert_eq!(
+            ByteSize(1015 * MIB + 4096).approx().to_string(),
+            "1015.0 MiB"
+        );
+        assert_eq!(ByteSize(3 * MIB / 2).approx().to_string(), "1.5 MiB");
+        assert_eq!(ByteSize(64 * GIB).approx().to_string(), "64.0 GiB");
+        assert_eq!(ByteSize(3 * TIB).approx().to_string(), "3.0 TiB");
     }
 
     #[test]

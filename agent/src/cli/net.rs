@@ -15,7 +15,7 @@ use mt_agent::replication::net::transport;
 #[derive(Args)]
 pub struct ServeArgs {
     /// The agent configuration (port, failback policy, retention mount).
-    #[arg(long, default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
+    #[arg(long, env = "MT_AGENT_CONFIG", default_value = mt_agent::config::DEFAULT_CONFIG_PATH)]
     config: camino::Utf8PathBuf,
     /// Listen on ADDR (e.g. 127.0.0.1:0) instead of every address on the configured port.
     #[arg(long, value_name = "ADDR")]

@@ -351,18 +351,7 @@ pub fn render(disks: &[Disk]) -> String {
 }
 
 fn human(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    mt_contract::units::ByteSize(b).approx().to_string()
 }
 
 #[cfg(test)]

@@ -44,12 +44,17 @@ impl Distro {
 
 /// Where the agent and its files live inside the image.
 pub const AGENT_BINARY: &str = "/usr/sbin/mt-agent";
+/// The descriptors `serve` may hold (systemd's `LimitNOFILE`, el6's `ulimit -n`): one or two
+/// per connection and a few per open group; the default 1024 of a service is what a flood of
+/// idle connections used up. 65536 is systemd's own default hard limit and far above what
+/// the handshake cap and a few hundred groups need.
+pub const AGENT_NOFILE: u32 = 65536;
 pub use mt_contract::guest::{AGENT_SERVICE as SERVICE, FIRSTBOOT_SERVICE, OVFENV_SERVICE};
 pub const HOST_KEYS_SERVICE: &str = "mt-ssh-host-keys.service";
 /// The marker of the changes applied (see `Marker`).
 pub const MARKER: &str = "/etc/mt-agent/setup.applied";
 /// Version of the set of changes; raise it whenever `plan` changes what it writes.
-pub const CHANGES_VERSION: u32 = 4;
+pub const CHANGES_VERSION: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {

@@ -18,6 +18,7 @@ mod model;
 mod ovfenv;
 mod replication_bad_peers;
 mod replication_e2e;
+mod replication_flood;
 mod replication_flow;
 mod replication_fuzz;
 mod replication_kill;

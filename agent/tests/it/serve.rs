@@ -1,6 +1,7 @@
 //! `mt-agent serve` run as the appliance runs it: it refuses a retention path that is a plain
 //! directory (nothing mounted), and on a real, writable mount it announces readiness and answers
-//! on its port. Every path it uses (configuration, state, journals, the volume) is the test's own.
+//! on its port, with its sizes in a unit that fits; `MT_AGENT_CONFIG` names its configuration.
+//! Every path it uses (configuration, state, journals, the volume) is the test's own.
 
 use crate::common;
 
@@ -74,6 +75,24 @@ fn serve_on_a_mounted_volume_announces_readiness_and_answers() {
     BufReader::new(conn).read_line(&mut hello).unwrap();
     assert!(hello.starts_with("mt-agent "), "{hello:?}");
     child.kill().unwrap();
-    child.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
+    // Sizes in a unit that fits: the 16 MiB volume is not "0 GiB".
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(" MiB free)"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn serve_reads_the_configuration_named_by_mt_agent_config() {
+    let dir = testkit::scratch("serve-env");
+    let missing = dir.join("elsewhere.toml");
+    let mut cmd = Command::new(MT_AGENT);
+    cmd.arg("serve")
+        .args(["--state", dir.join("state").as_str()])
+        .env("MT_AGENT_CONFIG", &missing);
+    let out = testkit::run::output(&mut cmd);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(missing.as_str()), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }

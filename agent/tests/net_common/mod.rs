@@ -27,6 +27,8 @@ pub struct Rig {
     /// Applied to every command the rig runs, `serve` included (e.g. a seccomp filter that a
     /// `pre_exec` installs and every exec after it inherits).
     pub wrap: Option<fn(Command) -> Command>,
+    /// Soft and hard RLIMIT_NOFILE of `serve` (e.g. 1024, a systemd service's default).
+    pub nofile_limit: Option<u64>,
 }
 
 impl Rig {
@@ -48,6 +50,7 @@ impl Rig {
             serve_args: Vec::new(),
             bin: PathBuf::from(BIN),
             wrap: None,
+            nofile_limit: None,
         }
     }
 
@@ -65,6 +68,21 @@ impl Rig {
             .unwrap();
         let volume = camino::Utf8PathBuf::from_path_buf(self.path("volume")).unwrap();
         let mut serve = testkit::run::with_private_mount(&volume, &self.bin);
+        if let Some(n) = self.nofile_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec; the
+            // limit is inherited by serve through unshare's exec.
+            unsafe {
+                serve.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
         serve
             .args(["serve", "--config"])
             .arg(&self.config)

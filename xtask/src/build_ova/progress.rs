@@ -159,18 +159,7 @@ fn eta(elapsed: Duration, done: u64, total: u64) -> Option<Duration> {
 }
 
 pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    mt_contract::units::ByteSize(b).approx().to_string()
 }
 
 pub fn human_duration(d: Duration) -> String {

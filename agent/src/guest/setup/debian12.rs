@@ -5,7 +5,7 @@
 //! both, other roots may not).
 
 use super::{
-    firewall, kdump, mount_unit, Change, Plan, Root, AGENT_BINARY, FIRSTBOOT_SERVICE,
+    firewall, kdump, mount_unit, Change, Plan, Root, AGENT_BINARY, AGENT_NOFILE, FIRSTBOOT_SERVICE,
     HOST_KEYS_SERVICE, OVFENV_SERVICE, SERVICE,
 };
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
@@ -32,6 +32,9 @@ Restart=on-failure
 RestartSec=10
 # Core dumps of the agent are kept (kernel.core_pattern points at /var/crash).
 LimitCORE=infinity
+# One descriptor per connection: the default 1024 is what a flood of idle connections used up
+# (serve also caps unauthenticated handshakes).
+LimitNOFILE={AGENT_NOFILE}
 StandardOutput=journal+console
 StandardError=journal+console
 

@@ -1,5 +1,6 @@
 //! The el6 (CentOS 6) part of setup: SysV init scripts for the agent and its first boot,
-//! enabled through rc links, kdump via `/etc/kdump.conf`, and the iptables service's files.
+//! enabled through rc links, the rotation of the agent's log, kdump via `/etc/kdump.conf`, and
+//! the iptables service's files.
 
 use super::{firewall, kdump, sysv, Change, Plan, Root, AGENT_BINARY};
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
@@ -23,6 +24,18 @@ pub fn plan(root: &Root, cfg: &AgentConfig, p: &mut Plan) {
             mode: 0o755,
         });
         p.changes.extend(sysv::enable(name, &header));
+    }
+    p.changes.push(Change::File {
+        path: sysv::LOGROTATE_DROPIN.into(),
+        contents: sysv::logrotate().into_bytes(),
+        mode: 0o644,
+    });
+    if !root.exists("/usr/sbin/logrotate") {
+        p.notes.push(format!(
+            "logrotate is not in the root: {} is written but nothing rotates {} (install the logrotate package)",
+            sysv::LOGROTATE_DROPIN,
+            sysv::AGENT_LOG
+        ));
     }
     p.changes.push(Change::File {
         path: kdump::EL6_CONF.into(),

@@ -3,9 +3,14 @@
 //! `# chkconfig: <levels> <start> <stop>` header. `chkconfig` itself cannot run in a build
 //! root that is not the running system, and the links are all it would make.
 
-use super::{Change, Root};
+use super::{Change, Root, AGENT_NOFILE};
 
 pub const INIT_DIR: &str = "/etc/rc.d/init.d";
+/// Where the agent's init script sends `serve`'s output (el6 has no journal); rotated by
+/// [`logrotate`]'s drop-in.
+pub const AGENT_LOG: &str = "/var/log/mt-agent.log";
+/// The drop-in that rotates [`AGENT_LOG`].
+pub const LOGROTATE_DROPIN: &str = "/etc/logrotate.d/mt-agent";
 
 /// `S<start><name>` in the listed runlevels, `K<stop><name>` in the others (0-6).
 pub fn enable(name: &str, header: &ChkconfigHeader) -> Vec<Change> {
@@ -73,6 +78,7 @@ pub fn enable_installed(root: &Root, name: &str) -> Option<Vec<Change>> {
 /// nothing we need; local file systems are mounted by rc.sysinit before any of this), with
 /// core dumps allowed. It runs `serve` in the background and keeps its pid.
 pub fn agent_script(config: &str, binary: &str) -> String {
+    let log = AGENT_LOG;
     format!(
         r#"#!/bin/sh
 #
@@ -97,7 +103,7 @@ exec={binary}
 config={config}
 pidfile=/var/run/mt-agent.pid
 lockfile=/var/lock/subsys/mt-agent
-log=/var/log/mt-agent.log
+log={log}
 
 start() {{
     [ -x "$exec" ] || exit 5
@@ -105,6 +111,9 @@ start() {{
     echo -n $"Starting $prog: "
     # Core dumps of the agent are kept (kernel.core_pattern points at /var/crash).
     ulimit -c unlimited
+    # One descriptor per connection: the default 1024 is what a flood of idle connections
+    # used up (serve also caps unauthenticated handshakes).
+    ulimit -n {AGENT_NOFILE}
     "$exec" serve --config "$config" </dev/null >>"$log" 2>&1 &
     echo $! >"$pidfile"
     sleep 1
@@ -135,6 +144,25 @@ case "$1" in
 esac
 exit $?
 "#
+    )
+}
+
+/// Rotates the agent's log: by size, since what fills it is traffic, not time (logrotate runs
+/// daily from cron). `copytruncate` because the init script's shell holds the file open for
+/// `serve`'s stdout and stderr and nothing reopens it; `serve` writes it with O_APPEND (`>>`),
+/// so writes after the truncation start at the beginning again, and at most the lines written
+/// during the copy are lost. Four rotations of 50 MiB, compressed, are a few weeks of sessions.
+pub fn logrotate() -> String {
+    format!(
+        "{AGENT_LOG} {{
+    size 50M
+    rotate 4
+    compress
+    copytruncate
+    missingok
+    notifempty
+}}
+"
     )
 }
 

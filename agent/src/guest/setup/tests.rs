@@ -104,6 +104,7 @@ pub(crate) fn el6_root(name: &str) -> Utf8PathBuf {
         "#!/bin/sh\n# chkconfig: 2345 08 92\n",
     );
     put(&root, "/var/lib/dbus/machine-id", "0123456789abcdef\n");
+    put(&root, "/usr/sbin/logrotate", "");
     for l in 0..=6 {
         std::fs::create_dir_all(root.join(format!("etc/rc.d/rc{l}.d"))).unwrap();
     }
@@ -152,11 +153,33 @@ fn text(root: &Utf8Path, p: &str) -> String {
 #[test]
 fn el6_setup_writes_the_runbook_changes_and_a_second_run_changes_nothing() {
     let root = el6_root("el6");
-    let (_, first) = setup(&root, Distro::El6);
+    let (p, first) = setup(&root, Distro::El6);
     assert!(!first.is_empty());
+    assert!(
+        !p.notes.iter().any(|n| n.contains("logrotate")),
+        "{:?}",
+        p.notes
+    );
     let script = text(&root, "/etc/rc.d/init.d/mt-agent");
     assert!(script.contains("# chkconfig: 2345 90 10") && script.contains("### BEGIN INIT INFO"));
     assert!(script.contains("ulimit -c unlimited"));
+    assert!(script.contains("\n    ulimit -n 65536\n"), "{script}");
+    assert!(script.contains("\nlog=/var/log/mt-agent.log\n"), "{script}");
+    // The log the script writes is rotated, by copy and truncation (nothing reopens it).
+    let rotate = text(&root, "/etc/logrotate.d/mt-agent");
+    assert!(rotate.starts_with("/var/log/mt-agent.log {\n"), "{rotate}");
+    for line in [
+        "size 50M",
+        "rotate 4",
+        "compress",
+        "copytruncate",
+        "missingok",
+    ] {
+        assert!(
+            rotate.lines().any(|l| l.trim() == line),
+            "{line} in {rotate}"
+        );
+    }
     let ovfenv = text(&root, "/etc/rc.d/init.d/mt-agent-ovfenv");
     assert!(ovfenv.contains("/usr/sbin/mt-agent ovfenv apply --root / --distro el6"));
     // Before the network (S10), after first boot (same number, earlier name): never failing.
@@ -262,6 +285,7 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
     let unit = text(&root, "/etc/systemd/system/mt-agent.service");
     assert!(unit.contains("mnt-retention.mount mt-agent-firstboot.service"));
     assert!(unit.contains("LimitCORE=infinity"));
+    assert!(unit.lines().any(|l| l == "LimitNOFILE=65536"), "{unit}");
     let fb = text(&root, "/etc/systemd/system/mt-agent-firstboot.service");
     assert!(fb.contains("Before=network-pre.target ssh.service mt-agent.service"));
     // multipathd runs before local-fs.target on Debian: ordering first boot before it would
@@ -371,6 +395,17 @@ fn missing_packages_are_noted_not_invented() {
         .join("etc/systemd/system/basic.target.wants/kdump-tools.service")
         .exists());
     std::fs::remove_dir_all(root).unwrap();
+    let root = el6_root("el6-bare");
+    std::fs::remove_file(root.join("usr/sbin/logrotate")).unwrap();
+    let (p, _) = setup(&root, Distro::El6);
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("logrotate is not in the root")),
+        "{:?}",
+        p.notes
+    );
+    std::fs::remove_dir_all(root).unwrap();
 }
 
 /// What version 3 of the changes left on a Debian root with kdump-tools and nftables: their
@@ -416,7 +451,10 @@ fn an_upgrade_of_a_version_3_debian_root_writes_only_what_changed() {
     let p = plan(&root, Distro::Debian12, &cfg(), b"\x7fELF\0agent".to_vec()).unwrap();
     let d = dry_run(&root, &p.changes).unwrap();
     assert!(d.contains("+\t\tudp sport 67 udp dport 68 accept\n"), "{d}");
-    assert!(d.contains("-version = 3\n+version = 4\n"), "{d}");
+    assert!(
+        d.contains(&format!("-version = 3\n+version = {CHANGES_VERSION}\n")),
+        "{d}"
+    );
     let (_, done) = setup(&root, Distro::Debian12);
     assert_eq!(
         done,

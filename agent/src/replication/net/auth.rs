@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Where the master target's passphrase is read from (one line; readable only by root; a guest
 /// fact of the contract). `mt-agent serve --passphrase-file` overrides it.
@@ -28,8 +28,13 @@ pub const DEFAULT_SENDER_STATE: &str = "/var/lib/mt-agent/send";
 /// much as an enrolment.
 pub const KDF_ROUNDS: u32 = 600_000;
 const SALT_LEN: usize = 16;
-/// How long the handshake may take before an unresponsive peer is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a whole handshake may take on the master target, from accept to the status byte.
+/// A handshake is four messages, a few round trips (well under a second across a WAN) plus,
+/// on a first enrolment, the sender's and the master target's PBKDF2 (about half a second
+/// each); 10 s leaves room for a slow link and bounds what a peer that sends nothing, or a
+/// byte now and then, can hold: one handshake slot and its thread for 10 s. The sender uses it
+/// as the limit of each wait for the master target.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A static key pair, stored as two hex lines (private, public) in a file only root can read.
 #[derive(Clone)]
@@ -212,16 +217,37 @@ impl ServerAuth {
         Ok(())
     }
 
-    /// Runs the server side of the handshake on a fresh connection. An error is the reason the
-    /// peer was refused (already told to the peer where possible).
-    pub fn accept(&self, mut stream: TcpStream) -> Result<Accepted> {
+    /// Runs the server side of the handshake on a fresh connection, within
+    /// [`HANDSHAKE_DEADLINE`] of now. An error is the reason the peer was refused (already told
+    /// to the peer where possible).
+    pub fn accept(&self, stream: TcpStream) -> Result<Accepted> {
+        let deadline = Deadline::new(HANDSHAKE_DEADLINE);
+        // A read timeout bounds each wait, but a peer sending a byte before each one ran out
+        // would keep one `read_exact` going: at the deadline the socket is shut down.
+        let watched = deadline_watch().map(|w| w.watch(&stream, deadline.at));
+        let result = self.handshake(stream, &deadline);
+        drop(watched);
+        result.map_err(|e| {
+            if deadline.expired() {
+                e.context(format!(
+                    "handshake not finished within {} s",
+                    HANDSHAKE_DEADLINE.as_secs()
+                ))
+            } else {
+                e
+            }
+        })
+    }
+
+    fn handshake(&self, mut stream: TcpStream, deadline: &Deadline) -> Result<Accepted> {
         let peer = stream
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
-        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        deadline.arm(&stream)?;
         // The banner: what the port answered before replication existed, kept for probes.
         writeln!(stream, "mt-agent {}", env!("CARGO_PKG_VERSION"))?;
+        deadline.arm(&stream)?;
         let mut hello = [0u8; 7];
         stream
             .read_exact(&mut hello)
@@ -250,6 +276,7 @@ impl ServerAuth {
         if mode == MODE_ENROL {
             let mut offer = self.salt.to_vec();
             offer.extend_from_slice(&KDF_ROUNDS.to_le_bytes());
+            deadline.arm(&stream)?;
             transport::write_record(&mut stream, &offer)?;
             prologue.extend_from_slice(&offer);
             psk = match self.psk() {
@@ -270,6 +297,7 @@ impl ServerAuth {
             .build_responder()
             .map_err(|e| anyhow!("{e}"))?;
         let mut buf = vec![0u8; 65535];
+        deadline.arm(&stream)?;
         let m1 =
             transport::read_record(&mut stream).context("the sender left before the handshake")?;
         hs.read_message(&m1, &mut buf)
@@ -277,7 +305,9 @@ impl ServerAuth {
         let n = hs
             .write_message(&[], &mut buf)
             .map_err(|e| anyhow!("{e}"))?;
+        deadline.arm(&stream)?;
         transport::write_record(&mut stream, &buf[..n])?;
+        deadline.arm(&stream)?;
         let m3 = transport::read_record(&mut stream).context(
             "the sender left during the handshake (a sender whose pin does not match this master target's key does that)",
         )?;
@@ -309,8 +339,11 @@ impl ServerAuth {
                 bail!("{why}");
             }
         }
+        deadline.arm(&stream)?;
         transport::write_status(&mut stream, None)?;
+        // What the session's own timeouts will be is the session's business.
         stream.set_read_timeout(None)?;
+        stream.set_write_timeout(None)?;
         let noise = hs
             .into_stateless_transport_mode()
             .map_err(|e| anyhow!("{e}"))?;
@@ -321,6 +354,112 @@ impl ServerAuth {
             return Ok(Accepted::Enrolled(remote));
         }
         Ok(Accepted::Session(Box::new(ch)))
+    }
+}
+
+/// The end of a handshake: every read and write before it waits at most until then.
+struct Deadline {
+    at: Instant,
+}
+
+impl Deadline {
+    fn new(limit: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + limit,
+        }
+    }
+
+    /// Sets the socket's timeouts to the time left (before each step of the handshake).
+    fn arm(&self, stream: &TcpStream) -> Result<()> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("no time left");
+        }
+        stream.set_read_timeout(Some(left))?;
+        stream.set_write_timeout(Some(left))?;
+        Ok(())
+    }
+
+    /// Whether the handshake ran out of time (with the granularity of a socket timeout).
+    fn expired(&self) -> bool {
+        self.at.saturating_duration_since(Instant::now()) < Duration::from_millis(20)
+    }
+}
+
+/// Shuts down the sockets of handshakes whose deadline passed (one thread for all of them,
+/// started on the first handshake): a blocked read then returns at once.
+struct DeadlineWatch {
+    due: Mutex<Watching>,
+    wake: Condvar,
+}
+
+/// The last id given, and each handshake watched: its id, deadline and socket.
+type Watching = (u64, Vec<(u64, Instant, TcpStream)>);
+
+/// Removes its handshake from the watch when the handshake ends.
+struct Watched<'a> {
+    watch: &'a DeadlineWatch,
+    id: u64,
+}
+
+/// The one watch; `None` if its thread could not be started (each wait is still bounded by
+/// the timeouts the deadline sets).
+fn deadline_watch() -> Option<&'static DeadlineWatch> {
+    static WATCH: OnceLock<Option<&'static DeadlineWatch>> = OnceLock::new();
+    *WATCH.get_or_init(|| {
+        let w: &'static DeadlineWatch = Box::leak(Box::new(DeadlineWatch {
+            due: Mutex::new((0, Vec::new())),
+            wake: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("handshake-deadline".into())
+            .spawn(move || w.run())
+            .ok()
+            .map(|_| w)
+    })
+}
+
+impl DeadlineWatch {
+    fn watch(&self, stream: &TcpStream, at: Instant) -> Option<Watched<'_>> {
+        // Out of descriptors: no watch, the timeouts still bound every wait.
+        let clone = stream.try_clone().ok()?;
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        due.0 += 1;
+        let id = due.0;
+        due.1.push((id, at, clone));
+        self.wake.notify_one();
+        Some(Watched { watch: self, id })
+    }
+
+    fn run(&self) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let now = Instant::now();
+            due.1.retain(|(_, at, s)| {
+                let keep = *at > now;
+                if !keep {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+                keep
+            });
+            let next = due.1.iter().map(|e| e.1).min();
+            due = match next {
+                None => self.wake.wait(due).unwrap_or_else(|e| e.into_inner()),
+                Some(at) => {
+                    self.wake
+                        .wait_timeout(due, at.saturating_duration_since(now))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        let mut due = self.watch.due.lock().unwrap_or_else(|e| e.into_inner());
+        due.1.retain(|e| e.0 != self.id);
     }
 }
 
@@ -372,7 +511,7 @@ impl SenderAuth {
     fn connect(&self, target: &str, mode: u8) -> Result<TcpStream> {
         let mut stream =
             TcpStream::connect(target).with_context(|| format!("cannot connect to {target}"))?;
-        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        stream.set_read_timeout(Some(HANDSHAKE_DEADLINE))?;
         let mut banner = Vec::new();
         std::io::BufReader::new((&stream).take(128))
             .read_until(b'\n', &mut banner)

@@ -14,6 +14,7 @@ use super::{decode_frame, resync, Message, HASHES_PER_MESSAGE};
 use crate::replication::frame::Frame;
 use crate::replication::journal::{valid_group_name, GroupJournal, JournalError, RetentionVolume};
 use anyhow::{anyhow, bail, Result};
+use mt_contract::units::ByteSize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -490,8 +491,9 @@ fn wait_for_room(jr: &mut GroupJournal, ctx: &Ctx<'_>, why: &str) -> Result<()> 
         let room = room(jr.volume());
         if room >= room_needed(ctx.sessions) {
             (ctx.log)(&format!(
-                "group {}: room again ({room} bytes); credit resumes",
-                jr.name()
+                "group {}: room again ({}); credit resumes",
+                jr.name(),
+                ByteSize(room).approx()
             ));
             return Ok(());
         }
@@ -569,9 +571,9 @@ fn journal_loop(
                     commit(jr)?;
                     ack(jr, &mut last_ack, false)?;
                     let why = format!(
-                        "{} bytes of room, less than the {} kept free for the sessions on it",
-                        room(jr.volume()),
-                        room_needed(ctx.sessions)
+                        "{} of room, less than the {} kept free for the sessions on it",
+                        ByteSize(room(jr.volume())).approx(),
+                        ByteSize(room_needed(ctx.sessions)).approx()
                     );
                     wait_for_room(jr, ctx, &why)?;
                     room_ok = true;

@@ -9,6 +9,7 @@ use crate::replication::frame::{Frame, TagKind};
 use crate::replication::journal::Lsn;
 use anyhow::{anyhow, bail, Context, Result};
 use camino::Utf8PathBuf;
+use mt_contract::units::ByteSize;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -46,9 +47,9 @@ impl<'a> Progress<'a> {
             ""
         };
         (self.log)(&format!(
-            "resync: {} of {} MiB ({:.0} %), {rate:.1} MiB/s, acknowledged through LSN {acked}{wait}",
-            sent >> 20,
-            total >> 20,
+            "resync: {} of {} ({:.0} %), {rate:.1} MiB/s, acknowledged through LSN {acked}{wait}",
+            ByteSize(sent).approx(),
+            ByteSize(total).approx(),
             sent as f64 * 100.0 / total.max(1) as f64
         ));
     }
