@@ -79,13 +79,15 @@ fn group_state(st: &serde_json::Value, group: &str) -> (String, u64) {
     )
 }
 
-#[test]
-fn a_full_retention_volume_pauses_the_session_until_a_prune_frees_room() {
-    let mut rig = Rig::new("room");
+/// A rig whose group "g" is stalled mid-stream for room: group "old" holds 64 MiB of undo for
+/// points that leave the 24-hour window 21 s after the start (so `prune old` frees it then),
+/// and the budget leaves g 16 MiB beyond the reserve. Returns the rig, the running sender, when
+/// old's points are prunable and what g's disk must hold at the end.
+fn stalled(name: &str) -> (Rig, std::process::Child, Instant, Vec<u8>) {
+    let mut rig = Rig::new(name);
     let mut rng = Rng::new(0x400f);
     rig.create_group("old", &[("o0", SIZE)]);
     rig.create_group("g", &[("d0", SIZE)]);
-    // Group "old" holds 64 MiB of undo for points that leave the 24-hour window in 20 s.
     let window = 24 * 3600;
     let old_time = Timestamp::from_secs(SystemClock.now().0 / 1_000_000).plus_secs(20 - window);
     let aged_at = Instant::now() + Duration::from_secs(21);
@@ -95,9 +97,7 @@ fn a_full_retention_volume_pauses_the_session_until_a_prune_frees_room() {
     let used = status(&rig)["used_bytes"].as_u64().unwrap();
     let (_, old_bytes) = group_state(&status(&rig), "old");
     assert!(old_bytes >= 64 << 20, "old keeps {old_bytes} bytes");
-
-    // Room for the reserve (96 MiB with one session) and 16 MiB more: group g's own undo
-    // fills it part way through its stream.
+    // Room for the reserve (96 MiB with one session) and 16 MiB more.
     let budget = used + (96 << 20) + (16 << 20);
     rig.serve_args = vec!["--retention-budget".into(), budget.to_string()];
     rig.start_server();
@@ -114,7 +114,6 @@ fn a_full_retention_volume_pauses_the_session_until_a_prune_frees_room() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-
     let t0 = Instant::now();
     loop {
         let (state, _) = group_state(&status(&rig), "g");
@@ -128,12 +127,17 @@ fn a_full_retention_volume_pauses_the_session_until_a_prune_frees_room() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    (rig, sender, aged_at, want)
+}
+
+#[test]
+fn a_full_retention_volume_pauses_the_session_until_a_prune_frees_room() {
+    let (rig, mut sender, aged_at, want) = stalled("room");
     let st = status(&rig);
     let reasons = st.to_string();
     assert!(reasons.contains("retention volume full"), "{reasons}");
     assert!(rig.log().contains("credit withheld"), "{}", rig.log());
     std::thread::sleep(Duration::from_secs(2));
-    let mut sender = sender;
     assert!(
         sender.try_wait().unwrap().is_none(),
         "the sender ended instead of waiting:\n{}",
@@ -164,5 +168,27 @@ fn a_full_retention_volume_pauses_the_session_until_a_prune_frees_room() {
         points.contains("before") && points.contains("after"),
         "{points}"
     );
+    rig.mt_ok(&["verify", "g"]);
+}
+
+#[test]
+fn a_stalled_session_whose_sender_dies_ends_and_releases_its_group() {
+    let (rig, mut sender, _, _) = stalled("room-dies");
+    sender.kill().unwrap();
+    sender.wait().unwrap();
+    // The wait for room ends with the connection; the group is free for the next session
+    // (which a prune of g itself could not give, it has no old points).
+    let t0 = Instant::now();
+    while !rig
+        .log()
+        .contains("the session ended while it waited for room")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the stalled session outlived its sender:\n{}",
+            rig.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     rig.mt_ok(&["verify", "g"]);
 }

@@ -198,7 +198,9 @@ pub fn run_session(
     }
     let stop = AtomicBool::new(false);
     let span = Mutex::new(ResyncSpan::default());
+    let ended = AtomicBool::new(false);
     let ctx = Ctx {
+        ended: &ended,
         tx: &tx,
         stopper: &stopper,
         sessions,
@@ -251,6 +253,8 @@ struct Ctx<'a> {
     sessions: &'a Sessions,
     log: &'a (dyn Fn(&str) + Sync),
     span: &'a Mutex<ResyncSpan>,
+    /// The connection's reading side has ended: no wait (for room) may outlast it.
+    ended: &'a AtomicBool,
 }
 
 /// What the network thread hands to the journal thread.
@@ -305,6 +309,7 @@ fn session_loop<'s>(
             })?
     };
     let net = network_loop(rx, ctx, scope, stop, &ops, &outstanding, &disks, &group);
+    ctx.ended.store(true, Ordering::Release);
     drop(ops);
     let journal = journal
         .join()
@@ -497,7 +502,7 @@ fn wait_for_room(jr: &mut GroupJournal, ctx: &Ctx<'_>, why: &str) -> Result<()> 
             ));
             return Ok(());
         }
-        if ctx.stopper.is_stopped() {
+        if ctx.stopper.is_stopped() || ctx.ended.load(Ordering::Acquire) {
             bail!("the session ended while it waited for room on the retention volume");
         }
         std::thread::sleep(Duration::from_millis(500));
