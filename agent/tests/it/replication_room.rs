@@ -133,6 +133,7 @@ fn stalled(name: &str) -> (Rig, std::process::Child, Instant, Vec<u8>) {
 #[test]
 fn a_full_retention_volume_pauses_the_session_until_a_prune_frees_room() {
     let (rig, mut sender, aged_at, want) = stalled("room");
+    let stalled_at = Instant::now();
     let st = status(&rig);
     let reasons = st.to_string();
     assert!(reasons.contains("retention volume full"), "{reasons}");
@@ -145,7 +146,9 @@ fn a_full_retention_volume_pauses_the_session_until_a_prune_frees_room() {
     );
 
     // The operator's prune of the aged group frees the room; the session goes on by itself.
-    if let Some(wait) = aged_at.checked_duration_since(Instant::now()) {
+    // Long enough for old's points to age, and for the sender's 10 s "still waiting" line.
+    let until = aged_at.max(stalled_at + Duration::from_secs(11));
+    if let Some(wait) = until.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
     }
     let pruned = rig.mt_ok(&["prune", "old"]);
@@ -159,6 +162,7 @@ fn a_full_retention_volume_pauses_the_session_until_a_prune_frees_room() {
     );
     assert!(stderr.contains("waiting:"), "{stderr}");
     assert!(stderr.contains("credit resumes"), "{stderr}");
+    assert!(stderr.contains("still withholds credit"), "{stderr}");
     assert_eq!(json(&out)["reconnects"], 0, "{stderr}");
     assert!(std::fs::read(rig.target("d0")).unwrap() == want);
     let (state, _) = group_state(&status(&rig), "g");

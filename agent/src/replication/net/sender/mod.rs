@@ -175,9 +175,23 @@ impl<'a> Session<'a> {
 
     /// The next message from the receiver, handling refusals.
     fn next_raw(&mut self) -> Result<Message> {
-        match self.events.recv() {
-            Ok(ev) => self.check(ev),
-            Err(_) => Err(transient(format!("{}: connection lost", self.target))),
+        let waiting = Instant::now();
+        loop {
+            match self.events.recv_timeout(PROGRESS_EVERY) {
+                Ok(ev) => return self.check(ev),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.stalled {
+                        (self.log)(&format!(
+                            "waiting: {} still withholds credit for room on its retention volume ({} s so far)",
+                            self.target,
+                            waiting.elapsed().as_secs()
+                        ));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(transient(format!("{}: connection lost", self.target)))
+                }
+            }
         }
     }
 
