@@ -5,9 +5,7 @@
 //! the source at that tag.
 
 use crate::net_common;
-use mt_agent::replication::frame::{encode, Frame, TagKind};
-use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
-use mt_agent::replication::journal::Lsn;
+use mt_agent::replication::frame::TagKind;
 use net_common::*;
 
 const D0: u64 = 16 << 20;
@@ -82,48 +80,14 @@ fn full_copy_delta_resyncs_and_a_tagged_stream_recover_equal_the_source_at_every
     }
 
     // A recorded change stream with tags; expected images at each tag.
-    // Whole seconds: recovery selects points by RFC 3339 time.
-    let base = (SystemClock.now().0 / 1_000_000 + 60) * 1_000_000;
-    let mut frames = vec![Frame::Start {
-        group: "g".into(),
-        disks: vec![("d0".into(), D0), ("d1".into(), D1)],
-    }];
-    let mut expected = Vec::new();
-    let mut lsn = 0;
-    for t in 0..6u64 {
-        for _ in 0..20 {
-            let disk = rng.below(2) as usize;
-            let cap = [D0, D1][disk];
-            let len = (1 + rng.below(16)) * 4096;
-            let off = rng.below((cap - len) / 4096) * 4096;
-            let mut data = vec![0u8; len as usize];
-            rng.fill(&mut data);
-            src[disk][off as usize..(off + len) as usize].copy_from_slice(&data);
-            lsn += 1;
-            frames.push(Frame::Write {
-                lsn: Lsn(lsn),
-                source_time: Timestamp(base + (t * 10 + 1) as i64 * 1_000_000),
-                disk: disk as u32,
-                offset: off,
-                data,
-                resync: false,
-            });
+    let crash_then_app = |t| {
+        if t % 2 == 0 {
+            TagKind::Crash
+        } else {
+            TagKind::App
         }
-        lsn += 1;
-        let name = format!("tag-{t}");
-        frames.push(Frame::Tag {
-            lsn: Lsn(lsn),
-            source_time: Timestamp(base + (t * 10 + 5) as i64 * 1_000_000),
-            kind: if t % 2 == 0 {
-                TagKind::Crash
-            } else {
-                TagKind::App
-            },
-            name: name.clone(),
-        });
-        expected.push((name, src.clone()));
-    }
-    let stream: Vec<u8> = frames.iter().flat_map(encode).collect();
+    };
+    let (stream, expected) = tagged_stream(&mut src, &mut rng, (6, 20, 16), "tag-", crash_then_app);
     std::fs::write(rig.path("changes.mtfr"), stream).unwrap();
     let stream_path = rig.path("changes.mtfr").display().to_string();
     json(&rig.send("sender", &["g", "--stream", &stream_path]));
@@ -132,36 +96,5 @@ fn full_copy_delta_resyncs_and_a_tagged_stream_recover_equal_the_source_at_every
     json(&rig.send("sender", &["g", "--stream", &stream_path]));
     assert_targets(&rig, &src);
 
-    let points: serde_json::Value =
-        serde_json::from_str(&rig.mt_ok(&["points", "g", "--json"])).unwrap();
-    let points = points["points"].as_array().unwrap().clone();
-    for (name, images) in &expected {
-        let matching: Vec<_> = points
-            .iter()
-            .filter(|p| p["name"] == name.as_str())
-            .collect();
-        assert_eq!(
-            matching.len(),
-            1,
-            "point {name} exists exactly once: {points:?}"
-        );
-        let when = matching[0]["source_time"].as_str().unwrap();
-        let out = rig.path(&format!("recovered-{name}"));
-        rig.mt_ok(&[
-            "recover",
-            "g",
-            "--point",
-            when,
-            "--to",
-            out.to_str().unwrap(),
-        ]);
-        for (disk, data) in ["d0", "d1"].iter().zip(images) {
-            let got = std::fs::read(out.join(format!("{disk}.img"))).unwrap();
-            assert!(
-                got == *data,
-                "{disk} recovered at {name} differs from the source then"
-            );
-        }
-        std::fs::remove_dir_all(out).unwrap();
-    }
+    assert_points_recover(&rig, &expected);
 }

@@ -9,9 +9,7 @@
 //! the idle timeout to another. Journals and targets are on the real file system.
 
 use crate::net_common;
-use mt_agent::replication::frame::{encode, Frame, TagKind};
-use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
-use mt_agent::replication::journal::Lsn;
+use mt_agent::replication::frame::TagKind;
 use net_common::*;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -232,47 +230,14 @@ fn a_full_copy_and_a_tagged_stream_survive_resets_a_black_hole_and_both_ends_kil
     );
 
     // A change stream with tags through the same faults.
-    let base = (SystemClock.now().0 / 1_000_000 + 60) * 1_000_000;
-    let mut frames = vec![Frame::Start {
-        group: "g".into(),
-        disks: vec![("d0".into(), D0), ("d1".into(), D1)],
-    }];
-    let mut expected = Vec::new();
-    let mut lsn = 0;
-    for t in 0..12u64 {
-        for _ in 0..30 {
-            let disk = rng.below(2) as usize;
-            let cap = [D0, D1][disk];
-            let len = (1 + rng.below(32)) * 4096;
-            let off = rng.below((cap - len) / 4096) * 4096;
-            let mut data = vec![0u8; len as usize];
-            rng.fill(&mut data);
-            src[disk][off as usize..(off + len) as usize].copy_from_slice(&data);
-            lsn += 1;
-            frames.push(Frame::Write {
-                lsn: Lsn(lsn),
-                source_time: Timestamp(base + (t * 10 + 1) as i64 * 1_000_000),
-                disk: disk as u32,
-                offset: off,
-                data,
-                resync: false,
-            });
+    let app_every_third = |t| {
+        if t % 3 == 0 {
+            TagKind::App
+        } else {
+            TagKind::Crash
         }
-        lsn += 1;
-        let name = format!("t-{t}");
-        frames.push(Frame::Tag {
-            lsn: Lsn(lsn),
-            source_time: Timestamp(base + (t * 10 + 5) as i64 * 1_000_000),
-            kind: if t % 3 == 0 {
-                TagKind::App
-            } else {
-                TagKind::Crash
-            },
-            name: name.clone(),
-        });
-        expected.push((name, src.clone()));
-    }
-    let stream: Vec<u8> = frames.iter().flat_map(encode).collect();
+    };
+    let (stream, expected) = tagged_stream(&mut src, &mut rng, (12, 30, 32), "t-", app_every_third);
     let stream_mib = stream.len() as u64 / MIB;
     std::fs::write(rig.path("changes.mtfr"), stream).unwrap();
     let stream_arg = format!("--stream={}", rig.path("changes.mtfr").display());
@@ -293,33 +258,7 @@ fn a_full_copy_and_a_tagged_stream_survive_resets_a_black_hole_and_both_ends_kil
     for (name, data) in ["d0", "d1"].iter().zip(&src) {
         assert!(std::fs::read(rig.target(name)).unwrap() == *data, "{name}");
     }
-    let points: serde_json::Value =
-        serde_json::from_str(&rig.mt_ok(&["points", "g", "--json"])).unwrap();
-    let points = points["points"].as_array().unwrap().clone();
-    for (name, images) in &expected {
-        let matching: Vec<_> = points
-            .iter()
-            .filter(|p| p["name"] == name.as_str())
-            .collect();
-        assert_eq!(matching.len(), 1, "point {name} exactly once: {points:?}");
-        let out = rig.path(&format!("recovered-{name}"));
-        rig.mt_ok(&[
-            "recover",
-            "g",
-            "--point",
-            matching[0]["source_time"].as_str().unwrap(),
-            "--to",
-            out.to_str().unwrap(),
-        ]);
-        for (disk, data) in ["d0", "d1"].iter().zip(images) {
-            let got = std::fs::read(out.join(format!("{disk}.img"))).unwrap();
-            assert!(
-                got == *data,
-                "{disk} recovered at {name} differs from the model"
-            );
-        }
-        std::fs::remove_dir_all(out).unwrap();
-    }
+    assert_points_recover(&rig, &expected);
     rig.mt_ok(&["verify", "g"]);
 }
 

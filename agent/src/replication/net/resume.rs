@@ -174,7 +174,8 @@ pub struct Retry {
     attempts: u64,
     backoff: Duration,
     best_acked: u64,
-    seed: u64,
+    /// The jitter (the crate's one seeded generator, seeded per process).
+    rng: crate::replication::journal::sim::SimRng,
 }
 
 /// What to do after a lost connection.
@@ -196,7 +197,9 @@ impl Retry {
             attempts: 0,
             backoff: BACKOFF_FIRST,
             best_acked: 0,
-            seed: nanos ^ u64::from(std::process::id()).rotate_left(32),
+            rng: crate::replication::journal::sim::SimRng::new(
+                nanos ^ u64::from(std::process::id()).rotate_left(32),
+            ),
         }
     }
 
@@ -220,13 +223,8 @@ impl Retry {
             };
         }
         self.attempts += 1;
-        // SplitMix64: a different wait for every attempt and sender.
-        self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        let part = 0.5 + (z >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
+        // A different wait for every attempt and sender.
+        let part = 0.5 + (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
         let mut pause = self.backoff.mul_f64(part);
         if let Some(l) = self.limit {
             pause = pause.min(l.saturating_sub(tried));
