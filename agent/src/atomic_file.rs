@@ -56,8 +56,9 @@ fn write_new(tmp: &Utf8Path, contents: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("cannot write {tmp}"))
 }
 
-/// Creates `dir` and its missing ancestors, flushing each new entry into its parent.
-fn create_dirs(dir: &Utf8Path) -> Result<()> {
+/// Creates `dir` and its missing ancestors, flushing each new entry into its parent (so a
+/// state directory made on first use survives a power loss with the files renamed into it).
+pub fn create_dirs(dir: &Utf8Path) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }

@@ -23,6 +23,7 @@ mod replication_flow;
 mod replication_fuzz;
 mod replication_kill;
 mod replication_room;
+mod replication_streams;
 mod replication_wan;
 mod resync_mode;
 mod serve;

@@ -99,8 +99,13 @@ fn bad_peers_are_refused_with_a_reason_and_write_nothing() {
     // The real enrolment.
     rig.enrol("sender");
 
-    // A sender whose key was never enrolled (it trusts the right master target key).
-    std::fs::create_dir_all(rig.path("stranger")).unwrap();
+    // A sender whose key was never enrolled (it trusts the right master target key): its
+    // first send makes its key and is refused for want of a pin.
+    let first = rig.send("stranger", &["g", "--full", "--disk", "d0=/dev/null"]);
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("no key is pinned"),
+        "{first:?}"
+    );
     let pin = std::fs::read_dir(rig.path("sender/pinned"))
         .unwrap()
         .next()

@@ -73,9 +73,29 @@ fn write_private(path: &Utf8Path, text: &str) -> Result<()> {
 }
 
 impl KeyPair {
-    /// Loads `DIR/key`, creating it on first use.
+    /// Loads `DIR/key`, creating it on first use. A key missing from a directory that shows
+    /// it had one (authorised senders, pins) is an error, not a new key: every peer's record
+    /// of the old key would then mismatch with no word of why.
     pub fn load_or_create(dir: &Utf8Path) -> Result<KeyPair> {
         let path = dir.join("key");
+        if !path.exists() {
+            let pins = std::fs::read_dir(dir.join("pinned"))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+            if pins || dir.join("authorised-senders").exists() {
+                let (holds, again) = if pins {
+                    (
+                        "pinned master-target keys",
+                        "enrol with every master target again",
+                    )
+                } else {
+                    ("authorised senders", "enrol every sender again")
+                };
+                bail!(
+                    "{path} is missing but {dir} holds {holds} made with it: the key was lost. Restore {path} from a backup; or, to start with a new key, move {dir} away and {again}"
+                );
+            }
+        }
         if path.exists() {
             let text =
                 std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
@@ -149,7 +169,7 @@ pub enum Accepted {
 
 impl ServerAuth {
     pub fn load(dir: &Utf8Path, passphrase_file: &Utf8Path) -> Result<ServerAuth> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+        crate::atomic_file::create_dirs(dir)?;
         let key = KeyPair::load_or_create(dir)?;
         let salt_path = dir.join("salt");
         let salt = if salt_path.exists() {
@@ -485,7 +505,7 @@ fn pin_path(dir: &Utf8Path, target: &str) -> Utf8PathBuf {
 
 impl SenderAuth {
     pub fn load(dir: &Utf8Path) -> Result<SenderAuth> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+        crate::atomic_file::create_dirs(dir)?;
         Ok(SenderAuth {
             dir: dir.to_owned(),
             key: KeyPair::load_or_create(dir)?,

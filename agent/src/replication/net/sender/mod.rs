@@ -8,6 +8,7 @@
 //! has, so nothing is applied twice. Reads sources; never writes them.
 
 mod copy;
+mod streams;
 
 use super::auth::SenderAuth;
 use super::resume::{Cursor, Retry, Verdict};
@@ -323,24 +324,6 @@ fn file_len(f: &std::fs::File) -> std::io::Result<u64> {
     Ok(n)
 }
 
-/// Where a recorded stream's LSNs land in the group: remembered so a resumed send maps every
-/// frame to the same LSN as before.
-fn stream_record(state: &Utf8Path, group: &str) -> Utf8PathBuf {
-    state.join("streams").join(group)
-}
-
-fn read_stream_base(state: &Utf8Path, group: &str, id: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(stream_record(state, group)).ok()?;
-    let (rid, base) = text.trim().split_once(' ')?;
-    (rid == id).then(|| base.parse().ok()).flatten()
-}
-
-fn write_stream_base(state: &Utf8Path, group: &str, id: &str, base: u64) -> Result<()> {
-    let p = stream_record(state, group);
-    crate::atomic_file::write_atomic(&p, format!("{id} {base}\n").as_bytes(), 0o644)
-        .with_context(|| format!("cannot write {p}"))
-}
-
 /// Runs a send to completion, reconnecting after lost connections.
 pub fn send(opts: &SendOptions, log: &dyn Fn(&str)) -> Result<SendReport> {
     let auth = SenderAuth::load(&opts.state)?;
@@ -356,10 +339,7 @@ pub fn send(opts: &SendOptions, log: &dyn Fn(&str)) -> Result<SendReport> {
             Ok(_) => bail!("{path}: frame #0 is not a start frame naming the group"),
             Err(e) => bail!("{path}: {e}"),
         }
-        let mut h = blake3::Hasher::new();
-        h.update_reader(std::fs::File::open(path)?)
-            .with_context(|| format!("cannot read {path}"))?;
-        stream_id = h.finalize().to_hex().to_string();
+        stream_id = streams::identify(path)?;
     }
     let disks: Vec<(String, u64)> = if sources.is_empty() {
         match &stream_start {
@@ -409,8 +389,10 @@ pub fn send(opts: &SendOptions, log: &dyn Fn(&str)) -> Result<SendReport> {
                     };
                     rs.run(mode, log)?;
                     resync_done = true;
-                    // A new resync makes the target equal to the sources: a stream starts afresh.
-                    let _ = std::fs::remove_file(stream_record(&opts.state, &opts.group));
+                    // The resync made the targets equal the sources: this command's stream
+                    // goes on after it.
+                    streams::StreamLog::load(&opts.state, &opts.group)?
+                        .after_resync(opts.stream.as_ref().map(|_| stream_id.as_str()))?;
                 }
                 if let Some(path) = &opts.stream {
                     run_stream(
@@ -499,13 +481,7 @@ fn run_stream(
     id: &str,
     report: &mut SendReport,
 ) -> Result<()> {
-    let base = match read_stream_base(state, group, id) {
-        Some(b) => b,
-        None => {
-            write_stream_base(state, group, id, s.acked)?;
-            s.acked
-        }
-    };
+    let base = streams::StreamLog::load(state, group)?.base_for(id, path, s.acked)?;
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
     let mut r = FrameReader::new(std::io::BufReader::with_capacity(4 << 20, file));
     let mut first_lsn = None;
