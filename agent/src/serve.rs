@@ -68,6 +68,9 @@ pub struct ServeOptions {
     pub passphrase_file: camino::Utf8PathBuf,
     /// A session that hears nothing for this long ends and releases its group.
     pub idle_timeout: std::time::Duration,
+    /// A frame whose source time is further ahead of this machine's clock is refused
+    /// [default: the journal policy's].
+    pub max_clock_skew: Option<std::time::Duration>,
 }
 
 fn log(line: &str) {
@@ -96,12 +99,15 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
         .retention
         .clone()
         .unwrap_or_else(|| cfg.retention_mount.clone());
-    let vol = crate::replication::local::retention_volume(
+    let mut vol = crate::replication::local::retention_volume(
         &cfg,
         root,
         opts.retention_budget,
         opts.batch_bytes,
     );
+    if let Some(skew) = opts.max_clock_skew {
+        vol.policy.max_clock_skew_secs = i64::try_from(skew.as_secs()).unwrap_or(i64::MAX);
+    }
     log(&format!(
         "retention volume {} ({}, {} free)",
         volume.path,

@@ -40,6 +40,11 @@ pub struct ServeArgs {
     /// and release its group: "90s", "2m" or seconds.
     #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_idle)]
     idle_timeout: std::time::Duration,
+    /// Refuse a frame whose source time is further ahead of this machine's clock than TIME
+    /// (the sender's clock is wrong): "10m", "30s" or seconds [default: 5m]. Retention,
+    /// automatic points and the RPO use this machine's clock whatever the sender's says.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    max_clock_skew: Option<std::time::Duration>,
 }
 
 /// An idle timeout: a duration of at least [`transport::MIN_IDLE_TIMEOUT`].
@@ -96,6 +101,7 @@ impl ServeArgs {
             state: self.state,
             passphrase_file: self.passphrase_file,
             idle_timeout: self.idle_timeout,
+            max_clock_skew: self.max_clock_skew,
         })
     }
 }

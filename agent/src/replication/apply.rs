@@ -144,6 +144,7 @@ mod tests {
                 retention_secs: 86_400,
                 app_consistent_frequency_secs: 3600,
                 crash_point_interval_secs: 300,
+                max_clock_skew_secs: 300,
             },
             budget: None,
             batch_bytes: 4 * BLOCK_SIZE,

@@ -302,7 +302,7 @@ fn crash_run(seed: u64) -> Vec<Phase> {
         .find(|p| p.kind == PointKind::App)
         .cloned();
     for p in &points_before {
-        let may_go = p.lsn > got || p.source_time < horizon && Some(p) != newest_app.as_ref();
+        let may_go = p.lsn > got || p.received_time < horizon && Some(p) != newest_app.as_ref();
         assert!(
             may_go || j2.points().contains(p),
             "{}: point {p:?} lost in a crash during {phase:?}",

@@ -10,6 +10,7 @@ mod net_common;
 
 mod check_retention;
 mod cli;
+mod clock_skew;
 mod corruption;
 mod crash;
 mod el6_floor;

@@ -28,7 +28,7 @@ fn check_point_list(
     for c in created {
         if !listed.contains(c) {
             assert!(
-                c.source_time < horizon,
+                c.received_time < horizon,
                 "point {c:?} pruned inside the window"
             );
             assert!(
@@ -100,7 +100,7 @@ fn run_model(seed: u64, ops: usize) {
                     .cloned();
                 let expect: Vec<_> = created
                     .iter()
-                    .filter(|p| p.source_time >= horizon || Some(*p) == newest_app.as_ref())
+                    .filter(|p| p.received_time >= horizon || Some(*p) == newest_app.as_ref())
                     .cloned()
                     .collect();
                 let listed: Vec<_> = j.points().to_vec();

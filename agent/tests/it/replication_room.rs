@@ -5,7 +5,7 @@
 
 use crate::net_common;
 use mt_agent::replication::frame::{Frame, FrameWriter, TagKind, BLOCK_SIZE};
-use mt_agent::replication::journal::clock::{Clock, SystemClock, Timestamp};
+use mt_agent::replication::journal::clock::{Clock, FakeClock, SystemClock, Timestamp};
 use mt_agent::replication::journal::Lsn;
 use net_common::*;
 use std::path::Path;
@@ -79,8 +79,26 @@ fn group_state(st: &serde_json::Value, group: &str) -> (String, u64) {
     )
 }
 
+/// Applies the recorded stream `path` to `group` in the rig's journals as a master target whose
+/// clock said `at` (retention runs on receive times, so this is how a test gets old points).
+fn apply_received_at(rig: &Rig, group: &str, path: &Path, at: Timestamp) {
+    let vol = mt_agent::replication::journal::RetentionVolume {
+        fs: std::sync::Arc::new(mt_agent::replication::journal::io::RealFs),
+        clock: std::sync::Arc::new(FakeClock::new(at)),
+        root: camino::Utf8PathBuf::from_path_buf(rig.path("ret")).unwrap(),
+        policy: crate::common::policy(),
+        budget: None,
+        batch_bytes: mt_agent::replication::journal::DEFAULT_BATCH_BYTES,
+    };
+    let mut j = vol.open_group(group).unwrap();
+    let from = camino::Utf8PathBuf::from_path_buf(path.to_owned()).unwrap();
+    let applied = mt_agent::replication::apply::apply_recorded(&mut j, &from).unwrap();
+    assert!(applied.stopped.is_none(), "{:?}", applied.stopped);
+}
+
 /// A rig whose group "g" is stalled mid-stream for room: group "old" holds 64 MiB of undo for
-/// points that leave the 24-hour window 21 s after the start (so `prune old` frees it then),
+/// points received so long ago that they leave the 24-hour window 21 s after the start (so
+/// `prune old` frees it then),
 /// and the budget leaves g 16 MiB beyond the reserve. Returns the rig, the running sender, when
 /// old's points are prunable and what g's disk must hold at the end.
 fn stalled(name: &str) -> (Rig, std::process::Child, Instant, Vec<u8>) {
@@ -93,7 +111,7 @@ fn stalled(name: &str) -> (Rig, std::process::Child, Instant, Vec<u8>) {
     let aged_at = Instant::now() + Duration::from_secs(21);
     let old = rig.path("old.stream");
     stream(&old, "old", "o0", 128, old_time, &mut rng);
-    rig.mt_ok(&["apply", "old", "--from", old.to_str().unwrap()]);
+    apply_received_at(&rig, "old", &old, old_time);
     let used = status(&rig)["used_bytes"].as_u64().unwrap();
     let (_, old_bytes) = group_state(&status(&rig), "old");
     assert!(old_bytes >= 64 << 20, "old keeps {old_bytes} bytes");

@@ -1,6 +1,9 @@
 //! Time for the journal: a [`Timestamp`] type (microseconds since the Unix epoch, UTC) with
 //! RFC 3339 text, and the injectable [`Clock`] so tests can drive "24 hours" in microseconds.
 //! Nothing else in the agent may read the system clock directly.
+//! Every arithmetic on times saturates: a source time comes off the wire and may be any `i64`,
+//! and a sum or difference past the ends of the range stays at the end instead of wrapping
+//! (release) or panicking (debug).
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -13,14 +16,21 @@ pub const MICROS_PER_SECOND: i64 = 1_000_000;
 
 impl Timestamp {
     pub fn from_secs(secs: i64) -> Timestamp {
-        Timestamp(secs * MICROS_PER_SECOND)
+        Timestamp(secs.saturating_mul(MICROS_PER_SECOND))
     }
     pub fn plus_secs(self, secs: i64) -> Timestamp {
-        Timestamp(self.0 + secs * MICROS_PER_SECOND)
+        Timestamp(
+            self.0
+                .saturating_add(secs.saturating_mul(MICROS_PER_SECOND)),
+        )
     }
     /// Whole seconds from `earlier` to `self` (negative if `earlier` is later).
     pub fn secs_since(self, earlier: Timestamp) -> i64 {
-        (self.0 - earlier.0).div_euclid(MICROS_PER_SECOND)
+        self.micros_since(earlier).div_euclid(MICROS_PER_SECOND)
+    }
+    /// Microseconds from `earlier` to `self` (negative if `earlier` is later).
+    pub fn micros_since(self, earlier: Timestamp) -> i64 {
+        self.0.saturating_sub(earlier.0)
     }
 
     /// Parses RFC 3339 (`2026-11-26T09:30:00Z`, `…T09:30:00.5+02:00`): the instant it names.
@@ -36,7 +46,7 @@ impl Timestamp {
             if fraction {
                 t
             } else {
-                Timestamp(t.0 + MICROS_PER_SECOND - 1)
+                Timestamp(t.0.saturating_add(MICROS_PER_SECOND - 1))
             }
         })
     }
@@ -182,7 +192,8 @@ impl FakeClock {
         self.0.store(t.0, Ordering::SeqCst);
     }
     pub fn advance_secs(&self, secs: i64) {
-        self.0.fetch_add(secs * MICROS_PER_SECOND, Ordering::SeqCst);
+        let now = Timestamp(self.0.load(Ordering::SeqCst));
+        self.set(now.plus_secs(secs));
     }
 }
 
@@ -195,6 +206,25 @@ impl Clock for FakeClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arithmetic_at_the_ends_of_the_range_saturates() {
+        let (min, max) = (Timestamp(i64::MIN), Timestamp(i64::MAX));
+        assert_eq!(max.secs_since(min), i64::MAX / MICROS_PER_SECOND);
+        assert_eq!(min.secs_since(max), i64::MIN.div_euclid(MICROS_PER_SECOND));
+        assert_eq!(min.micros_since(Timestamp(1)), i64::MIN);
+        assert_eq!(max.plus_secs(1), max);
+        assert_eq!(min.plus_secs(-1), min);
+        assert_eq!(Timestamp(0).plus_secs(i64::MIN), min);
+        assert_eq!(Timestamp::from_secs(i64::MAX), max);
+        assert_eq!(Timestamp::from_secs(i64::MIN), min);
+        // Both ends print (as years far outside RFC 3339's, which is only ever shown).
+        assert!(min.to_string().ends_with('Z') && max.to_string().ends_with('Z'));
+        assert!(format!("{min:#}").ends_with('Z') && format!("{max:#}").ends_with('Z'));
+        let c = FakeClock::new(max);
+        c.advance_secs(10);
+        assert_eq!(c.now(), max);
+    }
 
     #[test]
     fn rfc3339_round_trips_and_honours_offsets() {

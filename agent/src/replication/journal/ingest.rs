@@ -1,6 +1,8 @@
 //! The write path of a group: frames in, batches made durable in the order the format requires
 //! (old content saved, then the targets written and flushed, then the commit record), space
 //! checked before a batch is taken. Only this path writes new data to the targets.
+//! It also applies the master target's clock rule to every frame's source time (README,
+//! "Clocks"): too far ahead is refused, backwards is raised to the group's latest.
 
 use super::blocks::{append_block_record, BlockHead, BLOCK_HEAD_LEN, REC_ROLLBACK, REC_UNDO};
 use super::clock::Timestamp;
@@ -28,7 +30,12 @@ pub enum FrameOutcome {
 
 pub(super) struct PendingWrite {
     pub(super) lsn: Lsn,
+    /// Source time, after the clock rule.
     pub(super) time: Timestamp,
+    /// When the master target took it.
+    pub(super) received: Timestamp,
+    /// How far the clock rule raised its source time (microseconds; 0: not at all).
+    pub(super) step_back: i64,
     pub(super) disk: u32,
     pub(super) offset: u64,
     pub(super) data: Vec<u8>,
@@ -75,6 +82,8 @@ impl GroupJournal {
                     return Ok(FrameOutcome::Duplicate);
                 }
                 self.check_order(lsn)?;
+                let now = self.vol.clock.now();
+                let (source_time, step_back) = self.admit_source_time(lsn, source_time, now)?;
                 let spec = self.state.disks.get(disk as usize).ok_or_else(|| {
                     JournalError::Rejected(format!(
                         "LSN {lsn}: disk number {disk}, but group {} has {} disks",
@@ -96,18 +105,21 @@ impl GroupJournal {
                     )));
                 }
                 self.enter_or_check_resync(lsn, resync)?;
-                // A crash-consistent point at least every 5 minutes of incoming changes (never
-                // in the middle of a resync: the targets are not consistent there).
-                let first = self
-                    .pending
-                    .first()
-                    .map(|w| w.time)
-                    .or(self.state.open.first_change);
+                // A crash-consistent point at least every 5 minutes of incoming changes, by the
+                // master target's clock (never in the middle of a resync: the targets are not
+                // consistent there). An epoch an earlier version opened has no first receive
+                // time: its last commit's stands in (later, so no point comes early).
+                let open = &self.state.open;
+                let first = open
+                    .first_received
+                    .or_else(|| open.first_change.map(|_| self.state.tip_received))
+                    .or(self.pending.first().map(|w| w.received));
                 let mut auto = Ok(());
                 if let (Some(first), None) = (first, self.state.resync) {
-                    if source_time.secs_since(first) >= self.vol.policy.crash_point_interval_secs {
+                    if now.secs_since(first) >= self.vol.policy.crash_point_interval_secs {
                         auto = self.commit().and_then(|_| {
-                            self.make_point(self.state.tip, PointKind::Crash, "auto".into(), None)
+                            let tip = self.state.tip;
+                            self.make_point(tip, PointKind::Crash, "auto".into(), None, 0)
                                 .map(drop)
                         });
                     }
@@ -118,6 +130,8 @@ impl GroupJournal {
                 self.pending.push(PendingWrite {
                     lsn,
                     time: source_time,
+                    received: now,
+                    step_back,
                     disk,
                     offset,
                     data,
@@ -138,15 +152,46 @@ impl GroupJournal {
                     return Ok(FrameOutcome::Duplicate);
                 }
                 self.check_order(lsn)?;
+                let now = self.vol.clock.now();
+                let (source_time, step_back) = self.admit_source_time(lsn, source_time, now)?;
                 self.commit()?;
                 let kind = match kind {
                     TagKind::Crash => PointKind::Crash,
                     TagKind::App => PointKind::App,
                 };
-                let p = self.make_point(lsn, kind, name, Some(source_time))?;
+                let p = self.make_point(lsn, kind, name, Some(source_time), step_back)?;
                 Ok(FrameOutcome::PointCreated(p))
             }
         }
+    }
+
+    /// The master target's clock rule for a frame's source time: refused when more than the
+    /// policy's skew ahead of `now` (nothing of the frame is taken); raised to the group's
+    /// latest source time when it goes back, so points stay in the order `recover --point TIME`
+    /// selects by. A time far behind is kept: retention runs on receive times, so it only shows
+    /// in `status`. Returns the time to keep and how many microseconds it was raised.
+    fn admit_source_time(
+        &self,
+        lsn: Lsn,
+        t: Timestamp,
+        now: Timestamp,
+    ) -> Result<(Timestamp, i64)> {
+        let limit = self.vol.policy.max_clock_skew_secs;
+        if t > now.plus_secs(limit) {
+            return Err(JournalError::Rejected(format!(
+                "LSN {lsn}: source time {t:#} is {} s ahead of the master target's clock ({now:#}); group {} accepts at most {limit} s ahead (serve --max-clock-skew): correct the source's clock",
+                t.secs_since(now),
+                self.state.group
+            )));
+        }
+        let latest = match self.pending.last() {
+            Some(w) => Some(w.time),
+            None => (self.state.tip > Lsn(0)).then_some(self.state.tip_time),
+        };
+        Ok(match latest {
+            Some(l) if t < l => (l, l.micros_since(t)),
+            _ => (t, 0),
+        })
     }
 
     fn check_order(&self, lsn: Lsn) -> Result<()> {
@@ -286,17 +331,27 @@ impl GroupJournal {
         self.sync_targets(touched)?;
         let last = self.pending.last().expect("batch is not empty");
         let (tip, tip_time) = (last.lsn, last.time);
+        let received = last.received;
         let first_change = self.state.open.first_change.unwrap_or(self.pending[0].time);
+        let first_received = self
+            .state
+            .open
+            .first_received
+            .unwrap_or(self.pending[0].received);
+        let source_clock = self.pending.iter().fold(self.state.source_clock, |c, w| {
+            c.with_step_back(w.step_back)
+        });
         let new_undo_len = self.state.open.undo_len + undo_buf.len() as u64;
         let rec = timeline::Record::Commit {
             seq,
             tip,
             tip_time,
-            received: self.vol.clock.now(),
+            received,
             epoch: self.state.open.id,
             undo_len: new_undo_len,
             first_change,
             last_write: self.state.last_write.clone(),
+            clock: Some((first_received, source_clock)),
         };
         self.append_timeline(&rec)?;
         rec.apply(&mut self.state)

@@ -21,6 +21,8 @@
 
 mod blocks;
 pub mod clock;
+#[cfg(test)]
+mod clock_rule_tests;
 mod group;
 mod ingest;
 pub mod io;

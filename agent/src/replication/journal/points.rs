@@ -1,6 +1,7 @@
 //! Recovery points: making one (the Point record closes the open epoch and opens the next),
 //! listing and selecting them, pruning those older than the retention window with the undo logs
-//! only they needed, and compacting the timeline.
+//! only they needed, and compacting the timeline. The window runs on the master target's clock
+//! (a point's receive time); selecting by time uses the source's (a point's source time).
 
 use super::clock::Timestamp;
 use super::record::FileKind;
@@ -42,8 +43,9 @@ impl GroupJournal {
         kind: PointKind,
         name: String,
         source_time: Option<Timestamp>,
+        step_back: i64,
     ) -> Result<RecoveryPoint> {
-        let r = self.make_point_inner(lsn, kind, name, source_time);
+        let r = self.make_point_inner(lsn, kind, name, source_time, step_back);
         self.guard(r)
     }
 
@@ -53,6 +55,7 @@ impl GroupJournal {
         kind: PointKind,
         name: String,
         source_time: Option<Timestamp>,
+        step_back: i64,
     ) -> Result<RecoveryPoint> {
         assert!(
             self.pending.is_empty(),
@@ -73,6 +76,7 @@ impl GroupJournal {
             point: point.clone(),
             closed_undo_len: self.state.open.undo_len,
             next_epoch: new_id,
+            source_clock: Some(self.state.source_clock.with_step_back(step_back)),
         };
         self.append_timeline(&rec)?;
         rec.apply(&mut self.state)
@@ -104,7 +108,7 @@ impl GroupJournal {
             .state
             .points
             .first()
-            .is_some_and(|p| p.source_time < horizon)
+            .is_some_and(|p| p.received_time < horizon)
         {
             self.prune()?;
         }
@@ -138,7 +142,7 @@ impl GroupJournal {
             .points
             .iter()
             .cloned()
-            .partition(|p| p.source_time >= horizon || Some(p.lsn) == newest_app);
+            .partition(|p| p.received_time >= horizon || Some(p.lsn) == newest_app);
         // An epoch ending at or before the oldest point only leads to points that are gone.
         let oldest_kept = keep.first().map_or(self.state.open.start, |p| p.lsn);
         let (live, dead): (Vec<_>, Vec<_>) = self
@@ -269,6 +273,7 @@ mod tests {
                 retention_secs: 86_400,
                 app_consistent_frequency_secs: 3600,
                 crash_point_interval_secs: 300,
+                max_clock_skew_secs: 300,
             },
             budget: None,
             batch_bytes: 1 << 20,

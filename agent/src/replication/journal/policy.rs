@@ -2,8 +2,10 @@
 //! app-consistent age, retention window, retention usage, degraded states).
 //! The policy values come from [`crate::config::AgentConfig`]; none is written here twice.
 //! Status only reads (it never repairs or locks), so it works while a stream is being applied.
+//! Every age in it is by the master target's clock (receive times), never negative; the
+//! source's clock only shows as the skew and its warnings.
 
-use super::clock::Timestamp;
+use super::clock::{Timestamp, MICROS_PER_SECOND};
 use super::timeline::{self, PointKind, RecoveryPoint, TimelineState};
 use super::{JournalError, RetentionVolume};
 use crate::config::AgentConfig;
@@ -12,6 +14,11 @@ use serde::Serialize;
 /// ASR's crash-consistent cadence: a point at least every 5 minutes of incoming changes. Not a
 /// setting of the appliance (the product keeps it fixed), so it lives only here.
 pub const CRASH_POINT_INTERVAL_SECS: i64 = 5 * 60;
+/// How far ahead of the master target's clock a frame's source time may be before the session
+/// is refused (`serve --max-clock-skew`): NTP keeps two hosts within well under a second, so
+/// 5 minutes is only ever passed by a clock that is wrong, and a point from the future would
+/// outlive every real one for `recover --point TIME`.
+pub const DEFAULT_MAX_CLOCK_SKEW_SECS: i64 = 5 * 60;
 /// Usage of the retention limit above which the status warns that the window may not be kept.
 pub const NEARLY_FULL_PERCENT: u64 = 90;
 
@@ -21,6 +28,9 @@ pub struct Policy {
     pub retention_secs: i64,
     pub app_consistent_frequency_secs: i64,
     pub crash_point_interval_secs: i64,
+    /// A source time further ahead of the master target's clock than this is refused; one as
+    /// far behind is kept but `status` warns.
+    pub max_clock_skew_secs: i64,
 }
 
 impl Policy {
@@ -30,6 +40,7 @@ impl Policy {
             retention_secs: i64::from(c.retention_hours) * 3600,
             app_consistent_frequency_secs: i64::from(c.app_consistent_frequency_minutes) * 60,
             crash_point_interval_secs: CRASH_POINT_INTERVAL_SECS,
+            max_clock_skew_secs: DEFAULT_MAX_CLOCK_SKEW_SECS,
         }
     }
 }
@@ -54,7 +65,19 @@ pub struct GroupStatus {
     pub degraded_reasons: Vec<String>,
     pub latest_lsn: u64,
     pub latest_source_time: Option<String>,
-    /// now - source time of the newest durable state (since creation while nothing arrived).
+    /// When the master target received the newest durable state.
+    pub latest_received_time: Option<String>,
+    /// The latest frame's source time minus its receive time (seconds, negative when the
+    /// source's clock is behind); none while nothing arrived.
+    pub skew_seconds: Option<i64>,
+    /// Frames whose source time went back and was raised to the group's latest.
+    pub clock_steps_back: u64,
+    /// The largest such step, in seconds.
+    pub largest_step_back_seconds: f64,
+    /// What the source's clock did that an operator should correct.
+    pub clock_warnings: Vec<String>,
+    /// now - receive time of the newest durable state (since creation while nothing arrived),
+    /// by the master target's clock; never negative.
     pub rpo_seconds: i64,
     pub rpo_threshold_seconds: i64,
     pub rpo_exceeded: bool,
@@ -89,16 +112,20 @@ fn when(t: Timestamp) -> Option<String> {
 pub fn group_status(vol: &RetentionVolume, s: &TimelineState, used: u64, free: u64) -> GroupStatus {
     let p = &vol.policy;
     let now = vol.clock.now();
-    let rpo = if s.tip.0 == 0 {
-        now.secs_since(s.created)
+    // The master target's clock may have stepped back since: an age is never negative.
+    let age = |t: Timestamp| now.secs_since(t).max(0);
+    let received = s.tip.0 != 0;
+    let rpo = if received {
+        age(s.tip_received)
     } else {
-        now.secs_since(s.tip_time)
+        age(s.created)
     };
     let rpo_exceeded = rpo > p.rpo_threshold_secs;
     let app = s.points.iter().rev().find(|x| x.kind == PointKind::App);
-    let since_app = app.map(|a| now.secs_since(a.source_time));
-    let app_overdue =
-        since_app.unwrap_or(now.secs_since(s.created)) > p.app_consistent_frequency_secs;
+    let since_app = app.map(|a| age(a.received_time));
+    let app_overdue = since_app.unwrap_or(age(s.created)) > p.app_consistent_frequency_secs;
+    let skew = received.then(|| s.tip_time.secs_since(s.tip_received));
+    let (clock_warnings, step_back) = clock_warnings(s, skew, p.max_clock_skew_secs);
     let mut reasons = Vec::new();
     let mut state = "ok";
     if let Some((since, why)) = &s.stalled {
@@ -140,6 +167,11 @@ pub fn group_status(vol: &RetentionVolume, s: &TimelineState, used: u64, free: u
         degraded_reasons: reasons,
         latest_lsn: s.tip.0,
         latest_source_time: when(s.tip_time),
+        latest_received_time: received.then(|| s.tip_received.to_string()),
+        skew_seconds: skew,
+        clock_steps_back: s.source_clock.clamped,
+        largest_step_back_seconds: step_back,
+        clock_warnings,
         rpo_seconds: rpo,
         rpo_threshold_seconds: p.rpo_threshold_secs,
         rpo_exceeded,
@@ -154,6 +186,26 @@ pub fn group_status(vol: &RetentionVolume, s: &TimelineState, used: u64, free: u
         group_bytes: vol.group_usage(&s.group),
         disks,
     }
+}
+
+/// The warnings about a group's source clock, and its largest step back in seconds.
+fn clock_warnings(s: &TimelineState, skew: Option<i64>, limit: i64) -> (Vec<String>, f64) {
+    let mut out = Vec::new();
+    let c = s.source_clock;
+    let step = c.largest_step_back as f64 / MICROS_PER_SECOND as f64;
+    if c.clamped > 0 {
+        out.push(format!(
+            "the source's clock went back {} times (at most {step:.3} s): those frames are kept under the group's latest source time",
+            c.clamped
+        ));
+    }
+    if let Some(skew) = skew.filter(|k| *k < limit.saturating_neg()) {
+        out.push(format!(
+            "the source's clock is {} s behind the master target's (more than {limit} s): retention runs on the master target's clock, but `recover --point TIME` selects by the source's",
+            skew.saturating_neg()
+        ));
+    }
+    (out, step)
 }
 
 /// The status of every group on the volume, read without locking or repairing anything.
@@ -197,7 +249,7 @@ pub fn render(v: &VolumeStatus) -> String {
     }
     for g in &v.groups {
         let _ = writeln!(o, "group {}: {}", g.group, g.state.to_uppercase());
-        for r in &g.degraded_reasons {
+        for r in g.degraded_reasons.iter().chain(&g.clock_warnings) {
             let _ = writeln!(o, "  ! {r}");
         }
         let _ = writeln!(
@@ -211,6 +263,12 @@ pub fn render(v: &VolumeStatus) -> String {
                 .as_deref()
                 .unwrap_or("nothing received yet")
         );
+        if let (Some(k), Some(at)) = (g.skew_seconds, &g.latest_received_time) {
+            let _ = writeln!(
+                o,
+                "  clock skew {k:+} s (the latest frame's source time minus its receive time, {at})"
+            );
+        }
         let _ = writeln!(
             o,
             "  app-consistent: {} ({}; expected every {} s)",

@@ -227,10 +227,12 @@ impl GroupJournal {
             start: point.lsn,
             undo_len: FILE_HEADER_LEN,
             first_change: None,
+            first_received: None,
         };
         s.next_epoch_id = new_id + 1;
         s.tip = point.lsn;
         s.tip_time = point.source_time;
+        s.tip_received = point.received_time;
         s.commit_seq += 1;
         s.intent = None;
         s.stalled = None;

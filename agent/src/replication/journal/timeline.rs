@@ -1,6 +1,8 @@
 //! The group's timeline log (`timeline.log`): the group definition, commits, recovery points,
 //! recovery intents and stalls, as CRC-framed records; replaying them gives [`TimelineState`].
 //! It is compacted into a single snapshot record through a temporary file and a rename.
+//! Records written before the master target's clock rule ended without its fields (the first
+//! receive time of the open epoch, [`SourceClock`]); they are read with those left unknown.
 
 use super::clock::Timestamp;
 use super::io::{Fs, FsFile, OpenMode};
@@ -46,9 +48,11 @@ pub struct RecoveryPoint {
     pub kind: PointKind,
     /// The tag's name, or "auto" for the agent's own crash-consistent points.
     pub name: String,
-    /// When the source wrote the data the point covers (RPO and "at or before" use this).
+    /// When the source wrote the data the point covers, by the source's clock (raised to the
+    /// group's latest when it went back): what `recover --point TIME` selects by.
     #[serde(serialize_with = "ser_time")]
     pub source_time: Timestamp,
+    /// When the master target made the point, by its own clock: retention and ages use this.
     #[serde(serialize_with = "ser_time")]
     pub received_time: Timestamp,
 }
@@ -74,8 +78,34 @@ pub struct OpenEpoch {
     pub start: Lsn,
     /// Committed length of its undo log.
     pub undo_len: u64,
-    /// Source time of its first write (the 5-minute crash point counts from here).
+    /// Source time of its first write.
     pub first_change: Option<Timestamp>,
+    /// When the master target received its first write (the 5-minute crash point counts from
+    /// here); unknown for an epoch a journal of an earlier version opened.
+    pub first_received: Option<Timestamp>,
+}
+
+/// What a group's source clock did that the master target corrected: frames whose source time
+/// was earlier than the group's latest were kept under the latest (so points stay in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SourceClock {
+    /// How many frames.
+    pub clamped: u64,
+    /// The largest step back, in microseconds.
+    pub largest_step_back: i64,
+}
+
+impl SourceClock {
+    /// This record with one more frame `step` microseconds back (none if `step` is 0).
+    pub fn with_step_back(self, step: i64) -> SourceClock {
+        if step <= 0 {
+            return self;
+        }
+        SourceClock {
+            clamped: self.clamped.saturating_add(1),
+            largest_step_back: self.largest_step_back.max(step),
+        }
+    }
 }
 
 /// Everything the timeline says about a group.
@@ -98,6 +128,7 @@ pub struct TimelineState {
     /// A resync (full copy or delta) began with the write at this LSN and has not reached its
     /// closing tag: the targets are a mix of old and new blocks, so "latest" is not consistent.
     pub resync: Option<Lsn>,
+    pub source_clock: SourceClock,
 }
 
 impl TimelineState {
@@ -118,11 +149,13 @@ impl TimelineState {
                 start: Lsn(0),
                 undo_len: FILE_HEADER_LEN,
                 first_change: None,
+                first_received: None,
             },
             next_epoch_id: 2,
             stalled: None,
             intent: None,
             resync: None,
+            source_clock: SourceClock::default(),
         }
     }
 }
@@ -140,6 +173,9 @@ pub enum Record {
         undo_len: u64,
         first_change: Timestamp,
         last_write: Vec<Timestamp>,
+        /// The open epoch's first receive time and the source clock's corrections so far
+        /// (`None`: a record of an earlier version, which has neither).
+        clock: Option<(Timestamp, SourceClock)>,
     },
     /// Closes the open epoch at the point and opens `next_epoch` (one record, so atomic).
     Point {
@@ -147,6 +183,7 @@ pub enum Record {
         point: RecoveryPoint,
         closed_undo_len: u64,
         next_epoch: u64,
+        source_clock: Option<SourceClock>,
     },
     /// An in-place recovery to this point has started.
     Intent {
@@ -177,6 +214,22 @@ fn enc_point(e: &mut Enc, p: &RecoveryPoint) {
         .str(&p.name)
         .i64(p.source_time.0)
         .i64(p.received_time.0);
+}
+
+fn enc_source_clock(e: &mut Enc, c: &SourceClock) {
+    e.u64(c.clamped).i64(c.largest_step_back);
+}
+
+fn dec_source_clock(d: &mut Dec) -> Result<SourceClock, String> {
+    Ok(SourceClock {
+        clamped: d.u64()?,
+        largest_step_back: d.i64()?,
+    })
+}
+
+/// Whether a record goes on past the fields every version writes (the clock fields, added later).
+fn has_tail(d: &Dec, body: &[u8]) -> bool {
+    d.pos < body.len()
 }
 
 fn dec_point(d: &mut Dec) -> Result<RecoveryPoint, String> {
@@ -235,6 +288,11 @@ impl Record {
                     Some(l) => e.u8(1).u64(l.0),
                     None => e.u8(0),
                 };
+                match s.open.first_received {
+                    Some(t) => e.u8(1).i64(t.0),
+                    None => e.u8(0).i64(0),
+                };
+                enc_source_clock(&mut e, &s.source_clock);
                 REC_SNAPSHOT
             }
             Record::Commit {
@@ -246,12 +304,17 @@ impl Record {
                 undo_len,
                 first_change,
                 last_write,
+                clock,
             } => {
                 e.u64(*seq).u64(tip.0).i64(tip_time.0).i64(received.0);
                 e.u64(*epoch).u64(*undo_len);
                 e.i64(first_change.0).u32(last_write.len() as u32);
                 for t in last_write {
                     e.i64(t.0);
+                }
+                if let Some((first_received, c)) = clock {
+                    e.i64(first_received.0);
+                    enc_source_clock(&mut e, c);
                 }
                 REC_COMMIT
             }
@@ -260,10 +323,14 @@ impl Record {
                 point,
                 closed_undo_len,
                 next_epoch,
+                source_clock,
             } => {
                 e.u64(*seq);
                 enc_point(&mut e, point);
                 e.u64(*closed_undo_len).u64(*next_epoch);
+                if let Some(c) = source_clock {
+                    enc_source_clock(&mut e, c);
+                }
                 REC_POINT
             }
             Record::Intent { to } => {
@@ -325,11 +392,12 @@ impl Record {
                 let (id, start, undo_len) = (d.u64()?, Lsn(d.u64()?), d.u64()?);
                 let has = d.u8()?;
                 let t = Timestamp(d.i64()?);
-                let open = OpenEpoch {
+                let mut open = OpenEpoch {
                     id,
                     start,
                     undo_len,
                     first_change: (has == 1).then_some(t),
+                    first_received: None,
                 };
                 let next_epoch_id = d.u64()?;
                 let stalled = match d.u8()? {
@@ -344,6 +412,13 @@ impl Record {
                     1 => Some(Lsn(d.u64()?)),
                     _ => None,
                 };
+                let mut source_clock = SourceClock::default();
+                if has_tail(&d, body) {
+                    let has = d.u8()?;
+                    let t = Timestamp(d.i64()?);
+                    open.first_received = (has == 1).then_some(t);
+                    source_clock = dec_source_clock(&mut d)?;
+                }
                 Record::Snapshot(Box::new(TimelineState {
                     group,
                     created,
@@ -360,6 +435,7 @@ impl Record {
                     stalled,
                     intent,
                     resync,
+                    source_clock,
                 }))
             }
             REC_COMMIT => {
@@ -379,6 +455,11 @@ impl Record {
                 for _ in 0..n {
                     last_write.push(Timestamp(d.i64()?));
                 }
+                let clock = if has_tail(&d, body) {
+                    Some((Timestamp(d.i64()?), dec_source_clock(&mut d)?))
+                } else {
+                    None
+                };
                 Record::Commit {
                     seq,
                     tip,
@@ -388,6 +469,7 @@ impl Record {
                     undo_len,
                     first_change,
                     last_write,
+                    clock,
                 }
             }
             REC_POINT => Record::Point {
@@ -395,6 +477,11 @@ impl Record {
                 point: dec_point(&mut d)?,
                 closed_undo_len: d.u64()?,
                 next_epoch: d.u64()?,
+                source_clock: if has_tail(&d, body) {
+                    Some(dec_source_clock(&mut d)?)
+                } else {
+                    None
+                },
             },
             REC_INTENT => Record::Intent { to: Lsn(d.u64()?) },
             REC_STALL => Record::Stall {
@@ -425,6 +512,7 @@ impl Record {
                 undo_len,
                 first_change,
                 last_write,
+                clock,
             } => {
                 if *seq != s.commit_seq + 1 || *epoch != s.open.id || *tip <= s.tip {
                     return Err("commit record out of sequence".into());
@@ -438,6 +526,16 @@ impl Record {
                 s.tip_received = *received;
                 s.open.undo_len = *undo_len;
                 s.open.first_change = Some(*first_change);
+                match clock {
+                    Some((first_received, c)) => {
+                        s.open.first_received = Some(*first_received);
+                        s.source_clock = *c;
+                    }
+                    // An earlier version's record: the epoch began no later than this batch.
+                    None => {
+                        s.open.first_received = s.open.first_received.or(Some(*received));
+                    }
+                }
                 s.last_write = last_write.clone();
                 s.stalled = None;
             }
@@ -446,6 +544,7 @@ impl Record {
                 point,
                 closed_undo_len,
                 next_epoch,
+                source_clock,
             } => {
                 if *seq != s.commit_seq + 1
                     || *closed_undo_len != s.open.undo_len
@@ -466,6 +565,7 @@ impl Record {
                     start: point.lsn,
                     undo_len: FILE_HEADER_LEN,
                     first_change: None,
+                    first_received: None,
                 };
                 s.next_epoch_id = next_epoch + 1;
                 if point.lsn > s.tip {
@@ -473,6 +573,9 @@ impl Record {
                     s.tip_time = point.source_time;
                 }
                 s.tip_received = point.received_time;
+                if let Some(c) = source_clock {
+                    s.source_clock = *c;
+                }
                 s.points.push(point.clone());
                 s.stalled = None;
                 s.resync = None;
