@@ -138,9 +138,10 @@ impl GroupJournal {
                     return Ok(FrameOutcome::Duplicate);
                 }
                 self.check_order(lsn)?;
+                self.check_tag(lsn, &name, kind == TagKind::ResyncEnd)?;
                 self.commit()?;
                 let kind = match kind {
-                    TagKind::Crash => PointKind::Crash,
+                    TagKind::Crash | TagKind::ResyncEnd => PointKind::Crash,
                     TagKind::App => PointKind::App,
                 };
                 let p = self.make_point(lsn, kind, name, Some(source_time))?;
