@@ -219,6 +219,38 @@ mod tests {
     }
 
     #[test]
+    fn a_recorded_stream_cannot_end_a_resync_with_a_tag_of_its_own() {
+        let mut jr = group();
+        let resync_write = |lsn| {
+            let mut f = write(lsn);
+            if let Frame::Write { resync, .. } = &mut f {
+                *resync = true;
+            }
+            f
+        };
+        let tag = Frame::Tag {
+            lsn: Lsn(3),
+            source_time: T0,
+            kind: TagKind::Crash,
+            name: "hostile".into(),
+        };
+        let r = apply_stream(
+            &mut jr,
+            &stream(&[start(), resync_write(1), resync_write(2), tag])[..],
+            "s".into(),
+        );
+        assert_eq!((r.acked, r.points), (Lsn(2), 0));
+        let e = format!("{:#}", r.into_result().unwrap_err());
+        assert!(
+            e.starts_with("s: frame #3 (byte ")
+                && e.contains("LSN 3: tag \"hostile\" while the resync of group g begun at LSN 1"),
+            "{e}"
+        );
+        assert!(jr.points().is_empty());
+        assert!(jr.latest_is_consistent().is_err());
+    }
+
+    #[test]
     fn what_was_valid_before_a_refused_frame_is_acknowledged() {
         let mut jr = group();
         let mut beyond = write(2);

@@ -25,6 +25,11 @@ pub const MAX_TAG_NAME: usize = 256;
 const KIND_START: u8 = 1;
 const KIND_WRITE: u8 = 2;
 const KIND_TAG: u8 = 3;
+/// Tag kinds (header bytes 12..16 of a Tag frame). 3 came with protocol version 3; a recorded
+/// stream made before it holds only 1 and 2, so every such file still reads as it did.
+const TAG_CRASH: u32 = 1;
+const TAG_APP: u32 = 2;
+const TAG_RESYNC_END: u32 = 3;
 /// Write-frame flag: the write is part of a resync (full copy or delta), so the target is not a
 /// consistent image of the source until the resync's closing tag (see the journal's resync mode).
 const FLAG_RESYNC: u8 = 1;
@@ -37,6 +42,10 @@ pub enum TagKind {
     Crash,
     /// Application-consistent: the source's applications were quiesced (VSS-style bookmark).
     App,
+    /// The tag that closes a resync (full copy or delta): the targets equal the sources there,
+    /// a crash-consistent point. While a resync is open the journal takes no other tag, and it
+    /// refuses this one when none is open; only a sender's `--full` or `--delta` sends it.
+    ResyncEnd,
 }
 
 /// One decoded frame.
@@ -72,6 +81,17 @@ impl Frame {
             Frame::Start { .. } => None,
             Frame::Write { lsn, .. } | Frame::Tag { lsn, .. } => Some(*lsn),
         }
+    }
+
+    /// Whether this is the tag that closes a resync.
+    pub fn closes_resync(&self) -> bool {
+        matches!(
+            self,
+            Frame::Tag {
+                kind: TagKind::ResyncEnd,
+                ..
+            }
+        )
     }
 }
 
@@ -129,8 +149,9 @@ pub fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
         } => {
             put_str(out, name);
             let k = match kind {
-                TagKind::Crash => 1,
-                TagKind::App => 2,
+                TagKind::Crash => TAG_CRASH,
+                TagKind::App => TAG_APP,
+                TagKind::ResyncEnd => TAG_RESYNC_END,
             };
             (KIND_TAG, k, lsn.0, source_time.0, 0)
         }
@@ -345,8 +366,9 @@ fn check_body(h: &[u8; FRAME_HEADER_LEN], rest: &[u8]) -> Result<Frame, String> 
         }
         KIND_TAG => {
             let kind = match disk {
-                1 => TagKind::Crash,
-                2 => TagKind::App,
+                TAG_CRASH => TagKind::Crash,
+                TAG_APP => TagKind::App,
+                TAG_RESYNC_END => TagKind::ResyncEnd,
                 k => return Err(format!("unknown tag kind {k}")),
             };
             let mut p = Cursor { b: payload, pos: 0 };
@@ -431,7 +453,58 @@ mod tests {
                 kind: TagKind::App,
                 name: "vss".into(),
             },
+            Frame::Tag {
+                lsn: Lsn(3),
+                source_time: Timestamp(7),
+                kind: TagKind::ResyncEnd,
+                name: "resync".into(),
+            },
         ]
+    }
+
+    /// A Tag frame laid out by hand as the format document says (version 1, flags 0).
+    fn tag_by_hand(tag_kind: u32) -> Vec<u8> {
+        let name = b"t1";
+        let mut payload = (name.len() as u32).to_le_bytes().to_vec();
+        payload.extend_from_slice(name);
+        let mut b = vec![0u8; FRAME_HEADER_LEN];
+        b[0..4].copy_from_slice(b"MTFR");
+        b[4..6].copy_from_slice(&1u16.to_le_bytes());
+        b[6] = 3;
+        b[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        b[12..16].copy_from_slice(&tag_kind.to_le_bytes());
+        b[16..24].copy_from_slice(&9u64.to_le_bytes());
+        b[24..32].copy_from_slice(&11i64.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..44]);
+        b[44..48].copy_from_slice(&crc.to_le_bytes());
+        let mut h = blake3::Hasher::new();
+        h.update(&b[..44]);
+        h.update(&payload);
+        b.extend_from_slice(&payload);
+        b.extend_from_slice(h.finalize().as_bytes());
+        b
+    }
+
+    #[test]
+    fn tags_of_streams_recorded_before_the_closing_kind_read_as_ordinary_tags() {
+        for (code, kind) in [(1, TagKind::Crash), (2, TagKind::App)] {
+            let f = decode_slice(&tag_by_hand(code)).unwrap();
+            assert!(!f.closes_resync(), "{f:?}");
+            assert_eq!(
+                f,
+                Frame::Tag {
+                    lsn: Lsn(9),
+                    source_time: Timestamp(11),
+                    kind,
+                    name: "t1".into(),
+                }
+            );
+        }
+        let closing = decode_slice(&tag_by_hand(3)).unwrap();
+        assert!(closing.closes_resync(), "{closing:?}");
+        assert_eq!(encode(&closing), tag_by_hand(3));
+        let e = decode_slice(&tag_by_hand(4)).unwrap_err();
+        assert_eq!(e, "unknown tag kind 4");
     }
 
     #[test]

@@ -7,14 +7,17 @@
 //! Some runs are in the middle of a resync when power fails: there the targets may also hold
 //! blocks of the unacknowledged batch (a resync keeps no rollback), "latest" is refused, every
 //! point still recovers exactly, and resending the blocks that differ (what a delta resync does)
-//! makes the targets exact again.
+//! makes the targets exact again. Into resyncs the workload mixes what only their closing tag may
+//! follow (other tags, change-stream writes) and, outside them, stray closing tags: each is
+//! refused without a single I/O and with the journal's state unchanged. A crash around a
+//! closing tag leaves the resync either still open or closed with its point.
 //! Every run reproduces from its seed (printed on failure).
 
 use crate::common;
 
 use camino::Utf8PathBuf;
 use common::*;
-use mt_agent::replication::frame::{Frame, BLOCK_SIZE};
+use mt_agent::replication::frame::{Frame, TagKind, BLOCK_SIZE};
 use mt_agent::replication::journal::clock::{Clock, FakeClock};
 use mt_agent::replication::journal::sim::SimFs;
 use mt_agent::replication::journal::{GroupJournal, JournalError, Lsn, PointKind, RecoveryPoint};
@@ -32,14 +35,21 @@ enum Phase {
     RecoverToDir,
     Restart,
     RestartRepair,
+    /// The resync's closing tag.
+    CloseResync,
     /// Not a phase of its own: the crash left a resync unfinished.
     MidResync,
+    /// Not a phase of its own: the run had frames refused (a foreign tag or a change-stream
+    /// write during a resync, a closing tag outside one).
+    Refused,
 }
 
 enum InFlight {
     None,
     InPlace(RecoveryPoint),
     ToDir(RecoveryPoint, Utf8PathBuf),
+    /// The closing tag at this LSN.
+    Close(Lsn),
 }
 
 struct Run {
@@ -48,8 +58,53 @@ struct Run {
     clock: Arc<FakeClock>,
     model: Model,
     tag: String,
-    /// Writes are part of a resync until the next tag.
+    /// Writes are part of a resync until its closing tag.
     resyncing: bool,
+    /// Frames the journal refused (and had to).
+    refused: u64,
+}
+
+/// Hands the journal a frame it must refuse, and checks that it did so without any I/O, with
+/// its state unchanged, and with a message naming the frame's LSN (and, during a resync, the
+/// resync's first LSN and how to finish it).
+fn must_refuse(r: &mut Run, j: &mut GroupJournal, f: Frame) -> Phase {
+    let what = match (&f, r.resyncing) {
+        (Frame::Tag { .. }, true) => "a foreign tag in a resync",
+        (_, true) => "a change-stream write in a resync",
+        _ => "a closing tag outside a resync",
+    };
+    let lsn = f.lsn().unwrap();
+    let (ops, state) = (r.fs.ops(), j.state().clone());
+    let e = match j.apply_frame(f) {
+        Err(JournalError::Rejected(e)) => e,
+        other => panic!("{}: {what} at LSN {lsn} was not refused: {other:?}", r.tag),
+    };
+    assert_eq!(r.fs.ops(), ops, "{}: refusing {what} did I/O", r.tag);
+    assert!(
+        j.state() == &state,
+        "{}: refusing {what} changed the state",
+        r.tag
+    );
+    assert!(e.contains(&format!("LSN {lsn}:")), "{}: {e}", r.tag);
+    match state.resync {
+        Some(from) => assert!(
+            e.contains(&format!("begun at LSN {from}")) && e.contains("finish the resync first"),
+            "{}: {e}",
+            r.tag
+        ),
+        None => assert!(e.contains("no resync open"), "{}: {e}", r.tag),
+    }
+    r.refused += 1;
+    Phase::Refused
+}
+
+fn closing_tag(j: &GroupJournal, now: mt_agent::replication::journal::clock::Timestamp) -> Frame {
+    Frame::Tag {
+        lsn: j.next_lsn(),
+        source_time: now,
+        kind: TagKind::ResyncEnd,
+        name: format!("resync-{}", j.next_lsn()),
+    }
 }
 
 /// One random step; returns the phase it exercised. Errors are returned, not unwrapped.
@@ -63,6 +118,18 @@ fn step(
     let op = r.rng.below(100);
     *inflight = InFlight::None;
     match op {
+        0..=3 if r.resyncing || op <= 1 => {
+            let f = if !r.resyncing {
+                closing_tag(j, now)
+            } else if r.rng.chance(50) {
+                random_tag(j, &mut r.rng, now)
+            } else {
+                let f = random_write_of(j, &mut r.model, &mut r.rng, now, false);
+                r.model.log.pop();
+                f
+            };
+            (must_refuse(r, j, f), Ok(()))
+        }
         0..=54 => {
             let f = random_write_of(j, &mut r.model, &mut r.rng, now, r.resyncing);
             (Phase::Ingest, j.apply_frame(f).map(|_| ()))
@@ -72,13 +139,18 @@ fn step(
             let f = random_write_of(j, &mut r.model, &mut r.rng, now, true);
             (Phase::Ingest, j.apply_frame(f).map(|_| ()))
         }
-        55..=64 => {
-            let f = random_tag(j, &mut r.rng, now);
+        55..=64 if r.resyncing => {
+            let f = closing_tag(j, now);
+            *inflight = InFlight::Close(f.lsn().unwrap());
             let res = j.apply_frame(f).map(|_| ());
             if res.is_ok() {
                 r.resyncing = false;
             }
-            (Phase::Tag, res)
+            (Phase::CloseResync, res)
+        }
+        55..=64 => {
+            let f = random_tag(j, &mut r.rng, now);
+            (Phase::Tag, j.apply_frame(f).map(|_| ()))
         }
         65..=76 => {
             let secs = if r.rng.chance(15) {
@@ -163,6 +235,7 @@ fn crash_run(seed: u64) -> Vec<Phase> {
         model,
         tag: format!("crash seed {seed}"),
         resyncing: false,
+        refused: 0,
     };
     let mut j = vol.open_group("g").unwrap();
     let mut inflight = InFlight::None;
@@ -282,6 +355,23 @@ fn crash_run(seed: u64) -> Vec<Phase> {
             r.tag
         ),
     }
+    if let InFlight::Close(lsn) = &inflight {
+        // Around its closing tag a resync is still open, or closed with exactly that point.
+        let point = j2.points().iter().find(|p| p.lsn == *lsn);
+        match j2.state().resync {
+            Some(_) => assert!(
+                point.is_none() && got < *lsn,
+                "{}: a crash at the closing tag left the resync open beside its point",
+                r.tag
+            ),
+            None => assert!(
+                point.is_some_and(|p| p.name == format!("resync-{lsn}")) && got == *lsn,
+                "{}: a crash at the closing tag (LSN {lsn}) closed the resync without its point (tip {got}, points {:?})",
+                r.tag,
+                j2.points()
+            ),
+        }
+    }
     let unacked: Vec<_> = r.model.log.iter().filter(|w| w.0 > got).cloned().collect();
     r.model.truncate(got);
     r.resyncing = j2.state().resync.is_some();
@@ -346,6 +436,9 @@ fn crash_run(seed: u64) -> Vec<Phase> {
     }
     if mid_resync {
         phases.push(Phase::MidResync);
+    }
+    if r.refused > 0 {
+        phases.push(Phase::Refused);
     }
     phases
 }
@@ -423,6 +516,12 @@ fn campaign(seeds: std::ops::Range<u64>) -> BTreeMap<Phase, u64> {
 fn crashes_lose_no_acknowledged_write_and_no_point() {
     let by_phase = campaign(0..100);
     assert!(by_phase.values().sum::<u64>() >= 100);
+    for ph in [Phase::MidResync, Phase::CloseResync, Phase::Refused] {
+        assert!(
+            by_phase.get(&ph).copied().unwrap_or(0) > 0,
+            "no run reached {ph:?}: {by_phase:?}"
+        );
+    }
 }
 
 #[test]
@@ -439,7 +538,9 @@ fn crash_campaign_1200_points() {
         Phase::RecoverToDir,
         Phase::Restart,
         Phase::RestartRepair,
+        Phase::CloseResync,
         Phase::MidResync,
+        Phase::Refused,
     ] {
         assert!(
             by_phase.get(&ph).copied().unwrap_or(0) > 0,
@@ -505,6 +606,7 @@ fn a_failed_flush_stops_the_stream_and_is_never_retried() {
             model,
             tag: format!("failed flush seed {seed}"),
             resyncing: false,
+            refused: 0,
         };
         check_all_points(&r, &mut j2);
     }

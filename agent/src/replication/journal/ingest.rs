@@ -152,11 +152,12 @@ impl GroupJournal {
                     return Ok(FrameOutcome::Duplicate);
                 }
                 self.check_order(lsn)?;
+                self.check_tag(lsn, &name, kind == TagKind::ResyncEnd)?;
                 let now = self.vol.clock.now();
                 let (source_time, step_back) = self.admit_source_time(lsn, source_time, now)?;
                 self.commit()?;
                 let kind = match kind {
-                    TagKind::Crash => PointKind::Crash,
+                    TagKind::Crash | TagKind::ResyncEnd => PointKind::Crash,
                     TagKind::App => PointKind::App,
                 };
                 let p = self.make_point(lsn, kind, name, Some(source_time), step_back)?;

@@ -19,8 +19,9 @@ use crate::replication::frame::{FRAME_HASH_LEN, FRAME_HEADER_LEN, MAX_FRAME_PAYL
 use std::io::Read;
 
 /// The version of the message layer (the frame format has its own). 2: heartbeats, the resync
-/// cursor in `position` and `hash-request`, `stalled`.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// cursor in `position` and `hash-request`, `stalled`. 3: a resync ends with a tag of the kind
+/// that closes it (`TagKind::ResyncEnd`), the only tag the master target takes during one.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// A message body is never larger than the largest frame.
 pub const MAX_MESSAGE_BODY: u32 =
     FRAME_HEADER_LEN as u32 + MAX_FRAME_PAYLOAD + FRAME_HASH_LEN as u32;

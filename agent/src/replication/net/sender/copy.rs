@@ -1,6 +1,7 @@
 //! A resync as one session sends it: a full copy in frames of [`RESYNC_FRAME`] or a delta by
 //! block hashes, from where the resync cursor says the master target's acknowledged part ends,
-//! to the closing tag; and the progress line of a long one. Reconnecting is the caller's.
+//! to the closing tag (the only sender of one); and the progress line of a long one.
+//! Reconnecting is the caller's.
 
 use super::super::resume::{Cursor, Pos};
 use super::super::{resync, Message, RESYNC_BLOCK};
@@ -160,17 +161,26 @@ impl Resync<'_, '_> {
             ));
         }
         let mut lsn = self.s.acked;
+        let first = lsn;
         match mode {
             ResyncMode::Full => self.full(from, &mut lsn)?,
             ResyncMode::Delta => self.delta(from, &mut lsn)?,
         }
-        // The resync ends at a recovery point: the target equals the sources there.
+        // The resync ends at a recovery point: the target equals the sources there. The
+        // journal's resync is open if the master target said so or this session sent a resync
+        // write (the first one opens it); only then is there one to close. A delta that found
+        // nothing to send to a consistent group marks it with an ordinary crash tag.
+        let open = self.s.resync_since != 0 || lsn > first;
         lsn += 1;
         self.s.send_frame(
             &Frame::Tag {
                 lsn: Lsn(lsn),
                 source_time: now(),
-                kind: TagKind::Crash,
+                kind: if open {
+                    TagKind::ResyncEnd
+                } else {
+                    TagKind::Crash
+                },
                 name: "resync".into(),
             },
             self.report,

@@ -493,6 +493,9 @@ fn run_stream(
             Ok(None) => break,
             Err(e) => bail!("{path}: {e}"),
         };
+        if frame.closes_resync() {
+            bail!("{path}: frame #{index} (byte {offset}): a resync's closing tag; only the resync of mt-agent send --full or --delta sends one, never a recorded stream");
+        }
         let Some(file_lsn) = frame.lsn() else {
             continue;
         };
