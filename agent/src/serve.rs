@@ -5,17 +5,23 @@
 //! ([`crate::replication::net`]), one thread per connection so a misbehaving peer only ends its own session.
 //! What an unauthenticated peer can cost is bounded here: handshakes in progress are capped
 //! (`admission`), a connection over the cap is closed before a thread is started for it, accept
-//! errors back off, and refusals are logged at a bounded rate (`refusal_log`). The handshake's
-//! own deadline is the protocol's ([`crate::replication::net::auth`]).
+//! errors back off, and refusals are logged at a bounded rate (`refusal_log`). Failed
+//! enrolments delay later ones (`throttle`), and refusals are counted for `status`
+//! (`handshake_counts`). The handshake's own deadline is the protocol's
+//! ([`crate::replication::net::auth`]).
 
 mod admission;
+pub mod handshake_counts;
 pub mod refusal_log;
+pub mod throttle;
 
 use crate::config::AgentConfig;
 use crate::replication::net::auth::{hex, Accepted, ServerAuth};
+use crate::replication::net::enrol_gate::refusal_kind;
 use crate::replication::net::sessions::Sessions;
 use admission::{HandshakeSlot, HandshakeSlots};
 use anyhow::{Context, Result};
+use handshake_counts::{HandshakeCounter, Outcome};
 use mt_contract::units::ByteSize;
 use refusal_log::RefusalLog;
 use std::io::Write;
@@ -68,6 +74,8 @@ pub struct ServeOptions {
     pub passphrase_file: camino::Utf8PathBuf,
     /// A session that hears nothing for this long ends and releases its group.
     pub idle_timeout: std::time::Duration,
+    /// The delays after failed enrolments.
+    pub enrol_backoff: throttle::Backoff,
 }
 
 fn log(line: &str) {
@@ -91,7 +99,11 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} (agent.toml: port, or --listen)"))?;
     cfg.port = listener.local_addr()?.port();
-    let auth = Arc::new(ServerAuth::load(&opts.state, &opts.passphrase_file)?);
+    let auth = Arc::new(
+        ServerAuth::load(&opts.state, &opts.passphrase_file)?
+            .with_enrol_gate(Arc::new(throttle::EnrolThrottle::new(opts.enrol_backoff))),
+    );
+    let counts = Arc::new(HandshakeCounter::new(&opts.state));
     let root = opts
         .retention
         .clone()
@@ -114,14 +126,45 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
     out.flush()?;
     drop(out);
     let sessions = Arc::new(Sessions::new(opts.idle_timeout));
-    accept_loop(&listener, &auth, &vol, &sessions)
+    write_counts_every_second(&counts);
+    let served = accept_loop(&listener, &auth, &vol, &sessions, &counts);
+    if let Err(e) = counts.flush() {
+        log(&format!("cannot write the handshake counts: {e:#}"));
+    }
+    served
+}
+
+/// Keeps `status`'s counts at most [`handshake_counts::WRITE_EVERY`] behind; a failed write is
+/// logged once until one succeeds again.
+fn write_counts_every_second(counts: &Arc<HandshakeCounter>) {
+    let counts = counts.clone();
+    let started = std::thread::Builder::new()
+        .name("handshake-counts".into())
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                match counts.flush() {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        log(&format!("cannot write the handshake counts: {e:#}"));
+                    }
+                    Err(_) => {}
+                }
+                std::thread::sleep(handshake_counts::WRITE_EVERY);
+            }
+        });
+    if let Err(e) = started {
+        log(&format!("cannot start the handshake counts' writer: {e}"));
+    }
 }
 
 /// The bounded logs: unauthenticated refusals (and accept errors) apart from the errors of
-/// authenticated sessions, so a flood never hides why a real session ended.
+/// authenticated sessions, so a flood never hides why a real session ended; and the counts.
 struct ServeLogs {
     handshakes: RefusalLog,
     sessions: RefusalLog,
+    counts: Arc<HandshakeCounter>,
 }
 
 fn accept_loop(
@@ -129,11 +172,13 @@ fn accept_loop(
     auth: &Arc<ServerAuth>,
     vol: &crate::replication::journal::RetentionVolume,
     sessions: &Arc<Sessions>,
+    counts: &Arc<HandshakeCounter>,
 ) -> Result<()> {
     let slots = HandshakeSlots::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDR);
     let logs = Arc::new(ServeLogs {
         handshakes: RefusalLog::new(LOG_INTERVAL, LOG_LINES_PER_INTERVAL, log),
         sessions: RefusalLog::new(LOG_INTERVAL, LOG_LINES_PER_INTERVAL, log),
+        counts: counts.clone(),
     });
     let ticker = logs.clone();
     // Summarises an interval even when nothing follows it; without it the summary comes with
@@ -173,6 +218,7 @@ fn accept_loop(
             Ok(s) => s,
             Err(why) => {
                 drop(stream);
+                logs.counts.note(Outcome::Refused(None));
                 logs.handshakes
                     .note(&source, &why, || format!("{peer}: {why}"));
                 continue;
@@ -185,6 +231,7 @@ fn accept_loop(
             .spawn(move || serve_connection(stream, slot, &auth, &vol, &sessions, &thread_logs));
         // On failure the closure, and with it the connection and its slot, is dropped.
         if let Err(e) = started {
+            logs.counts.note(Outcome::Refused(None));
             let why = format!("refused: cannot start a thread for the connection: {e}");
             logs.handshakes
                 .note(&source, &why, || format!("{peer}: {why}"));
@@ -217,6 +264,11 @@ fn serve_connection(
     let accepted = auth.accept(stream);
     // The handshake is over either way: its slot is free for the next peer.
     drop(slot);
+    logs.counts.note(match &accepted {
+        Err(e) => Outcome::Refused(refusal_kind(e)),
+        Ok(Accepted::Enrolled(_)) => Outcome::Enrolled,
+        Ok(Accepted::Session(_)) => Outcome::Session,
+    });
     match accepted {
         Err(e) => {
             let why = format!("refused: {e:#}");

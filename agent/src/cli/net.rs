@@ -9,6 +9,7 @@ use mt_agent::replication::journal::DEFAULT_BATCH_BYTES;
 use mt_agent::replication::net::auth::{self, SenderAuth};
 use mt_agent::replication::net::sender::{self, ResyncMode, SendOptions};
 use mt_agent::replication::net::transport;
+use mt_agent::serve::throttle::Backoff;
 
 /// Check the retention volume, listen on the configured port, announce readiness, then
 /// accept enrolments and replication sessions.
@@ -40,6 +41,26 @@ pub struct ServeArgs {
     /// and release its group: "90s", "2m" or seconds.
     #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_idle)]
     idle_timeout: std::time::Duration,
+    /// After a failed enrolment, the next from the same address (and, once many fail within a
+    /// minute from all addresses, every enrolment) waits this long, doubling with each further
+    /// failure up to --enrol-backoff-max: "1s", "250ms". A success resets its address;
+    /// sessions of enrolled senders never wait.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_backoff)]
+    enrol_backoff: std::time::Duration,
+    /// The longest wait after failed enrolments.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_backoff)]
+    enrol_backoff_max: std::time::Duration,
+}
+
+/// An enrolment delay: milliseconds ("250ms") or any [`parse_duration`] value.
+fn parse_backoff(s: &str) -> Result<std::time::Duration, String> {
+    match s.strip_suffix("ms") {
+        Some(ms) if !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) => ms
+            .parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("{s:?} is too long a duration")),
+        _ => parse_duration(s),
+    }
 }
 
 /// An idle timeout: a duration of at least [`transport::MIN_IDLE_TIMEOUT`].
@@ -87,6 +108,8 @@ fn parse_retry_for(s: &str) -> Result<RetryFor, String> {
 
 impl ServeArgs {
     pub fn run(self) -> anyhow::Result<()> {
+        let enrol_backoff =
+            Backoff::new(self.enrol_backoff, self.enrol_backoff_max).map_err(anyhow::Error::msg)?;
         mt_agent::serve::run(&mt_agent::serve::ServeOptions {
             config: self.config,
             listen: self.listen,
@@ -96,6 +119,7 @@ impl ServeArgs {
             state: self.state,
             passphrase_file: self.passphrase_file,
             idle_timeout: self.idle_timeout,
+            enrol_backoff,
         })
     }
 }
@@ -118,7 +142,7 @@ impl EnrolArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let pass = auth::read_passphrase(&self.passphrase_file)?;
         let sender = SenderAuth::load(&self.state)?;
-        let key = sender.enrol(&self.to, &pass)?;
+        let key = sender.enrol_waiting(&self.to, &pass, &|l| eprintln!("mt-agent: {l}"))?;
         println!(
             "enrolled with {}: its key {} is pinned; this sender's key {} is authorised there",
             self.to,
@@ -177,7 +201,7 @@ impl SendArgs {
         if sender_auth.pinned(&to)?.is_none() {
             if let Some(f) = &self.passphrase_file {
                 let pass = auth::read_passphrase(f)?;
-                let key = sender_auth.enrol(&to, &pass)?;
+                let key = sender_auth.enrol_waiting(&to, &pass, &|l| eprintln!("mt-agent: {l}"))?;
                 eprintln!(
                     "mt-agent: enrolled with {to}, pinned key {}",
                     auth::hex(&key)
