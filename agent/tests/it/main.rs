@@ -13,6 +13,7 @@ mod cli;
 mod corruption;
 mod crash;
 mod el6_floor;
+mod enrol_throttle;
 mod full;
 mod model;
 mod ovfenv;
