@@ -104,6 +104,8 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
             .with_enrol_gate(Arc::new(throttle::EnrolThrottle::new(opts.enrol_backoff))),
     );
     let counts = Arc::new(HandshakeCounter::new(&opts.state));
+    // Before any other thread is started: they inherit the blocked signals.
+    write_counts_when_stopped(&counts);
     let root = opts
         .retention
         .clone()
@@ -156,6 +158,49 @@ fn write_counts_every_second(counts: &Arc<HandshakeCounter>) {
         });
     if let Err(e) = started {
         log(&format!("cannot start the handshake counts' writer: {e}"));
+    }
+}
+
+/// Writes the counts when serve is told to stop (SIGTERM from the service manager, SIGINT from a
+/// terminal), then dies of that signal as it did before: the signals are blocked in every thread
+/// and one thread waits for them. Must be called before any other thread exists.
+fn write_counts_when_stopped(counts: &Arc<HandshakeCounter>) {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut stop: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `stop` is a valid sigset_t; blocking signals has no other effect on memory.
+    let blocked = unsafe {
+        libc::sigemptyset(&mut stop);
+        libc::sigaddset(&mut stop, libc::SIGTERM);
+        libc::sigaddset(&mut stop, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &stop, std::ptr::null_mut()) == 0
+    };
+    if !blocked {
+        log("cannot block SIGTERM: the handshake counts are written once a second only");
+        return;
+    }
+    let counts = counts.clone();
+    let started = std::thread::Builder::new()
+        .name("stop-signal".into())
+        .spawn(move || {
+            let mut signal: libc::c_int = 0;
+            // SAFETY: `stop` and `signal` are valid for the call.
+            if unsafe { libc::sigwait(&stop, &mut signal) } != 0 {
+                return;
+            }
+            if let Err(e) = counts.flush() {
+                log(&format!("cannot write the handshake counts: {e:#}"));
+            }
+            // SAFETY: unblocking in this thread and raising delivers the signal here, and its
+            // default action ends the process, as if it had never been blocked.
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &stop, std::ptr::null_mut());
+                libc::raise(signal);
+            }
+        });
+    if let Err(e) = started {
+        log(&format!("cannot start the stop-signal thread: {e}"));
+        // SAFETY: as above; without the thread the signals must end serve as before.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &stop, std::ptr::null_mut()) };
     }
 }
 

@@ -270,3 +270,21 @@ fn a_changed_passphrase_file_takes_effect_at_the_next_enrolment() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn serve_stopped_by_sigterm_writes_the_counts_and_dies_of_the_signal() {
+    let mut rig = Rig::new("throttle-stop");
+    rig.start_server();
+    let why = guess(&rig.addr).expect("a refusal in words");
+    assert!(why.contains("wrong passphrase"), "{why}");
+    // At once: the counts written once a second have not seen the guess yet.
+    let mut serve = rig.server.take().unwrap();
+    // SAFETY: a signal to the child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) }, 0);
+    let status = serve.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    let file = rig.path("server-state").join("handshake-counts.json");
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(n(&c, "wrong_passphrase"), 1, "{c}");
+}
