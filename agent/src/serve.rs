@@ -5,17 +5,23 @@
 //! ([`crate::replication::net`]), one thread per connection so a misbehaving peer only ends its own session.
 //! What an unauthenticated peer can cost is bounded here: handshakes in progress are capped
 //! (`admission`), a connection over the cap is closed before a thread is started for it, accept
-//! errors back off, and refusals are logged at a bounded rate (`refusal_log`). The handshake's
-//! own deadline is the protocol's ([`crate::replication::net::auth`]).
+//! errors back off, and refusals are logged at a bounded rate (`refusal_log`). Failed
+//! enrolments delay later ones (`throttle`), and refusals are counted for `status`
+//! (`handshake_counts`). The handshake's own deadline is the protocol's
+//! ([`crate::replication::net::auth`]).
 
 mod admission;
+pub mod handshake_counts;
 pub mod refusal_log;
+pub mod throttle;
 
 use crate::config::AgentConfig;
 use crate::replication::net::auth::{hex, Accepted, ServerAuth};
+use crate::replication::net::enrol_gate::refusal_kind;
 use crate::replication::net::sessions::Sessions;
 use admission::{HandshakeSlot, HandshakeSlots};
 use anyhow::{Context, Result};
+use handshake_counts::{HandshakeCounter, Outcome};
 use mt_contract::units::ByteSize;
 use refusal_log::RefusalLog;
 use std::io::Write;
@@ -71,6 +77,8 @@ pub struct ServeOptions {
     /// A frame whose source time is further ahead of this machine's clock is refused
     /// [default: the journal policy's].
     pub max_clock_skew: Option<std::time::Duration>,
+    /// The delays after failed enrolments.
+    pub enrol_backoff: throttle::Backoff,
 }
 
 fn log(line: &str) {
@@ -94,7 +102,13 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} (agent.toml: port, or --listen)"))?;
     cfg.port = listener.local_addr()?.port();
-    let auth = Arc::new(ServerAuth::load(&opts.state, &opts.passphrase_file)?);
+    let auth = Arc::new(
+        ServerAuth::load(&opts.state, &opts.passphrase_file)?
+            .with_enrol_gate(Arc::new(throttle::EnrolThrottle::new(opts.enrol_backoff))),
+    );
+    let counts = Arc::new(HandshakeCounter::new(&opts.state));
+    // Before any other thread is started: they inherit the blocked signals.
+    write_counts_when_stopped(&counts);
     let root = opts
         .retention
         .clone()
@@ -120,14 +134,88 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
     out.flush()?;
     drop(out);
     let sessions = Arc::new(Sessions::new(opts.idle_timeout));
-    accept_loop(&listener, &auth, &vol, &sessions)
+    write_counts_every_second(&counts);
+    let served = accept_loop(&listener, &auth, &vol, &sessions, &counts);
+    if let Err(e) = counts.flush() {
+        log(&format!("cannot write the handshake counts: {e:#}"));
+    }
+    served
+}
+
+/// Keeps `status`'s counts at most [`handshake_counts::WRITE_EVERY`] behind; a failed write is
+/// logged once until one succeeds again.
+fn write_counts_every_second(counts: &Arc<HandshakeCounter>) {
+    let counts = counts.clone();
+    let started = std::thread::Builder::new()
+        .name("handshake-counts".into())
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                match counts.flush() {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        log(&format!("cannot write the handshake counts: {e:#}"));
+                    }
+                    Err(_) => {}
+                }
+                std::thread::sleep(handshake_counts::WRITE_EVERY);
+            }
+        });
+    if let Err(e) = started {
+        log(&format!("cannot start the handshake counts' writer: {e}"));
+    }
+}
+
+/// Writes the counts when serve is told to stop (SIGTERM from the service manager, SIGINT from a
+/// terminal), then dies of that signal as it did before: the signals are blocked in every thread
+/// and one thread waits for them. Must be called before any other thread exists.
+fn write_counts_when_stopped(counts: &Arc<HandshakeCounter>) {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut stop: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `stop` is a valid sigset_t; blocking signals has no other effect on memory.
+    let blocked = unsafe {
+        libc::sigemptyset(&mut stop);
+        libc::sigaddset(&mut stop, libc::SIGTERM);
+        libc::sigaddset(&mut stop, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &stop, std::ptr::null_mut()) == 0
+    };
+    if !blocked {
+        log("cannot block SIGTERM: the handshake counts are written once a second only");
+        return;
+    }
+    let counts = counts.clone();
+    let started = std::thread::Builder::new()
+        .name("stop-signal".into())
+        .spawn(move || {
+            let mut signal: libc::c_int = 0;
+            // SAFETY: `stop` and `signal` are valid for the call.
+            if unsafe { libc::sigwait(&stop, &mut signal) } != 0 {
+                return;
+            }
+            if let Err(e) = counts.flush() {
+                log(&format!("cannot write the handshake counts: {e:#}"));
+            }
+            // SAFETY: unblocking in this thread and raising delivers the signal here, and its
+            // default action ends the process, as if it had never been blocked.
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &stop, std::ptr::null_mut());
+                libc::raise(signal);
+            }
+        });
+    if let Err(e) = started {
+        log(&format!("cannot start the stop-signal thread: {e}"));
+        // SAFETY: as above; without the thread the signals must end serve as before.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &stop, std::ptr::null_mut()) };
+    }
 }
 
 /// The bounded logs: unauthenticated refusals (and accept errors) apart from the errors of
-/// authenticated sessions, so a flood never hides why a real session ended.
+/// authenticated sessions, so a flood never hides why a real session ended; and the counts.
 struct ServeLogs {
     handshakes: RefusalLog,
     sessions: RefusalLog,
+    counts: Arc<HandshakeCounter>,
 }
 
 fn accept_loop(
@@ -135,11 +223,13 @@ fn accept_loop(
     auth: &Arc<ServerAuth>,
     vol: &crate::replication::journal::RetentionVolume,
     sessions: &Arc<Sessions>,
+    counts: &Arc<HandshakeCounter>,
 ) -> Result<()> {
     let slots = HandshakeSlots::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDR);
     let logs = Arc::new(ServeLogs {
         handshakes: RefusalLog::new(LOG_INTERVAL, LOG_LINES_PER_INTERVAL, log),
         sessions: RefusalLog::new(LOG_INTERVAL, LOG_LINES_PER_INTERVAL, log),
+        counts: counts.clone(),
     });
     let ticker = logs.clone();
     // Summarises an interval even when nothing follows it; without it the summary comes with
@@ -179,6 +269,7 @@ fn accept_loop(
             Ok(s) => s,
             Err(why) => {
                 drop(stream);
+                logs.counts.note(Outcome::Refused(None));
                 logs.handshakes
                     .note(&source, &why, || format!("{peer}: {why}"));
                 continue;
@@ -191,6 +282,7 @@ fn accept_loop(
             .spawn(move || serve_connection(stream, slot, &auth, &vol, &sessions, &thread_logs));
         // On failure the closure, and with it the connection and its slot, is dropped.
         if let Err(e) = started {
+            logs.counts.note(Outcome::Refused(None));
             let why = format!("refused: cannot start a thread for the connection: {e}");
             logs.handshakes
                 .note(&source, &why, || format!("{peer}: {why}"));
@@ -223,6 +315,11 @@ fn serve_connection(
     let accepted = auth.accept(stream);
     // The handshake is over either way: its slot is free for the next peer.
     drop(slot);
+    logs.counts.note(match &accepted {
+        Err(e) => Outcome::Refused(refusal_kind(e)),
+        Ok(Accepted::Enrolled(_)) => Outcome::Enrolled,
+        Ok(Accepted::Session(_)) => Outcome::Session,
+    });
     match accepted {
         Err(e) => {
             let why = format!("refused: {e:#}");

@@ -11,6 +11,7 @@ use mt_agent::replication::journal::{
     DiskSpec, GroupJournal, PointSelector, RetentionVolume, DEFAULT_BATCH_BYTES,
 };
 use mt_agent::replication::{apply, local};
+use mt_agent::serve::handshake_counts;
 
 /// Where the journal lives and which policy applies (every journal subcommand takes these).
 #[derive(Args, Clone)]
@@ -210,18 +211,49 @@ pub struct StatusArgs {
     /// The record of the applied OVF environment (where the configuration came from).
     #[arg(long, env = "MT_AGENT_OVFENV_RECORD", default_value = mt_agent::guest::ovfenv::RECORD_PATH, hide = true)]
     ovfenv_record: Utf8PathBuf,
+    /// The master target's state directory (serve's --state), where serve counts the
+    /// handshakes it refused.
+    #[arg(long, value_name = "DIR", default_value = mt_agent::replication::net::auth::DEFAULT_SERVER_STATE)]
+    state: Utf8PathBuf,
     #[command(flatten)]
     j: JournalArgs,
+}
+
+/// `status --json`: the volume's status and serve's handshake counts (`null` if serve wrote none).
+#[derive(serde::Serialize)]
+struct StatusReport<'a> {
+    #[serde(flatten)]
+    volume: &'a policy::VolumeStatus,
+    handshakes: Option<&'a handshake_counts::HandshakeCounts>,
+    /// Why the counts could not be read (status still reports the volume).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handshakes_error: Option<String>,
 }
 
 impl StatusArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let vol = self.j.volume()?;
         let st = policy::volume_status(&vol);
+        let (handshakes, handshakes_error) = match handshake_counts::load(&self.state) {
+            Ok(c) => (c, None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&st)?);
+            let report = StatusReport {
+                volume: &st,
+                handshakes: handshakes.as_ref(),
+                handshakes_error,
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print!("{}", policy::render(&st));
+            match handshakes_error {
+                Some(e) => println!("handshakes: {e}"),
+                None => println!(
+                    "{}",
+                    handshake_counts::render(handshakes.as_ref(), &self.state)
+                ),
+            }
             println!(
                 "{}",
                 mt_agent::guest::ovfenv::describe_source(&self.ovfenv_record)

@@ -9,6 +9,7 @@ use mt_agent::replication::journal::DEFAULT_BATCH_BYTES;
 use mt_agent::replication::net::auth::{self, SenderAuth};
 use mt_agent::replication::net::sender::{self, ResyncMode, SendOptions};
 use mt_agent::replication::net::transport;
+use mt_agent::serve::throttle::Backoff;
 
 /// Check the retention volume, listen on the configured port, announce readiness, then
 /// accept enrolments and replication sessions.
@@ -45,6 +46,15 @@ pub struct ServeArgs {
     /// automatic points and the RPO use this machine's clock whatever the sender's says.
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     max_clock_skew: Option<std::time::Duration>,
+    /// After a failed enrolment, the next from the same address (and, once many fail within a
+    /// minute from all addresses, every enrolment) waits this long, doubling with each further
+    /// failure up to --enrol-backoff-max: "1s", "250ms". A success resets its address;
+    /// sessions of enrolled senders never wait.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    enrol_backoff: std::time::Duration,
+    /// The longest wait after failed enrolments.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    enrol_backoff_max: std::time::Duration,
 }
 
 /// An idle timeout: a duration of at least [`transport::MIN_IDLE_TIMEOUT`].
@@ -60,23 +70,25 @@ fn parse_idle(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-/// "90", "90s", "15m", "2h": a whole number of seconds, minutes or hours.
+/// "90", "90s", "15m", "2h", "250ms": a whole number of seconds, minutes, hours or milliseconds
+/// (the one duration grammar of the command line).
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || {
+        format!("{s:?} is not a duration: write seconds, or a number followed by ms, s, m or h (e.g. \"90s\", \"1h\", \"250ms\")")
+    };
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("{s:?} is not a duration: write seconds, or a number followed by s, m or h (e.g. \"90s\", \"1h\")")),
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
     };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is not a duration: write seconds, or a number followed by s, m or h (e.g. \"90s\", \"1h\")"))
+    ms.map(std::time::Duration::from_millis).ok_or_else(bad)
 }
 
 /// `--retry-for`: a duration, or "forever" (`None`).
@@ -92,6 +104,8 @@ fn parse_retry_for(s: &str) -> Result<RetryFor, String> {
 
 impl ServeArgs {
     pub fn run(self) -> anyhow::Result<()> {
+        let enrol_backoff =
+            Backoff::new(self.enrol_backoff, self.enrol_backoff_max).map_err(anyhow::Error::msg)?;
         mt_agent::serve::run(&mt_agent::serve::ServeOptions {
             config: self.config,
             listen: self.listen,
@@ -102,6 +116,7 @@ impl ServeArgs {
             passphrase_file: self.passphrase_file,
             idle_timeout: self.idle_timeout,
             max_clock_skew: self.max_clock_skew,
+            enrol_backoff,
         })
     }
 }
@@ -124,7 +139,7 @@ impl EnrolArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let pass = auth::read_passphrase(&self.passphrase_file)?;
         let sender = SenderAuth::load(&self.state)?;
-        let key = sender.enrol(&self.to, &pass)?;
+        let key = sender.enrol_waiting(&self.to, &pass, &|l| eprintln!("mt-agent: {l}"))?;
         println!(
             "enrolled with {}: its key {} is pinned; this sender's key {} is authorised there",
             self.to,
@@ -183,7 +198,7 @@ impl SendArgs {
         if sender_auth.pinned(&to)?.is_none() {
             if let Some(f) = &self.passphrase_file {
                 let pass = auth::read_passphrase(f)?;
-                let key = sender_auth.enrol(&to, &pass)?;
+                let key = sender_auth.enrol_waiting(&to, &pass, &|l| eprintln!("mt-agent: {l}"))?;
                 eprintln!(
                     "mt-agent: enrolled with {to}, pinned key {}",
                     auth::hex(&key)

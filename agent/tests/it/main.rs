@@ -14,6 +14,7 @@ mod clock_skew;
 mod corruption;
 mod crash;
 mod el6_floor;
+mod enrol_throttle;
 mod full;
 mod model;
 mod ovfenv;

@@ -4,17 +4,24 @@
 //! salt); both ends learn each other's static key; the master target records the sender's key
 //! as authorised and the sender pins the master target's key. Every later session is a Noise XX
 //! handshake that the master target accepts only from an authorised key and the sender only
-//! with the pinned key. This module never stores or logs the passphrase or a derived key.
+//! with the pinned key. The passphrase file is read at every enrolment (a changed file takes
+//! effect at the next handshake); the derived key is kept, in memory only, by a digest of salt
+//! and passphrase, so an unchanged file costs no derivation. Whether an enrolment attempt is
+//! evaluated at all is the [`EnrolGate`]'s decision (serve's backoff, through [`super::enrol_gate`]). This module never
+//! stores or logs the passphrase or a derived key.
 
+use super::enrol_gate::{
+    seconds, stated_delay, EnrolDelay, EnrolGate, OpenGate, RefusalKind, Refused,
+};
 use super::transport::{self, Channel, ENROL_PATTERN, HELLO_MAGIC, MODE_ENROL, MODE_SESSION};
 use super::{Message, PROTOCOL_VERSION};
 use anyhow::{anyhow, bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Where the master target's passphrase is read from (one line; readable only by root; a guest
@@ -35,6 +42,10 @@ const SALT_LEN: usize = 16;
 /// byte now and then, can hold: one handshake slot and its thread for 10 s. The sender uses it
 /// as the limit of each wait for the master target.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// The most a sender waits in all for the delays a master target states before evaluating its
+/// enrolment: the delay after a typo (a second by default) and the longest delay (a minute by
+/// default) a few times over, but not for ever behind someone else's guesses from its address.
+pub const ENROL_WAIT_MAX: Duration = Duration::from_secs(180);
 
 /// A static key pair, stored as two hex lines (private, public) in a file only root can read.
 #[derive(Clone)]
@@ -148,14 +159,26 @@ fn derive_psk(passphrase: &str, salt: &[u8], rounds: u32) -> [u8; 32] {
     out
 }
 
+/// What identifies a passphrase in the cache of derived keys (never written anywhere).
+fn passphrase_digest(passphrase: &str, salt: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(salt);
+    h.update(passphrase.as_bytes());
+    h.finalize().into()
+}
+
 /// The master target's side: its key, salt, passphrase and authorised senders.
 pub struct ServerAuth {
     dir: Utf8PathBuf,
     key: KeyPair,
     salt: [u8; SALT_LEN],
     passphrase_file: Utf8PathBuf,
-    /// Derived on the first enrolment, then kept (one slow derivation per agent run).
-    psk: OnceLock<std::result::Result<[u8; 32], String>>,
+    /// The key derived from the passphrase last read, by its digest: one slow derivation per
+    /// passphrase, not per enrolment. The lock is held while deriving, so one change of the
+    /// file costs one derivation however many enrolments come at once.
+    psk: Mutex<Option<([u8; 32], [u8; 32])>>,
+    enrol_gate: Arc<dyn EnrolGate>,
     authorised: Mutex<BTreeSet<[u8; 32]>>,
 }
 
@@ -204,23 +227,35 @@ impl ServerAuth {
             key,
             salt,
             passphrase_file: passphrase_file.to_owned(),
-            psk: OnceLock::new(),
+            psk: Mutex::new(None),
+            enrol_gate: Arc::new(OpenGate),
             authorised: Mutex::new(authorised),
         })
+    }
+
+    /// Enrolment attempts are evaluated only when `gate` allows.
+    pub fn with_enrol_gate(mut self, gate: Arc<dyn EnrolGate>) -> ServerAuth {
+        self.enrol_gate = gate;
+        self
     }
 
     pub fn public_key(&self) -> [u8; 32] {
         self.key.public
     }
 
+    /// The pre-shared key of the passphrase the file holds now.
     fn psk(&self) -> std::result::Result<[u8; 32], String> {
-        self.psk
-            .get_or_init(|| {
-                read_passphrase(&self.passphrase_file)
-                    .map(|p| derive_psk(&p, &self.salt, KDF_ROUNDS))
-                    .map_err(|e| format!("{e:#}"))
-            })
-            .clone()
+        let passphrase = read_passphrase(&self.passphrase_file).map_err(|e| format!("{e:#}"))?;
+        let digest = passphrase_digest(&passphrase, &self.salt);
+        let mut cached = self.psk.lock().unwrap_or_else(|e| e.into_inner());
+        match *cached {
+            Some((d, key)) if d == digest => Ok(key),
+            _ => {
+                let key = derive_psk(&passphrase, &self.salt, KDF_ROUNDS);
+                *cached = Some((digest, key));
+                Ok(key)
+            }
+        }
     }
 
     fn authorise(&self, key: [u8; 32], peer: &str) -> Result<()> {
@@ -290,6 +325,14 @@ impl ServerAuth {
         };
         let mut prologue = hello.to_vec();
         let psk;
+        // An enrolment refused before its passphrase is checked: the handshake still runs, with
+        // a placeholder key that is never checked, so the sender reads the refusal where it
+        // expects the status; that costs a few Diffie-Hellman operations and no derivation.
+        let mut refuse: Option<(Refused, String)> = None;
+        let source = stream
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let mut builder = snow::Builder::new(params.parse()?)
             .local_private_key(&self.key.private)
             .map_err(|e| anyhow!("{e}"))?;
@@ -299,15 +342,26 @@ impl ServerAuth {
             deadline.arm(&stream)?;
             transport::write_record(&mut stream, &offer)?;
             prologue.extend_from_slice(&offer);
-            psk = match self.psk() {
-                Ok(k) => k,
-                Err(why) => {
-                    let _ = transport::write_status(
-                        &mut stream,
-                        Some("this master target has no passphrase set; enrolment is closed"),
-                    );
-                    bail!("enrolment refused: {why}");
+            psk = match self.enrol_gate.delay(source) {
+                Some(delay) => {
+                    refuse = Some(delayed(&delay));
+                    [0u8; 32]
                 }
+                None => match self.psk() {
+                    Ok(k) => k,
+                    Err(why) => {
+                        let peer_why =
+                            "this master target has no usable passphrase; enrolment is closed";
+                        refuse = Some((
+                            Refused {
+                                kind: RefusalKind::NoPassphrase,
+                                why: format!("enrolment refused: {why}"),
+                            },
+                            peer_why.into(),
+                        ));
+                        [0u8; 32]
+                    }
+                },
             };
             builder = builder.psk(3, &psk).map_err(|e| anyhow!("{e}"))?;
         }
@@ -331,14 +385,34 @@ impl ServerAuth {
         let m3 = transport::read_record(&mut stream).context(
             "the sender left during the handshake (a sender whose pin does not match this master target's key does that)",
         )?;
-        if hs.read_message(&m3, &mut buf).is_err() {
-            let why = if mode == MODE_ENROL {
-                "wrong passphrase (the enrolment handshake does not authenticate)"
-            } else {
-                "the handshake does not authenticate"
+        let proved = if mode == MODE_ENROL {
+            let evaluated = match refuse {
+                Some(r) => Err(r),
+                None => self
+                    .enrol_gate
+                    .evaluate(source, &mut || hs.read_message(&m3, &mut buf).is_ok())
+                    .map_err(|d| delayed(&d)),
             };
-            let _ = transport::write_status(&mut stream, Some(why));
-            bail!("{why}");
+            match evaluated {
+                Ok(p) => p,
+                Err((refused, peer_why)) => {
+                    let _ = transport::write_status(&mut stream, Some(&peer_why));
+                    return Err(refused.into());
+                }
+            }
+        } else {
+            hs.read_message(&m3, &mut buf).is_ok()
+        };
+        if !proved {
+            let _ = transport::write_status(&mut stream, Some(why_unproved(mode)));
+            if mode == MODE_ENROL {
+                return Err(Refused {
+                    kind: RefusalKind::WrongPassphrase,
+                    why: why_unproved(mode).into(),
+                }
+                .into());
+            }
+            bail!("{}", why_unproved(mode));
         }
         let remote: [u8; 32] = hs
             .get_remote_static()
@@ -356,7 +430,11 @@ impl ServerAuth {
                     hex(&remote)
                 );
                 let _ = transport::write_status(&mut stream, Some(&why));
-                bail!("{why}");
+                return Err(Refused {
+                    kind: RefusalKind::UnknownKey,
+                    why,
+                }
+                .into());
             }
         }
         deadline.arm(&stream)?;
@@ -374,6 +452,27 @@ impl ServerAuth {
             return Ok(Accepted::Enrolled(remote));
         }
         Ok(Accepted::Session(Box::new(ch)))
+    }
+}
+
+/// A delayed enrolment: the error and what the sender is told (the same words).
+fn delayed(d: &EnrolDelay) -> (Refused, String) {
+    let why = d.refusal();
+    (
+        Refused {
+            kind: RefusalKind::Delayed,
+            why: why.clone(),
+        },
+        why,
+    )
+}
+
+/// Why the last handshake message did not authenticate.
+fn why_unproved(mode: u8) -> &'static str {
+    if mode == MODE_ENROL {
+        "wrong passphrase (the enrolment handshake does not authenticate)"
+    } else {
+        "the handshake does not authenticate"
     }
 }
 
@@ -633,6 +732,38 @@ impl SenderAuth {
             &format!("{}\n", hex(&ch.remote_key)),
         )?;
         Ok(ch.remote_key)
+    }
+
+    /// [`SenderAuth::enrol`], waiting out each delay the master target states (told to
+    /// `note` first), up to [`ENROL_WAIT_MAX`] in all; any other refusal is returned at once.
+    pub fn enrol_waiting(
+        &self,
+        target: &str,
+        passphrase: &str,
+        note: &dyn Fn(&str),
+    ) -> Result<[u8; 32]> {
+        let mut waited = Duration::ZERO;
+        loop {
+            let e = match self.enrol(target, passphrase) {
+                Ok(key) => return Ok(key),
+                Err(e) => e,
+            };
+            let Some(wait) = stated_delay(&format!("{e:#}")) else {
+                return Err(e);
+            };
+            if waited + wait > ENROL_WAIT_MAX {
+                return Err(e.context(format!(
+                    "not waiting more than {} s in all for enrolment; try again later",
+                    ENROL_WAIT_MAX.as_secs()
+                )));
+            }
+            note(&format!(
+                "{e:#}; waiting {} s, then trying again",
+                seconds(wait)
+            ));
+            std::thread::sleep(wait);
+            waited += wait;
+        }
     }
 
     /// Opens a replication session with an enrolled master target.

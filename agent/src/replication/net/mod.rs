@@ -2,12 +2,14 @@
 //! (`mt-agent serve`). Protocol and security design: `agent/docs/protocol.md`.
 //!
 //! Layers, bottom up: [`transport`] (TCP, the Noise handshake, an encrypted and authenticated
-//! byte channel), [`auth`] (keys, passphrase enrolment, pinning), the messages in this module
+//! byte channel), [`auth`] (keys, passphrase enrolment, pinning; [`enrol_gate`]: whether an
+//! enrolment attempt is evaluated, and the kinds of refusal), the messages in this module
 //! (length-limited, versioned; replication frames from [`crate::replication::frame`] travel inside them
 //! unchanged), and the two ends, [`receiver`] and [`sender`], with [`resync`] for block hashing.
 //! Nothing here writes to a target except through the retention journal's public API.
 
 pub mod auth;
+pub mod enrol_gate;
 pub mod receiver;
 pub mod resume;
 pub mod resync;
