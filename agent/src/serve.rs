@@ -6,13 +6,17 @@
 //! What an unauthenticated peer can cost is bounded here: handshakes in progress are capped
 //! (`admission`), a connection over the cap is closed before a thread is started for it, accept
 //! errors back off, and refusals are logged at a bounded rate (`refusal_log`). The handshake's
-//! own deadline is the protocol's ([`crate::replication::net::auth`]).
+//! own deadline is the protocol's ([`crate::replication::net::auth`]). At start it opens the
+//! enrolment window for `--enrol-for`; while it runs it watches the authorised senders and
+//! ends the sessions of keys no longer allowed their group.
 
 mod admission;
 pub mod refusal_log;
 
 use crate::config::AgentConfig;
+use crate::replication::journal::clock::{Clock, SystemClock};
 use crate::replication::net::auth::{hex, Accepted, ServerAuth};
+use crate::replication::net::enrol_window::EnrolmentWindow;
 use crate::replication::net::sessions::Sessions;
 use admission::{HandshakeSlot, HandshakeSlots};
 use anyhow::{Context, Result};
@@ -45,6 +49,9 @@ pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// refusals of an incident are still there in full.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub const LOG_LINES_PER_INTERVAL: usize = 5;
+/// How often serve looks whether `authorised-senders` changed (its inode, time and size): a
+/// revocation ends the sessions it concerns about this long after `mt-agent senders revoke`.
+pub const SENDERS_WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// The prefix of the readiness line (a guest fact the boot test waits for).
 pub use mt_contract::guest::READY_PREFIX;
@@ -68,6 +75,8 @@ pub struct ServeOptions {
     pub passphrase_file: camino::Utf8PathBuf,
     /// A session that hears nothing for this long ends and releases its group.
     pub idle_timeout: std::time::Duration,
+    /// Enrolment is open for this long after the start (`None`: with no end; zero: closed).
+    pub enrol_for: Option<Duration>,
 }
 
 fn log(line: &str) {
@@ -109,12 +118,61 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
         ByteSize(volume.free_bytes).approx()
     ));
     log(&format!("master target key {}", hex(&auth.public_key())));
+    let window = EnrolmentWindow::opened_for(opts.enrol_for, SystemClock.now());
+    window.store(&opts.state)?;
+    log(&match window {
+        EnrolmentWindow::Closed => "enrolment closed (mt-agent senders open opens it)".to_owned(),
+        w => format!("enrolment {w} (mt-agent senders close ends it)"),
+    });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", readiness_line(&cfg))?;
     out.flush()?;
     drop(out);
     let sessions = Arc::new(Sessions::new(opts.idle_timeout));
+    let (watched, watching) = (auth.clone(), sessions.clone());
+    std::thread::Builder::new()
+        .name("senders-watch".into())
+        .spawn(move || watch_senders(&watched, &watching))
+        .context("cannot start the watch of the authorised senders")?;
     accept_loop(&listener, &auth, &vol, &sessions)
+}
+
+/// Reads `authorised-senders` again whenever it changes and ends the sessions of keys that
+/// lost their group (a revocation), one log line each; an unreadable file is logged once.
+fn watch_senders(auth: &ServerAuth, sessions: &Sessions) {
+    let mut seen = 0;
+    loop {
+        std::thread::sleep(SENDERS_WATCH_EVERY);
+        let senders = auth.senders();
+        senders.refresh();
+        let (generation, error) = senders.generation();
+        if generation == seen {
+            continue;
+        }
+        seen = generation;
+        if let Some(e) = error {
+            log(&e);
+            continue;
+        }
+        let now = senders.snapshot();
+        let ended = sessions.stop_unless(
+            |key, group| now.may_write(key, group),
+            |key, group| {
+                format!(
+                    "sender key {} may no longer write group {group} (mt-agent senders revoke)",
+                    hex(key)
+                )
+            },
+        );
+        for e in ended {
+            log(&format!(
+                "{}: sender key {} may no longer write group {}: its session ends",
+                e.peer,
+                hex(&e.key),
+                e.group
+            ));
+        }
+    }
 }
 
 /// The bounded logs: unauthenticated refusals (and accept errors) apart from the errors of
@@ -223,11 +281,30 @@ fn serve_connection(
             logs.handshakes
                 .note(&source, &why, || format!("{peer}: {why}"));
         }
-        Ok(Accepted::Enrolled(key)) => log(&format!("{peer}: enrolled sender key {}", hex(&key))),
+        Ok(Accepted::Enrolled(key, grant)) => {
+            let mut line = format!("{peer}: enrolled sender key {}", hex(&key));
+            if !grant.granted.is_empty() {
+                line.push_str(&format!("; granted groups {}", grant.granted.join(", ")));
+            }
+            if !grant.withheld.is_empty() {
+                line.push_str(&format!(
+                    "; not granted, another key is allowed for them: {} (mt-agent senders allow decides)",
+                    grant.withheld.join(", ")
+                ));
+            }
+            log(&line);
+        }
         Ok(Accepted::Session(ch)) => {
             let key = hex(&ch.remote_key[..4]);
             let plog = |l: &str| log(&format!("{peer}: {l}"));
-            match crate::replication::net::receiver::run_session(*ch, vol, sessions, &peer, &plog) {
+            match crate::replication::net::receiver::run_session(
+                *ch,
+                vol,
+                auth.senders(),
+                sessions,
+                &peer,
+                &plog,
+            ) {
                 Ok(s) => log(&format!(
                     "{peer} (sender {key}…): session for group {} ended; {} messages, acknowledged through LSN {}{}",
                     s.group, s.frames, s.acked, s.resync
