@@ -202,6 +202,9 @@ pub struct SendArgs {
     /// Then send this recorded change stream (the frame format `apply --from` reads).
     #[arg(long, value_name = "FILE")]
     stream: Option<Utf8PathBuf>,
+    /// Send the --stream into GROUP even though it was recorded for another group.
+    #[arg(long, requires = "stream")]
+    stream_group_override: bool,
     /// Enrol first with this passphrase file if no key is pinned for the master target (asking
     /// to write GROUP).
     #[arg(long, value_name = "FILE")]
@@ -259,6 +262,7 @@ impl SendArgs {
             disks: sources,
             resync,
             stream: self.stream,
+            stream_group_override: self.stream_group_override,
             state: self.state,
             retry_for: self.retry_for.0,
             idle_timeout: self.idle_timeout,

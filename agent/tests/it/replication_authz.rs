@@ -2,9 +2,11 @@
 //! journal and the retention volume stay byte-identical, and both ends name the key and the
 //! group); enrolment grants only groups no other key holds; a revoked key is refused at its next
 //! session and its live session ends; enrolment outside the window is refused with how to open
-//! it, and `senders open` opens it while serve runs.
+//! it, and `senders open` opens it while serve runs; a stream recorded for another group is
+//! refused unless the override says so.
 
 use crate::net_common;
+use mt_agent::replication::frame::TagKind;
 use net_common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -298,4 +300,56 @@ fn enrolment_outside_the_window_is_refused_until_senders_open_opens_it() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn a_stream_recorded_for_another_group_is_refused_unless_overridden() {
+    let mut rig = Rig::new("authz-stream");
+    rig.create_group("g", &[("d0", SIZE)]);
+    let h0 = rig.path("h-d0.img");
+    std::fs::File::create(&h0).unwrap().set_len(SIZE).unwrap();
+    rig.mt_ok(&[
+        "group",
+        "create",
+        "h",
+        "--disk",
+        &format!("d0={}", h0.display()),
+    ]);
+    rig.start_server();
+    rig.enrol("sender");
+    let mut src = vec![vec![0u8; SIZE as usize]];
+    let (bytes, expected) = tagged_stream(&mut src, &mut Rng::new(0x5742), (2, 4, 2), "t", |_| {
+        TagKind::Crash
+    });
+    let stream = rig.path("g.stream");
+    std::fs::write(&stream, bytes).unwrap();
+    let stream = stream.to_str().unwrap();
+
+    let before = fingerprint(&[rig.path("ret"), h0.clone()]);
+    let out = rig.send("sender", &["h", "--stream", stream]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("recorded for group g, not h") && err.contains("--stream-group-override"),
+        "{err}"
+    );
+    assert!(fingerprint(&[rig.path("ret"), h0.clone()]) == before);
+
+    json(&rig.send(
+        "sender",
+        &["h", "--stream", stream, "--stream-group-override"],
+    ));
+    let points: serde_json::Value =
+        serde_json::from_str(&rig.mt_ok(&["points", "h", "--json"])).unwrap();
+    for (name, _) in &expected {
+        assert!(
+            points["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == name.as_str()),
+            "{name}: {points}"
+        );
+    }
+    assert!(std::fs::read(&h0).unwrap() == src[0]);
 }
