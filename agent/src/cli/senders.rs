@@ -15,16 +15,22 @@ use mt_agent::replication::net::senders;
 
 /// Which sender keys may write which groups on this master target, and when senders may enrol.
 ///
-/// The flow: open the enrolment window (serve opens it for --enrol-for, 1 hour, when it starts;
-/// `senders open` opens it again). On the process server, `mt-agent enrol --to HOST:PORT
-/// --passphrase-file F --group G` proves the passphrase and asks for G: the master target grants
-/// a group that no other key is allowed for, and records any other request for the operator.
-/// `senders list` shows every key, its groups and where it enrolled from; `senders allow KEY
-/// --group G` lets a key write a group (a second process server for a group, or one whose
-/// request was not granted); `senders revoke KEY --group G` takes a group away and `senders
-/// revoke KEY` removes the key (it must enrol again). A running serve sees every change within
-/// about a second and ends the sessions of a key that lost its group. `senders close` ends the
-/// window. KEY is the 64 hex digits or a unique prefix of at least 8.
+/// 1. Enrolment is open for `serve --enrol-for` (1 hour) after serve starts; `senders open
+///    [--for 1h]` opens it again, `senders close` ends it.
+///
+/// 2. On the process server, `mt-agent enrol --to HOST:PORT --passphrase-file F --group G`
+///    proves the passphrase and asks for G: the master target grants a group no other key is
+///    allowed for; any other request is the operator's decision.
+///
+/// 3. Here, `senders list` shows every key, its groups and where it enrolled from; `senders
+///    allow KEY --group G` lets a key write a group (a second process server for a group, or a
+///    request that was not granted).
+///
+/// 4. `senders revoke KEY --group G` takes a group away, `senders revoke KEY` removes the key (it
+///    must enrol again). A running serve sees every change within about a second and ends the
+///    sessions of a key that lost its group.
+///
+/// KEY is the 64 hex digits or a unique prefix of at least 8.
 #[derive(Subcommand)]
 pub enum SendersCommand {
     Allow(AllowArgs),
