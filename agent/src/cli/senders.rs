@@ -79,7 +79,9 @@ fn list(groups: impl IntoIterator<Item = impl AsRef<str>>) -> String {
 /// Let a sender key write groups (whether or not it asked for them at its enrolment).
 #[derive(Args)]
 pub struct AllowArgs {
-    /// The sender's key: 64 hex digits, or a unique prefix of at least 8 of an enrolled key.
+    /// The sender's key: 64 hex digits, or a unique prefix of at least 8 of an enrolled key. A
+    /// key given in full that is not enrolled yet is added (its sender still enrols, to pin this
+    /// master target's key).
     key: String,
     /// A group it may write (repeat for more).
     #[arg(long = "group", value_name = "GROUP", required = true)]
