@@ -35,6 +35,20 @@ fn fingerprint(paths: &[PathBuf]) -> BTreeMap<PathBuf, String> {
     out
 }
 
+/// Waits (at most 30 s) until serve's log has a line containing `what`: serve logs the end of
+/// a session after the sender was told.
+fn wait_for_log_line(rig: &Rig, what: &str) {
+    let t0 = Instant::now();
+    while !rig.log().lines().any(|l| l.contains(what)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "serve logged no line with {what:?}:\n{}",
+            rig.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -121,12 +135,7 @@ fn a_sender_allowed_for_one_group_cannot_write_another_and_nothing_of_it_changes
         fingerprint(&b_files) == before,
         "a file of b or of the retention volume changed"
     );
-    let log = rig.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains(&format!("sender key {ka} may not write group b"))),
-        "{log}"
-    );
+    wait_for_log_line(&rig, &format!("sender key {ka} may not write group b"));
 
     // Its own group it writes; a prefix of the key names it to the operator.
     let r = json(&rig.send(
@@ -220,12 +229,9 @@ fn a_revoked_key_is_refused_and_its_live_session_ends() {
         err.contains(&format!("sender key {key} may not write group g")),
         "{err}"
     );
-    let log = rig.log();
-    assert!(
-        log.contains(&format!(
-            "sender key {key} may no longer write group g: its session ends"
-        )),
-        "{log}"
+    wait_for_log_line(
+        &rig,
+        &format!("sender key {key} may no longer write group g: its session ends"),
     );
     assert!(
         std::fs::read(rig.target("d0")).unwrap() != std::fs::read(&src).unwrap(),
