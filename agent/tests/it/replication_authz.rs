@@ -49,6 +49,24 @@ fn wait_for_log_line(rig: &Rig, what: &str) {
     }
 }
 
+/// Waits (at most 30 s) until the session of `group` has released it (its journal closed):
+/// serve logs the end, as an error too when the sender left before the last acknowledgement.
+fn wait_for_session_end(rig: &Rig, group: &str) {
+    let (ok, err) = (
+        format!("session for group {group} ended"),
+        format!("session ended with an error: group {group}:"),
+    );
+    let t0 = Instant::now();
+    while !rig
+        .log()
+        .lines()
+        .any(|l| l.contains(&ok) || l.contains(&err))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", rig.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -106,19 +124,7 @@ fn a_sender_allowed_for_one_group_cannot_write_another_and_nothing_of_it_changes
     // b has a history written by its own sender.
     let disk_b = format!("b0={}", src_b.display());
     json(&rig.send("sb", &["b", "--full", "--disk", &disk_b]));
-    // Its session has released b (the journal closed) before the fingerprint: the end is
-    // logged, as an error too when the sender left before the last acknowledgement.
-    let ended = |log: &str| {
-        log.lines().any(|l| {
-            l.contains("session for group b ended")
-                || l.contains("session ended with an error: group b:")
-        })
-    };
-    let t0 = Instant::now();
-    while !ended(&rig.log()) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "{}", rig.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_session_end(&rig, "b");
     let b_files = [rig.path("ret"), rig.target("b0")];
     let before = fingerprint(&b_files);
 
@@ -345,6 +351,7 @@ fn a_stream_recorded_for_another_group_is_refused_unless_overridden() {
         "sender",
         &["h", "--stream", stream, "--stream-group-override"],
     ));
+    wait_for_session_end(&rig, "h");
     let points: serde_json::Value =
         serde_json::from_str(&rig.mt_ok(&["points", "h", "--json"])).unwrap();
     for (name, _) in &expected {
