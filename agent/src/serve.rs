@@ -8,7 +8,9 @@
 //! errors back off, and refusals are logged at a bounded rate (`refusal_log`). Failed
 //! enrolments delay later ones (`throttle`), and refusals are counted for `status`
 //! (`handshake_counts`). The handshake's own deadline is the protocol's
-//! ([`crate::replication::net::auth`]).
+//! ([`crate::replication::net::auth`]). At start it opens the enrolment window for
+//! `--enrol-for`; while it runs it watches the authorised senders and ends the sessions of keys
+//! no longer allowed their group.
 
 mod admission;
 pub mod handshake_counts;
@@ -16,8 +18,10 @@ pub mod refusal_log;
 pub mod throttle;
 
 use crate::config::AgentConfig;
+use crate::replication::journal::clock::{Clock, SystemClock};
 use crate::replication::net::auth::{hex, Accepted, ServerAuth};
 use crate::replication::net::enrol_gate::refusal_kind;
+use crate::replication::net::enrol_window::EnrolmentWindow;
 use crate::replication::net::sessions::Sessions;
 use admission::{HandshakeSlot, HandshakeSlots};
 use anyhow::{Context, Result};
@@ -51,6 +55,9 @@ pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// refusals of an incident are still there in full.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub const LOG_LINES_PER_INTERVAL: usize = 5;
+/// How often serve looks whether `authorised-senders` changed (its inode, time and size): a
+/// revocation ends the sessions it concerns about this long after `mt-agent senders revoke`.
+pub const SENDERS_WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// The prefix of the readiness line (a guest fact the boot test waits for).
 pub use mt_contract::guest::READY_PREFIX;
@@ -79,6 +86,8 @@ pub struct ServeOptions {
     pub max_clock_skew: Option<std::time::Duration>,
     /// The delays after failed enrolments.
     pub enrol_backoff: throttle::Backoff,
+    /// Enrolment is open for this long after the start (`None`: with no end; zero: closed).
+    pub enrol_for: Option<Duration>,
 }
 
 fn log(line: &str) {
@@ -129,11 +138,22 @@ pub fn run(opts: &ServeOptions) -> Result<()> {
         ByteSize(volume.free_bytes).approx()
     ));
     log(&format!("master target key {}", hex(&auth.public_key())));
+    let window = EnrolmentWindow::opened_for(opts.enrol_for, SystemClock.now());
+    window.store(&opts.state)?;
+    log(&match window {
+        EnrolmentWindow::Closed => "enrolment closed (mt-agent senders open opens it)".to_owned(),
+        w => format!("enrolment {w} (mt-agent senders close ends it)"),
+    });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", readiness_line(&cfg))?;
     out.flush()?;
     drop(out);
     let sessions = Arc::new(Sessions::new(opts.idle_timeout));
+    let (watched, watching) = (auth.clone(), sessions.clone());
+    std::thread::Builder::new()
+        .name("senders-watch".into())
+        .spawn(move || watch_senders(&watched, &watching))
+        .context("cannot start the watch of the authorised senders")?;
     write_counts_every_second(&counts);
     let served = accept_loop(&listener, &auth, &vol, &sessions, &counts);
     if let Err(e) = counts.flush() {
@@ -207,6 +227,44 @@ fn write_counts_when_stopped(counts: &Arc<HandshakeCounter>) {
         log(&format!("cannot start the stop-signal thread: {e}"));
         // SAFETY: as above; without the thread the signals must end serve as before.
         unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &stop, std::ptr::null_mut()) };
+    }
+}
+
+/// Reads `authorised-senders` again whenever it changes and ends the sessions of keys that
+/// lost their group (a revocation), one log line each; an unreadable file is logged once.
+fn watch_senders(auth: &ServerAuth, sessions: &Sessions) {
+    let mut seen = 0;
+    loop {
+        std::thread::sleep(SENDERS_WATCH_EVERY);
+        let senders = auth.senders();
+        senders.refresh();
+        let (generation, error) = senders.generation();
+        if generation == seen {
+            continue;
+        }
+        seen = generation;
+        if let Some(e) = error {
+            log(&e);
+            continue;
+        }
+        let now = senders.snapshot();
+        let ended = sessions.stop_unless(
+            |key, group| now.may_write(key, group),
+            |key, group| {
+                format!(
+                    "sender key {} may no longer write group {group} (mt-agent senders revoke)",
+                    hex(key)
+                )
+            },
+        );
+        for e in ended {
+            log(&format!(
+                "{}: sender key {} may no longer write group {}: its session ends",
+                e.peer,
+                hex(&e.key),
+                e.group
+            ));
+        }
     }
 }
 
@@ -317,7 +375,7 @@ fn serve_connection(
     drop(slot);
     logs.counts.note(match &accepted {
         Err(e) => Outcome::Refused(refusal_kind(e)),
-        Ok(Accepted::Enrolled(_)) => Outcome::Enrolled,
+        Ok(Accepted::Enrolled(..)) => Outcome::Enrolled,
         Ok(Accepted::Session(_)) => Outcome::Session,
     });
     match accepted {
@@ -326,11 +384,30 @@ fn serve_connection(
             logs.handshakes
                 .note(&source, &why, || format!("{peer}: {why}"));
         }
-        Ok(Accepted::Enrolled(key)) => log(&format!("{peer}: enrolled sender key {}", hex(&key))),
+        Ok(Accepted::Enrolled(key, grant)) => {
+            let mut line = format!("{peer}: enrolled sender key {}", hex(&key));
+            if !grant.granted.is_empty() {
+                line.push_str(&format!("; granted groups {}", grant.granted.join(", ")));
+            }
+            if !grant.withheld.is_empty() {
+                line.push_str(&format!(
+                    "; not granted, another key is allowed for them: {} (mt-agent senders allow decides)",
+                    grant.withheld.join(", ")
+                ));
+            }
+            log(&line);
+        }
         Ok(Accepted::Session(ch)) => {
             let key = hex(&ch.remote_key[..4]);
             let plog = |l: &str| log(&format!("{peer}: {l}"));
-            match crate::replication::net::receiver::run_session(*ch, vol, sessions, &peer, &plog) {
+            match crate::replication::net::receiver::run_session(
+                *ch,
+                vol,
+                auth.senders(),
+                sessions,
+                &peer,
+                &plog,
+            ) {
                 Ok(s) => log(&format!(
                     "{peer} (sender {key}…): session for group {} ended; {} messages, acknowledged through LSN {}{}",
                     s.group, s.frames, s.acked, s.resync

@@ -1,6 +1,7 @@
 //! The `mt-agent` command line: the clap definitions and, per verb, a `run` that converts the
 //! arguments, calls the library and prints. One module per verb family: `journal` (group, points,
-//! recover, status, apply, prune, verify), `net` (serve, enrol, send), `guest` (show-config,
+//! recover, status, apply, prune, verify), `net` (serve, enrol, send), `senders` (allow, list,
+//! revoke, open, close), `guest` (show-config,
 //! setup, firstboot, disks, check-retention), `ovfenv`. No logic lives here: what a verb does is
 //! in `mt_agent`; this tree decides only how it is asked for and how its result is shown.
 
@@ -8,6 +9,7 @@ mod guest;
 mod journal;
 mod net;
 mod ovfenv;
+mod senders;
 
 use clap::{Parser, Subcommand};
 use mt_agent::replication::journal::JournalError;
@@ -28,6 +30,8 @@ enum Command {
     Serve(net::ServeArgs),
     Enrol(net::EnrolArgs),
     Send(net::SendArgs),
+    #[command(subcommand)]
+    Senders(senders::SendersCommand),
     Setup(guest::SetupArgs),
     Firstboot(guest::FirstbootArgs),
     Disks(guest::DisksArgs),
@@ -53,6 +57,7 @@ impl Cli {
             Command::Serve(a) => a.run(),
             Command::Enrol(a) => a.run(),
             Command::Send(a) => a.run(),
+            Command::Senders(c) => c.run(),
             Command::Setup(a) => a.run(),
             Command::Firstboot(a) => a.run(),
             Command::Disks(a) => a.run(),

@@ -8,6 +8,7 @@ use clap::Args;
 use mt_agent::replication::journal::DEFAULT_BATCH_BYTES;
 use mt_agent::replication::net::auth::{self, SenderAuth};
 use mt_agent::replication::net::sender::{self, ResyncMode, SendOptions};
+use mt_agent::replication::net::senders::Grant;
 use mt_agent::replication::net::transport;
 use mt_agent::serve::throttle::Backoff;
 
@@ -55,6 +56,21 @@ pub struct ServeArgs {
     /// The longest wait after failed enrolments.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     enrol_backoff_max: std::time::Duration,
+    /// Accept enrolments for this long after the start ("90s", "30m", "1h", seconds, "forever",
+    /// or "0" / "closed"); `mt-agent senders open` and `close` change it while serve runs.
+    #[arg(long, value_name = "TIME", default_value = DEFAULT_ENROL_FOR, value_parser = parse_enrol_for)]
+    enrol_for: RetryFor,
+}
+
+/// How long serve (at its start) and `senders open` open the enrolment window by default.
+pub(super) const DEFAULT_ENROL_FOR: &str = "1h";
+
+/// `--enrol-for`: the duration grammar of `--retry-for`, and "closed" for zero.
+fn parse_enrol_for(s: &str) -> Result<RetryFor, String> {
+    match s {
+        "closed" => Ok(RetryFor(Some(std::time::Duration::ZERO))),
+        s => parse_retry_for(s),
+    }
 }
 
 /// An idle timeout: a duration of at least [`transport::MIN_IDLE_TIMEOUT`].
@@ -93,9 +109,9 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 /// `--retry-for`: a duration, or "forever" (`None`).
 #[derive(Clone, Copy)]
-struct RetryFor(Option<std::time::Duration>);
+pub(super) struct RetryFor(pub(super) Option<std::time::Duration>);
 
-fn parse_retry_for(s: &str) -> Result<RetryFor, String> {
+pub(super) fn parse_retry_for(s: &str) -> Result<RetryFor, String> {
     if s == "forever" {
         return Ok(RetryFor(None));
     }
@@ -117,11 +133,15 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             max_clock_skew: self.max_clock_skew,
             enrol_backoff,
+            enrol_for: self.enrol_for.0,
         })
     }
 }
 
-/// Enrol this process server with a master target: prove its passphrase, pin its key.
+/// Enrol this process server with a master target: prove its passphrase, pin its key, and ask
+/// to write groups. The master target grants a group no other key is allowed for; any other is
+/// its operator's decision (`mt-agent senders allow` there). Enrolment is accepted only while the
+/// master target's enrolment window is open (`mt-agent senders open` there).
 #[derive(Args)]
 pub struct EnrolArgs {
     /// The master target, HOST:PORT.
@@ -133,21 +153,55 @@ pub struct EnrolArgs {
     /// This sender's key and pinned master-target keys.
     #[arg(long, value_name = "DIR", default_value = auth::DEFAULT_SENDER_STATE)]
     state: Utf8PathBuf,
+    /// Ask to write this group (repeat for more).
+    #[arg(long = "group", value_name = "GROUP")]
+    groups: Vec<String>,
 }
 
 impl EnrolArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let pass = auth::read_passphrase(&self.passphrase_file)?;
         let sender = SenderAuth::load(&self.state)?;
-        let key = sender.enrol_waiting(&self.to, &pass, &|l| eprintln!("mt-agent: {l}"))?;
+        let (key, grant) = sender.enrol_waiting(&self.to, &pass, &self.groups, &|l| {
+            eprintln!("mt-agent: {l}")
+        })?;
+        let me = auth::hex(&sender.public_key());
         println!(
-            "enrolled with {}: its key {} is pinned; this sender's key {} is authorised there",
+            "enrolled with {}: its key {} is pinned; this sender's key {me} is enrolled there",
             self.to,
             auth::hex(&key),
-            auth::hex(&sender.public_key())
         );
+        for line in grant_lines(&me, &grant, &self.groups) {
+            println!("{line}");
+        }
         Ok(())
     }
+}
+
+/// What an enrolment's groups came to, and what the master target's operator must still run.
+fn grant_lines(me: &str, grant: &Grant, asked: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    if asked.is_empty() {
+        out.push(format!(
+            "no group asked for: to let it write one, run on the master target: mt-agent senders allow {me} --group GROUP"
+        ));
+    }
+    if !grant.granted.is_empty() {
+        out.push(format!("groups granted: {}", grant.granted.join(", ")));
+    }
+    if !grant.withheld.is_empty() {
+        let flags: Vec<String> = grant
+            .withheld
+            .iter()
+            .map(|g| format!("--group {g}"))
+            .collect();
+        out.push(format!(
+            "groups not granted (another key is allowed for them): {}; the master target's operator decides: mt-agent senders allow {me} {}",
+            grant.withheld.join(", "),
+            flags.join(" ")
+        ));
+    }
+    out
 }
 
 /// Replicate a group to a master target: a full copy or delta resync of source disks,
@@ -171,7 +225,11 @@ pub struct SendArgs {
     /// Then send this recorded change stream (the frame format `apply --from` reads).
     #[arg(long, value_name = "FILE")]
     stream: Option<Utf8PathBuf>,
-    /// Enrol first with this passphrase file if no key is pinned for the master target.
+    /// Send the --stream into GROUP even though it was recorded for another group.
+    #[arg(long, requires = "stream")]
+    stream_group_override: bool,
+    /// Enrol first with this passphrase file if no key is pinned for the master target (asking
+    /// to write GROUP).
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<Utf8PathBuf>,
     /// This sender's key and pinned master-target keys.
@@ -198,11 +256,17 @@ impl SendArgs {
         if sender_auth.pinned(&to)?.is_none() {
             if let Some(f) = &self.passphrase_file {
                 let pass = auth::read_passphrase(f)?;
-                let key = sender_auth.enrol_waiting(&to, &pass, &|l| eprintln!("mt-agent: {l}"))?;
+                let asked = [self.group.clone()];
+                let (key, grant) = sender_auth
+                    .enrol_waiting(&to, &pass, &asked, &|l| eprintln!("mt-agent: {l}"))?;
                 eprintln!(
                     "mt-agent: enrolled with {to}, pinned key {}",
                     auth::hex(&key)
                 );
+                let me = auth::hex(&sender_auth.public_key());
+                for line in grant_lines(&me, &grant, &asked) {
+                    eprintln!("mt-agent: {line}");
+                }
             }
         }
         let mut sources = Vec::new();
@@ -222,6 +286,7 @@ impl SendArgs {
             disks: sources,
             resync,
             stream: self.stream,
+            stream_group_override: self.stream_group_override,
             state: self.state,
             retry_for: self.retry_for.0,
             idle_timeout: self.idle_timeout,

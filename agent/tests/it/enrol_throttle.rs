@@ -34,6 +34,10 @@ fn guess(addr: &str) -> Option<String> {
     hello.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
     hello.push(MODE_ENROL);
     s.write_all(&hello).ok()?;
+    // The enrolment window's answer comes first: a closed window is a refusal in words too.
+    if let Some(why) = read_status(&mut s).ok()? {
+        return Some(why);
+    }
     let offer = read_record(&mut s).ok()?;
     let mut prologue = hello;
     prologue.extend_from_slice(&offer);

@@ -18,6 +18,7 @@ mod enrol_throttle;
 mod full;
 mod model;
 mod ovfenv;
+mod replication_authz;
 mod replication_bad_peers;
 mod replication_e2e;
 mod replication_flood;

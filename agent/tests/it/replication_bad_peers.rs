@@ -260,6 +260,7 @@ fn bad_peers_are_refused_with_a_reason_and_write_nothing() {
         "--disk",
         &format!("o0={}", rig.path("other.img").display()),
     ]);
+    rig.allow("sender", "other");
     let auth = SenderAuth::load(camino::Utf8Path::from_path(&rig.path("sender")).unwrap()).unwrap();
     let mut quiet = auth.session(&rig.addr).unwrap();
     let start = Frame::Start {

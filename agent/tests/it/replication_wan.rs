@@ -141,15 +141,21 @@ fn spans(log: &str, caps: &[u64]) -> Vec<(u64, u64)> {
 }
 
 fn enrol_via(rig: &Rig, target: &str, state: &str) {
-    let out = rig.mt(&[
+    let (pass, dir) = (rig.path("passphrase"), rig.path(state));
+    let mut args = vec![
         "enrol",
         "--to",
         target,
         "--passphrase-file",
-        rig.path("passphrase").to_str().unwrap(),
+        pass.to_str().unwrap(),
         "--state",
-        rig.path(state).to_str().unwrap(),
-    ]);
+        dir.to_str().unwrap(),
+    ];
+    let groups = rig.groups();
+    for g in &groups {
+        args.extend(["--group", g]);
+    }
+    let out = rig.mt(&args);
     assert!(
         out.status.success(),
         "{}",

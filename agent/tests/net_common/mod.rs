@@ -1,7 +1,8 @@
 //! Shared rig for the replication tests (on top of `common`): a scratch directory of the
 //! test's own, an agent configuration, `mt-agent serve` run as a child process on a loopback
 //! port with its own retention volume (a private mount, so no lock or path is shared with
-//! another test or run), enrolment, the `mt-agent` binary for every other step, and disk
+//! another test or run), enrolment and the master target's `senders` verbs, the `mt-agent`
+//! binary for every other step, and disk
 //! contents, changes and tagged change streams from the tests' seeded generator, and the check
 //! that every point of a stream recovers exactly.
 #![allow(dead_code)]
@@ -162,10 +163,16 @@ impl Rig {
     }
 
     /// `mt-agent enrol` of the sender state `state` (a rig path) with the passphrase file
-    /// `passphrase` (a rig path); its output, for tests of refusals.
+    /// `passphrase` (a rig path), asking for no group; its output, for tests of refusals.
     pub fn enrol_with(&self, state: &str, passphrase: &str) -> Output {
+        self.enrol_asking(state, passphrase, &[])
+    }
+
+    /// `mt-agent enrol` of the sender state `state` with the passphrase file `passphrase` (rig
+    /// paths), asking for `groups`; its output.
+    pub fn enrol_asking(&self, state: &str, passphrase: &str, groups: &[&str]) -> Output {
         let (state, passphrase) = (self.path(state), self.path(passphrase));
-        self.mt(&[
+        let mut args = vec![
             "enrol",
             "--to",
             &self.addr,
@@ -173,19 +180,75 @@ impl Rig {
             passphrase.to_str().unwrap(),
             "--state",
             state.to_str().unwrap(),
-        ])
+        ];
+        for g in groups {
+            args.extend(["--group", g]);
+        }
+        self.mt(&args)
     }
 
-    /// Enrols the sender state `state` with the rig's passphrase; fails the test, with the
+    /// Enrols the sender state `state` with the rig's passphrase, asking for every group
+    /// created so far, and allows it each of them on the master target (also a group another
+    /// key was granted first): the sender may write every group. Fails the test, with the
     /// server's log, if the master target refuses.
     pub fn enrol(&self, state: &str) {
-        let out = self.enrol_with(state, "passphrase");
+        let groups = self.groups();
+        let asked: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let out = self.enrol_asking(state, "passphrase", &asked);
         assert!(
             out.status.success(),
             "mt-agent enrol failed: {}\nserver log:\n{}",
             String::from_utf8_lossy(&out.stderr),
             self.log()
         );
+        for g in &asked {
+            self.allow(state, g);
+        }
+    }
+
+    /// The groups created on the master target so far, by name.
+    pub fn groups(&self) -> Vec<String> {
+        let mut out: Vec<String> = match std::fs::read_dir(self.path("ret").join("groups")) {
+            Ok(dir) => dir
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        out.sort();
+        out
+    }
+
+    /// The public key (hex) of the sender state `state` (a rig path).
+    pub fn sender_key(&self, state: &str) -> String {
+        let text = std::fs::read_to_string(self.path(state).join("key")).unwrap();
+        text.lines().nth(1).unwrap().to_owned()
+    }
+
+    /// `mt-agent senders ARGS --state` the master target's state directory; its output.
+    pub fn senders(&self, args: &[&str]) -> Output {
+        let state = self.path("server-state");
+        let mut a = vec!["senders"];
+        a.extend(args);
+        a.extend(["--state", state.to_str().unwrap()]);
+        self.mt(&a)
+    }
+
+    /// [`Rig::senders`], failing the test unless it succeeds; its standard output.
+    pub fn senders_ok(&self, args: &[&str]) -> String {
+        let mut a = vec!["senders"];
+        a.extend(args);
+        let out = self.senders(args);
+        assert!(
+            out.status.success(),
+            "mt-agent {a:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Allows the sender state `state`'s key to write `group` (`mt-agent senders allow`).
+    pub fn allow(&self, state: &str, group: &str) {
+        self.senders_ok(&["allow", &self.sender_key(state), "--group", group]);
     }
 
     /// Creates group `g` with one target per (name, size), targets zero-filled files.

@@ -158,6 +158,8 @@ pub(super) struct Master {
     pub(super) config: Utf8PathBuf,
     pub(super) retention: Utf8PathBuf,
     pub(super) passphrase: Utf8PathBuf,
+    /// serve's state directory (keys, authorised senders).
+    state: Utf8PathBuf,
 }
 
 impl Master {
@@ -204,7 +206,33 @@ impl Master {
             config,
             retention: ret,
             passphrase: pass,
+            state,
         })
+    }
+
+    /// Lets the sender whose state directory is `sender` write `group` (a group created after
+    /// its enrolment): `mt-agent senders allow`.
+    pub(super) fn allow(
+        &self,
+        sh: &Shell,
+        agent: &Utf8Path,
+        sender: &Utf8Path,
+        group: &str,
+    ) -> Result<()> {
+        let text = std::fs::read_to_string(sender.join("key"))?;
+        let key = text
+            .lines()
+            .nth(1)
+            .context("the sender's key file has no public key")?;
+        let state = &self.state;
+        cmd!(
+            sh,
+            "{agent} senders allow {key} --group {group} --state {state}"
+        )
+        .quiet()
+        .ignore_stdout()
+        .run()?;
+        Ok(())
     }
 
     pub(super) fn pid(&self) -> u32 {
@@ -288,6 +316,7 @@ impl ResyncBench {
                     .quiet()
                     .ignore_stdout()
                     .run()?;
+                master.allow(sh, &agent, &sender, &group)?;
                 for p in [&src, &target, &rdst] {
                     warm(p)?;
                 }
@@ -348,6 +377,7 @@ impl ResyncBench {
             .quiet()
             .ignore_stdout()
             .run()?;
+            master.allow(sh, &agent, &sender, &group)?;
             read.push(direct_read_mib_s(sh, &base, size)?);
             warm(&base)?;
             let t = Instant::now();

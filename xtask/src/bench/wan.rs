@@ -211,7 +211,7 @@ impl Mt<'_> {
         .quiet()
         .ignore_stdout()
         .run()?;
-        Ok(())
+        self.master.allow(self.sh, self.agent, self.sender, group)
     }
 
     /// `send GROUP --MODE --disk d0=SOURCE --json` through the link; its report and the transfer.

@@ -1,23 +1,27 @@
 //! Who may talk to whom. Each end has a static X25519 key pair kept in its state directory.
 //! Enrolment (once): the sender proves it knows the master target's passphrase (a Noise XXpsk3
 //! handshake whose pre-shared key is PBKDF2-HMAC-SHA256 of the passphrase with the agent's own
-//! salt); both ends learn each other's static key; the master target records the sender's key
-//! as authorised and the sender pins the master target's key. Every later session is a Noise XX
-//! handshake that the master target accepts only from an authorised key and the sender only
-//! with the pinned key. The passphrase file is read at every enrolment (a changed file takes
-//! effect at the next handshake); the derived key is kept, in memory only, by a digest of salt
-//! and passphrase, so an unchanged file costs no derivation. Whether an enrolment attempt is
-//! evaluated at all is the [`EnrolGate`]'s decision (serve's backoff, through [`super::enrol_gate`]). This module never
-//! stores or logs the passphrase or a derived key.
+//! salt), only while the enrolment window is open ([`super::enrol_window`]); both ends learn
+//! each other's static key; the master target records the sender's key and the groups it
+//! grants of those asked ([`super::senders`]) and the sender pins the master target's key.
+//! Every later session is a Noise XX handshake that the master target accepts only from an
+//! enrolled key and the sender only with the pinned key. The passphrase file is read at every
+//! enrolment (a changed file takes effect at the next handshake); the derived key is kept, in
+//! memory only, by a digest of salt and passphrase, so an unchanged file costs no derivation.
+//! Whether an enrolment attempt is evaluated at all is the [`EnrolGate`]'s decision (serve's
+//! backoff, through [`super::enrol_gate`]). This module never stores or logs the passphrase or
+//! a derived key.
 
 use super::enrol_gate::{
     seconds, stated_delay, EnrolDelay, EnrolGate, OpenGate, RefusalKind, Refused,
 };
+use super::enrol_window::EnrolmentWindow;
+use super::senders::{Grant, SenderStore};
 use super::transport::{self, Channel, ENROL_PATTERN, HELLO_MAGIC, MODE_ENROL, MODE_SESSION};
 use super::{Message, PROTOCOL_VERSION};
+use crate::replication::journal::valid_group_name;
 use anyhow::{anyhow, bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
-use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -58,7 +62,7 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn unhex32(s: &str) -> Option<[u8; 32]> {
+pub(super) fn unhex32(s: &str) -> Option<[u8; 32]> {
     let s = s.trim();
     if s.len() != 64 {
         return None;
@@ -78,7 +82,7 @@ fn random<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
-/// Keys, salts and the authorised senders: readable by their owner only.
+/// Keys and salts: readable by their owner only.
 fn write_private(path: &Utf8Path, text: &str) -> Result<()> {
     crate::atomic_file::write_atomic(path, text.as_bytes(), 0o600)
 }
@@ -170,6 +174,7 @@ fn passphrase_digest(passphrase: &str, salt: &[u8]) -> [u8; 32] {
 
 /// The master target's side: its key, salt, passphrase and authorised senders.
 pub struct ServerAuth {
+    /// The state directory, where the enrolment window is read at each enrolment.
     dir: Utf8PathBuf,
     key: KeyPair,
     salt: [u8; SALT_LEN],
@@ -179,15 +184,16 @@ pub struct ServerAuth {
     /// file costs one derivation however many enrolments come at once.
     psk: Mutex<Option<([u8; 32], [u8; 32])>>,
     enrol_gate: Arc<dyn EnrolGate>,
-    authorised: Mutex<BTreeSet<[u8; 32]>>,
+    senders: SenderStore,
 }
 
 /// What a sender asked for after a successful handshake.
 pub enum Accepted {
     /// A replication session from an authorised sender.
     Session(Box<Channel>),
-    /// A sender was just enrolled (the connection is finished).
-    Enrolled([u8; 32]),
+    /// A sender was just enrolled (the connection is finished): its key and the groups it
+    /// asked for, granted or withheld.
+    Enrolled([u8; 32], Grant),
 }
 
 impl ServerAuth {
@@ -207,21 +213,7 @@ impl ServerAuth {
             write_private(&salt_path, &format!("{}\n", hex(&s)))?;
             s
         };
-        let mut authorised = BTreeSet::new();
-        let auth_path = dir.join("authorised-senders");
-        if auth_path.exists() {
-            let text = std::fs::read_to_string(&auth_path)
-                .with_context(|| format!("cannot read {auth_path}"))?;
-            for (n, line) in text.lines().enumerate() {
-                let word = line.split_whitespace().next().unwrap_or("");
-                if word.is_empty() || word.starts_with('#') {
-                    continue;
-                }
-                let k = unhex32(word)
-                    .ok_or_else(|| anyhow!("{auth_path} line {}: not a 64-hex-digit key", n + 1))?;
-                authorised.insert(k);
-            }
-        }
+        let senders = SenderStore::open(dir)?;
         Ok(ServerAuth {
             dir: dir.to_owned(),
             key,
@@ -229,7 +221,7 @@ impl ServerAuth {
             passphrase_file: passphrase_file.to_owned(),
             psk: Mutex::new(None),
             enrol_gate: Arc::new(OpenGate),
-            authorised: Mutex::new(authorised),
+            senders,
         })
     }
 
@@ -241,6 +233,11 @@ impl ServerAuth {
 
     pub fn public_key(&self) -> [u8; 32] {
         self.key.public
+    }
+
+    /// The authorised senders as this process sees them.
+    pub fn senders(&self) -> &SenderStore {
+        &self.senders
     }
 
     /// The pre-shared key of the passphrase the file holds now.
@@ -256,20 +253,6 @@ impl ServerAuth {
                 Ok(key)
             }
         }
-    }
-
-    fn authorise(&self, key: [u8; 32], peer: &str) -> Result<()> {
-        let mut set = self.authorised.lock().unwrap_or_else(|e| e.into_inner());
-        if set.insert(key) {
-            let mut text =
-                String::from("# senders enrolled with the passphrase: key, first address\n");
-            for k in set.iter() {
-                let note = if *k == key { peer } else { "" };
-                text.push_str(&format!("{} {note}\n", hex(k)));
-            }
-            write_private(&self.dir.join("authorised-senders"), &text)?;
-        }
-        Ok(())
     }
 
     /// Runs the server side of the handshake on a fresh connection, within
@@ -337,6 +320,13 @@ impl ServerAuth {
             .local_private_key(&self.key.private)
             .map_err(|e| anyhow!("{e}"))?;
         if mode == MODE_ENROL {
+            // Before the offer: a closed window costs no key derivation and answers no guess.
+            deadline.arm(&stream)?;
+            if let Err(why) = EnrolmentWindow::check(&self.dir) {
+                let _ = transport::write_status(&mut stream, Some(&why));
+                bail!("enrolment refused: {why}");
+            }
+            transport::write_status(&mut stream, None)?;
             let mut offer = self.salt.to_vec();
             offer.extend_from_slice(&KDF_ROUNDS.to_le_bytes());
             deadline.arm(&stream)?;
@@ -419,12 +409,9 @@ impl ServerAuth {
             .and_then(|k| k.try_into().ok())
             .ok_or_else(|| anyhow!("no sender key in the handshake"))?;
         if mode == MODE_SESSION {
-            let known = self
-                .authorised
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&remote);
-            if !known {
+            // An unreadable file keeps the copy read before (the watcher in serve reports it).
+            self.senders.refresh();
+            if !self.senders.is_enrolled(&remote) {
                 let why = format!(
                     "unknown sender key {}: enrol it first (mt-agent enrol with the master target's passphrase)",
                     hex(&remote)
@@ -447,9 +434,25 @@ impl ServerAuth {
             .map_err(|e| anyhow!("{e}"))?;
         let mut ch = Channel::new(stream, noise)?;
         if mode == MODE_ENROL {
-            self.authorise(remote, &peer)?;
-            ch.tx.send(&Message::Enrolled)?;
-            return Ok(Accepted::Enrolled(remote));
+            let asked = match ch.rx.recv() {
+                Ok(Some(Message::EnrolRequest { groups })) => groups,
+                other => bail!(
+                    "the sender asked for no groups after the enrolment handshake ({other:?})"
+                ),
+            };
+            if let Some(why) = asked.iter().find_map(|g| valid_group_name(g).err()) {
+                let _ = ch.tx.send(&Message::Refused {
+                    retry: false,
+                    why: why.clone(),
+                });
+                bail!("enrolment refused: {why}");
+            }
+            let grant = self.senders.enrol(remote, &peer, &asked)?;
+            ch.tx.send(&Message::Enrolled {
+                granted: grant.granted.clone(),
+                withheld: grant.withheld.clone(),
+            })?;
+            return Ok(Accepted::Enrolled(remote, grant));
         }
         Ok(Accepted::Session(Box::new(ch)))
     }
@@ -699,9 +702,20 @@ impl SenderAuth {
         Ok(Channel::new(stream, noise)?)
     }
 
-    /// Proves the passphrase to `target`, pins its key and has this sender's key authorised.
-    pub fn enrol(&self, target: &str, passphrase: &str) -> Result<[u8; 32]> {
+    /// Proves the passphrase to `target`, pins its key, has this sender's key enrolled and asks
+    /// to write `groups`: the master target's key and what it granted.
+    pub fn enrol(
+        &self,
+        target: &str,
+        passphrase: &str,
+        groups: &[String],
+    ) -> Result<([u8; 32], Grant)> {
         let mut stream = self.connect(target, MODE_ENROL)?;
+        if let Some(why) = transport::read_status(&mut stream)
+            .with_context(|| format!("{target} closed the connection before the enrolment offer"))?
+        {
+            bail!("{target} refused the enrolment: {why}");
+        }
         let offer = transport::read_record(&mut stream)
             .with_context(|| format!("{target} sent no enrolment offer"))?;
         if offer.len() != SALT_LEN + 4 {
@@ -723,15 +737,21 @@ impl SenderAuth {
             .and_then(|b| b.build_initiator())
             .map_err(|e| anyhow!("{e}"))?;
         let mut ch = Self::finish(target, stream, hs, None)?;
-        match ch.rx.recv() {
-            Ok(Some(Message::Enrolled)) => {}
+        ch.tx.send(&Message::EnrolRequest {
+            groups: groups.to_vec(),
+        })?;
+        let grant = match ch.rx.recv() {
+            Ok(Some(Message::Enrolled { granted, withheld })) => Grant { granted, withheld },
+            Ok(Some(Message::Refused { why, .. })) => {
+                bail!("{target} refused the enrolment: {why}")
+            }
             other => bail!("{target} did not confirm the enrolment ({other:?})"),
-        }
+        };
         write_private(
             &pin_path(&self.dir, target),
             &format!("{}\n", hex(&ch.remote_key)),
         )?;
-        Ok(ch.remote_key)
+        Ok((ch.remote_key, grant))
     }
 
     /// [`SenderAuth::enrol`], waiting out each delay the master target states (told to
@@ -740,12 +760,13 @@ impl SenderAuth {
         &self,
         target: &str,
         passphrase: &str,
+        groups: &[String],
         note: &dyn Fn(&str),
-    ) -> Result<[u8; 32]> {
+    ) -> Result<([u8; 32], Grant)> {
         let mut waited = Duration::ZERO;
         loop {
-            let e = match self.enrol(target, passphrase) {
-                Ok(key) => return Ok(key),
+            let e = match self.enrol(target, passphrase, groups) {
+                Ok(done) => return Ok(done),
                 Err(e) => e,
             };
             let Some(wait) = stated_delay(&format!("{e:#}")) else {

@@ -2,7 +2,8 @@
 //! (`mt-agent serve`). Protocol and security design: `agent/docs/protocol.md`.
 //!
 //! Layers, bottom up: [`transport`] (TCP, the Noise handshake, an encrypted and authenticated
-//! byte channel), [`auth`] (keys, passphrase enrolment, pinning; [`enrol_gate`]: whether an
+//! byte channel), [`auth`] (keys, passphrase enrolment, pinning; [`senders`]: which key may
+//! write which group, [`enrol_window`]: when enrolment is open; [`enrol_gate`]: whether an
 //! enrolment attempt is evaluated, and the kinds of refusal), the messages in this module
 //! (length-limited, versioned; replication frames from [`crate::replication::frame`] travel inside them
 //! unchanged), and the two ends, [`receiver`] and [`sender`], with [`resync`] for block hashing.
@@ -10,10 +11,12 @@
 
 pub mod auth;
 pub mod enrol_gate;
+pub mod enrol_window;
 pub mod receiver;
 pub mod resume;
 pub mod resync;
 pub mod sender;
+pub mod senders;
 pub mod sessions;
 pub mod transport;
 
@@ -21,9 +24,14 @@ use crate::replication::frame::{FRAME_HASH_LEN, FRAME_HEADER_LEN, MAX_FRAME_PAYL
 use std::io::Read;
 
 /// The version of the message layer (the frame format has its own). 2: heartbeats, the resync
-/// cursor in `position` and `hash-request`, `stalled`. 3: a resync ends with a tag of the kind
-/// that closes it (`TagKind::ResyncEnd`), the only tag the master target takes during one.
+/// cursor in `position` and `hash-request`, `stalled`. 3: enrolment asks for groups
+/// (`enrol-request`, the groups granted and withheld in `enrolled`) and the master target
+/// answers an enrolment's hello with a status (the enrolment window); a resync ends with a tag
+/// of the kind that closes it (`TagKind::ResyncEnd`), the only tag the master target takes
+/// during one.
 pub const PROTOCOL_VERSION: u16 = 3;
+/// Groups one enrolment may ask for (far more than a process server replicates).
+pub const MAX_ENROL_GROUPS: usize = 256;
 /// A message body is never larger than the largest frame.
 pub const MAX_MESSAGE_BODY: u32 =
     FRAME_HEADER_LEN as u32 + MAX_FRAME_PAYLOAD + FRAME_HASH_LEN as u32;
@@ -44,6 +52,7 @@ const MSG_REFUSED: u8 = 9;
 const MSG_ENROLLED: u8 = 10;
 const MSG_HEARTBEAT: u8 = 11;
 const MSG_STALLED: u8 = 12;
+const MSG_ENROL_REQUEST: u8 = 13;
 
 /// One message of the replication session (inside the encrypted channel).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +87,14 @@ pub enum Message {
     Flush,
     /// Either side, before closing: why. `retry` says whether the same request may succeed later.
     Refused { retry: bool, why: String },
-    /// Receiver -> sender at the end of an enrolment.
-    Enrolled,
+    /// Sender -> receiver after the enrolment handshake: the groups it asks to write.
+    EnrolRequest { groups: Vec<String> },
+    /// Receiver -> sender at the end of an enrolment: the asked groups now allowed for the
+    /// key, and those another key is allowed for (the operator decides; nothing was recorded).
+    Enrolled {
+        granted: Vec<String>,
+        withheld: Vec<String>,
+    },
     /// Either side, when it has sent nothing else for a while: the session is alive.
     Heartbeat,
     /// Receiver -> sender: credit is withheld, and why (the session stays; credit resumes).
@@ -120,7 +135,8 @@ impl Message {
             Message::HashesDone { .. } => "hashes-done",
             Message::Flush => "flush",
             Message::Refused { .. } => "refused",
-            Message::Enrolled => "enrolled",
+            Message::EnrolRequest { .. } => "enrol-request",
+            Message::Enrolled { .. } => "enrolled",
             Message::Heartbeat => "heartbeat",
             Message::Stalled { .. } => "stalled",
         }
@@ -182,7 +198,15 @@ impl Message {
                 body.extend_from_slice(why.as_bytes());
                 MSG_REFUSED
             }
-            Message::Enrolled => MSG_ENROLLED,
+            Message::EnrolRequest { groups } => {
+                encode_names(&mut body, groups);
+                MSG_ENROL_REQUEST
+            }
+            Message::Enrolled { granted, withheld } => {
+                encode_names(&mut body, granted);
+                encode_names(&mut body, withheld);
+                MSG_ENROLLED
+            }
             Message::Heartbeat => MSG_HEARTBEAT,
             Message::Stalled { why } => {
                 body.extend_from_slice(&why.as_bytes()[..why.len().min(4096)]);
@@ -313,9 +337,18 @@ impl Message {
                     why: String::from_utf8_lossy(&body[1..]).into_owned(),
                 }
             }
+            MSG_ENROL_REQUEST => {
+                let mut at = &body[..];
+                let groups = decode_names(&mut at)?;
+                no_rest(at)?;
+                Message::EnrolRequest { groups }
+            }
             MSG_ENROLLED => {
-                fixed(0)?;
-                Message::Enrolled
+                let mut at = &body[..];
+                let granted = decode_names(&mut at)?;
+                let withheld = decode_names(&mut at)?;
+                no_rest(at)?;
+                Message::Enrolled { granted, withheld }
             }
             MSG_HEARTBEAT => {
                 fixed(0)?;
@@ -331,6 +364,47 @@ impl Message {
             }
             k => return Err(format!("unknown message type {k}")),
         })
+    }
+}
+
+/// A list of names: a u16 LE count, then each name as a u8 length and its UTF-8 bytes.
+fn encode_names(out: &mut Vec<u8>, names: &[String]) {
+    let names = &names[..names.len().min(MAX_ENROL_GROUPS)];
+    out.extend_from_slice(&(names.len() as u16).to_le_bytes());
+    for n in names {
+        // Group names are at most 64 ASCII characters: nothing is ever cut here.
+        let b = &n.as_bytes()[..n.len().min(255)];
+        out.push(b.len() as u8);
+        out.extend_from_slice(b);
+    }
+}
+
+fn decode_names(at: &mut &[u8]) -> Result<Vec<String>, String> {
+    let short = || "a list of names ends early".to_string();
+    let (count, rest) = at.split_first_chunk::<2>().ok_or_else(short)?;
+    let count = u16::from_le_bytes(*count) as usize;
+    if count > MAX_ENROL_GROUPS {
+        return Err(format!(
+            "{count} names in a list (at most {MAX_ENROL_GROUPS})"
+        ));
+    }
+    *at = rest;
+    let mut names = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (&len, rest) = at.split_first().ok_or_else(short)?;
+        let name = rest.get(..len as usize).ok_or_else(short)?;
+        names
+            .push(String::from_utf8(name.to_vec()).map_err(|_| "a name is not UTF-8".to_string())?);
+        *at = &rest[len as usize..];
+    }
+    Ok(names)
+}
+
+fn no_rest(at: &[u8]) -> Result<(), String> {
+    if at.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} bytes after the last list of names", at.len()))
     }
 }
 
@@ -417,7 +491,13 @@ mod tests {
                 retry: true,
                 why: "busy".into(),
             },
-            Message::Enrolled,
+            Message::EnrolRequest {
+                groups: vec!["a".into(), "b-2".into()],
+            },
+            Message::Enrolled {
+                granted: vec!["a".into()],
+                withheld: vec![],
+            },
             Message::Heartbeat,
             Message::Stalled {
                 why: "retention volume full".into(),

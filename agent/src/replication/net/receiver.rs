@@ -6,8 +6,11 @@
 //! bad frame never reaches a target. A full retention volume pauses the session (credit
 //! withheld, a Stall recorded, the sender told) until pruning frees room; a session that hears
 //! nothing for the idle time, or that a new session of the same sender takes over, ends and
-//! releases its group. One session per thread; it must not touch other groups.
+//! releases its group. A key not allowed to write the group the start frame names is refused
+//! before the group is claimed or opened. One session per thread; it must not touch other
+//! groups.
 
+use super::senders::SenderStore;
 use super::sessions::{Sessions, Stopper};
 use super::transport::{Channel, Heartbeat, Tx};
 use super::{decode_frame, resync, Message, HASHES_PER_MESSAGE};
@@ -124,6 +127,7 @@ fn room_needed(sessions: &Sessions) -> u64 {
 pub fn run_session(
     ch: Channel,
     vol: &RetentionVolume,
+    senders: &SenderStore,
     sessions: &Sessions,
     peer: &str,
     log: &(dyn Fn(&str) + Sync),
@@ -171,6 +175,12 @@ pub fn run_session(
         refuse(false, &why);
         bail!(why);
     }
+    // An unreadable file keeps the copy read before (the watcher in serve reports it).
+    senders.refresh();
+    if let Err(why) = senders.check(&key, &group) {
+        refuse(false, &why);
+        bail!(why);
+    }
     // Declared before the journal, so the group is released only after the journal is closed.
     let claim = match sessions.claim(&group, key, peer, stopper.clone(), log) {
         Ok(c) => c,
@@ -179,6 +189,12 @@ pub fn run_session(
             bail!(why);
         }
     };
+    // A revocation the watcher applied between the check and the claim found no session to
+    // stop: its copy is already the new one here.
+    if let Err(why) = senders.check(&key, &group) {
+        refuse(false, &why);
+        bail!(why);
+    }
     let mut jr = match vol.open_group(&group) {
         Ok(j) => j,
         Err(e) => {
@@ -318,9 +334,12 @@ fn session_loop<'s>(
         // The journal stopped first (a refused frame, a failed write): its reason.
         (Ok(NetEnd::JournalStopped | NetEnd::Closed), j) => j,
         (Err(_), Err(j)) => Err(j),
-        (Err(e), Ok(())) if ctx.stopper.is_stopped() => Err(anyhow!(
-            "ended: a new session of the same sender took over ({e})"
-        )),
+        (Err(e), Ok(())) if ctx.stopper.is_stopped() => match ctx.stopper.reason() {
+            Some(why) => Err(anyhow!("ended: {why} ({e})")),
+            None => Err(anyhow!(
+                "ended: a new session of the same sender took over ({e})"
+            )),
+        },
         (Err(e), Ok(())) => Err(e),
     }
 }

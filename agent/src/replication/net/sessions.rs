@@ -2,8 +2,9 @@
 //! key. One session per group: a second sender key is refused while the group is busy, but a
 //! new session of the *same* key takes over from the old one (which looks alive but is not: its
 //! process server lost power, or a NAT forgot the flow), ending it and waiting until it has
-//! released the group. Also what the sessions share: their idle time and the number of credit
-//! windows the retention volume must keep room for. Never opens a journal itself.
+//! released the group. Ends the sessions of keys no longer allowed their group (a revocation).
+//! Also what the sessions share: their idle time and the number of credit windows the retention
+//! volume must keep room for. Never opens a journal itself.
 
 use super::auth::hex;
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
 pub struct Stopper {
     stream: TcpStream,
     stopped: AtomicBool,
+    /// Why, when not a takeover.
+    why: Mutex<Option<String>>,
 }
 
 impl Stopper {
@@ -28,7 +31,19 @@ impl Stopper {
         Stopper {
             stream,
             stopped: AtomicBool::new(false),
+            why: Mutex::new(None),
         }
+    }
+
+    /// Stops the session for a reason other than a takeover (the session's error says it).
+    pub fn stop_because(&self, why: String) {
+        *self.why.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        self.stop();
+    }
+
+    /// The reason given to [`Stopper::stop_because`], if any.
+    pub fn reason(&self) -> Option<String> {
+        self.why.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn stop(&self) {
@@ -162,6 +177,40 @@ impl Sessions {
     }
 }
 
+/// A session that [`Sessions::stop_unless`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub group: String,
+    pub key: [u8; 32],
+    pub peer: String,
+}
+
+impl Sessions {
+    /// Ends every session whose key `allowed` no longer lets write its group (`why` says why,
+    /// in the session's error), and returns them.
+    pub fn stop_unless(
+        &self,
+        allowed: impl Fn(&[u8; 32], &str) -> bool,
+        why: impl Fn(&[u8; 32], &str) -> String,
+    ) -> Vec<Ended> {
+        let active = self.lock();
+        let mut ended = Vec::new();
+        for (group, a) in active.iter() {
+            if a.stopper.is_stopped() || allowed(&a.key, group) {
+                continue;
+            }
+            a.stopper.stop_because(why(&a.key, group));
+            ended.push(Ended {
+                group: group.clone(),
+                key: a.key,
+                peer: a.peer.clone(),
+            });
+        }
+        ended.sort_by(|a, b| a.group.cmp(&b.group));
+        ended
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +257,33 @@ mod tests {
             drop(claim);
         });
         assert_eq!(sessions.count(), 0);
+    }
+
+    #[test]
+    fn only_the_sessions_of_keys_no_longer_allowed_their_group_are_stopped() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let (a, _pa) = stopper();
+        let (b, _pb) = stopper();
+        let _ca = sessions
+            .claim("a", [1; 32], "p:1", a.clone(), &|_| {})
+            .unwrap();
+        let _cb = sessions
+            .claim("b", [1; 32], "p:2", b.clone(), &|_| {})
+            .unwrap();
+        let ended = sessions.stop_unless(|_, g| g == "a", |_, g| format!("revoked {g}"));
+        assert_eq!(
+            ended,
+            [Ended {
+                group: "b".into(),
+                key: [1; 32],
+                peer: "p:2".into()
+            }]
+        );
+        assert!(!a.is_stopped() && b.is_stopped());
+        assert_eq!(b.reason().as_deref(), Some("revoked b"));
+        // Stopped once: a second look ends nothing more.
+        assert!(sessions
+            .stop_unless(|_, g| g == "a", |_, _| String::new())
+            .is_empty());
     }
 }

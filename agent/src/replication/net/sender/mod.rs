@@ -45,6 +45,8 @@ pub struct SendOptions {
     pub disks: Vec<(String, Utf8PathBuf)>,
     pub resync: Option<ResyncMode>,
     pub stream: Option<Utf8PathBuf>,
+    /// Send the stream into `group` even if it was recorded for another group.
+    pub stream_group_override: bool,
     pub state: Utf8PathBuf,
     /// How long to keep reconnecting after a lost connection (`None`: for ever), counted from
     /// the loss and afresh after every acknowledgement.
@@ -335,6 +337,12 @@ pub fn send(opts: &SendOptions, log: &dyn Fn(&str)) -> Result<SendReport> {
             std::fs::File::open(path).with_context(|| format!("cannot open the stream {path}"))?,
         ));
         match r.next_frame() {
+            Ok(Some(Frame::Start { group, .. }))
+                if group != opts.group && !opts.stream_group_override =>
+            {
+                let g = &opts.group;
+                bail!("{path} was recorded for group {group}, not {g}; to send it into {g} all the same, add --stream-group-override")
+            }
             Ok(Some(Frame::Start { group, disks })) => stream_start = Some((group, disks)),
             Ok(_) => bail!("{path}: frame #0 is not a start frame naming the group"),
             Err(e) => bail!("{path}: {e}"),
