@@ -3,7 +3,7 @@
 //! refused, change-stream writes are refused). Which old content a resync batch skips saving is
 //! decided in `ingest`, from [`TimelineState::resync`](super::TimelineState).
 
-use super::timeline;
+use super::timeline::{self, TimelineState};
 use super::{GroupJournal, JournalError, Lsn, Result};
 
 /// A resync commits in larger batches (fewer flushes; bounded memory all the same).
@@ -43,13 +43,20 @@ impl GroupJournal {
         self.guard(r)
     }
 
+    /// Whether "latest" is a consistent state (see [`TimelineState::latest_is_consistent`]).
+    pub fn latest_is_consistent(&self) -> std::result::Result<(), String> {
+        self.state.latest_is_consistent()
+    }
+}
+
+impl TimelineState {
     /// Whether "latest" is a consistent state: not while a resync is unfinished.
     pub fn latest_is_consistent(&self) -> std::result::Result<(), String> {
-        match self.state.resync {
+        match self.resync {
             None => Ok(()),
             Some(from) => Err(format!(
                 "group {} is in the middle of a resync begun at LSN {from}: its newest state mixes old and new blocks and is not a recovery point until the resync's closing tag; recover one of its points instead (mt-agent points {})",
-                self.state.group, self.state.group
+                self.group, self.group
             )),
         }
     }
