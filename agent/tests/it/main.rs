@@ -16,6 +16,7 @@ mod el6_floor;
 mod full;
 mod model;
 mod ovfenv;
+mod readonly_session;
 mod replication_bad_peers;
 mod replication_e2e;
 mod replication_flood;
