@@ -6,7 +6,7 @@
 //! nothing of the group and never takes its lock.
 
 use super::blocks::{scan_blocks, BlockRecord, REC_ROLLBACK, REC_UNDO};
-use super::group::checked_disk;
+use super::group::{checked_disk, LOCK_FILE};
 use super::io::{FsFile, OpenMode};
 use super::record::{self, FileKind, FILE_HEADER_LEN};
 use super::recovery::{open_undo, ImageSet};
@@ -20,12 +20,24 @@ pub struct GroupView {
     vol: RetentionVolume,
     dir: Utf8PathBuf,
     state: TimelineState,
+    /// The lock holder's line before the state was read: a process that takes the lock later
+    /// may repair the targets from records it then cuts, so a recovery refuses if it changed.
+    holder: Option<String>,
 }
+
+/// A block record read with its old content (the log may be cut after it was read).
+type HeldRecord = (BlockRecord, Vec<u8>);
 
 impl GroupView {
     pub(super) fn open(vol: RetentionVolume, dir: Utf8PathBuf) -> Result<GroupView> {
+        let holder = vol.fs.lock_holder(&dir.join(LOCK_FILE));
         let state = committed_state(&vol, &dir)?;
-        Ok(GroupView { vol, dir, state })
+        Ok(GroupView {
+            vol,
+            dir,
+            state,
+            holder,
+        })
     }
 
     pub fn state(&self) -> &TimelineState {
@@ -104,6 +116,9 @@ impl GroupView {
         let fs = self.fs();
         let images = ImageSet::create(fs, to, &before.disks)?;
         let r = (|| {
+            // The batch that may be writing the targets now: its old content, read before the
+            // targets are (a restart that finds it unfinished restores its blocks, then cuts it).
+            let early = self.unfinished_batch()?;
             // The targets as they are; any block a batch changes meanwhile is overlaid below.
             for (i, d) in before.disks.iter().enumerate() {
                 let t = fs
@@ -115,10 +130,11 @@ impl GroupView {
             let after = committed_state(&self.vol, &self.dir)?;
             self.still_there(&point, &after)?;
             let r = if point.kind == PointKind::Latest {
-                self.overlay_unfinished_batch(&images)
+                self.overlay_unfinished_batch(&early, &images)
             } else {
-                self.overlay_epochs(&point, &after, &images)
-            };
+                self.overlay_epochs(&point, &after, &early.0, &images)
+            }
+            .and_then(|applied| self.same_holder().map(|()| applied));
             // A log that went missing or shrank under the read: the point was dropped meanwhile.
             r.map_err(|e| match committed_state(&self.vol, &self.dir) {
                 Ok(now) => self.still_there(&point, &now).err().unwrap_or(e),
@@ -156,14 +172,74 @@ impl GroupView {
         )))
     }
 
+    /// Refuses when another process took the group's lock since the view was opened: opening
+    /// a group after a crash restores the unfinished batch's blocks and then cuts its records,
+    /// which a read may have missed on both sides.
+    fn same_holder(&self) -> Result<()> {
+        if self.fs().lock_holder(&self.dir.join(LOCK_FILE)) == self.holder {
+            return Ok(());
+        }
+        Err(JournalError::Rejected(format!(
+            "group {} was opened by another process while it was being read (a new session or a restart, which may repair the targets); nothing was recovered: try again",
+            self.state.group
+        )))
+    }
+
+    /// The records past the committed length of the open epoch's undo log (each its block at
+    /// the epoch's start) and the rollback records of the next batch, with their content.
+    fn unfinished_batch(&self) -> Result<(Vec<HeldRecord>, Vec<HeldRecord>)> {
+        let s = &self.state;
+        let fs = self.fs();
+        let undo_path = self.dir.join(undo_file(s.open.id));
+        let undo = open_undo(fs, &undo_path, s.open.id, s.open.undo_len)?;
+        let undo_recs = self.read_tail(undo.as_ref(), &undo_path, REC_UNDO, s.open.undo_len)?;
+        let rb_path = self.dir.join(timeline::ROLLBACK_FILE);
+        if !fs.exists(&rb_path) {
+            // Made by the next opening of the group; until then no batch ran.
+            return Ok((undo_recs, Vec::new()));
+        }
+        let rb = fs
+            .open(&rb_path, OpenMode::Read)
+            .map_err(|e| JournalError::io(&rb_path, "open", e))?;
+        record::check_file_header(rb.as_ref(), &rb_path, FileKind::Rollback)?;
+        let mut rb_recs = self.read_tail(rb.as_ref(), &rb_path, REC_ROLLBACK, FILE_HEADER_LEN)?;
+        rb_recs.retain(|(r, _)| r.tag == s.commit_seq + 1);
+        Ok((undo_recs, rb_recs))
+    }
+
+    /// The block records of a log from `from` to its end now, up to the first bad one (a record
+    /// still being written), with their content.
+    fn read_tail(
+        &self,
+        f: &dyn FsFile,
+        path: &Utf8Path,
+        kind: u8,
+        from: u64,
+    ) -> Result<Vec<HeldRecord>> {
+        let end = f.len().map_err(|e| JournalError::io(path, "size", e))?;
+        let mut out = Vec::new();
+        for r in scan_blocks(f, path, kind, from, end, true, false)? {
+            checked_disk(&self.state.disks, &r, path)?;
+            let mut data = vec![0u8; r.len as usize];
+            // Cut since it was scanned: what was read before stays valid.
+            if f.read_exact_at(&mut data, r.data_at).is_err() {
+                break;
+            }
+            out.push((r, data));
+        }
+        Ok(out)
+    }
+
     /// Every undo record of every epoch from `point` on, as the timeline lists them after the
     /// targets were read, including records past the committed length (a batch in flight saves
-    /// its old content before it writes a target). Each holds its block as it was at its epoch's
+    /// its old content before it writes a target), and `early`, those read before the targets
+    /// past the open epoch's committed length. Each holds its block as it was at its epoch's
     /// start; applied newest epoch first, so the oldest copy wins: the point's content.
     fn overlay_epochs(
         &self,
         point: &RecoveryPoint,
         after: &TimelineState,
+        early: &[HeldRecord],
         images: &ImageSet,
     ) -> Result<u64> {
         let fs = self.fs();
@@ -193,50 +269,24 @@ impl GroupView {
                 false,
             )?);
             applied += self.apply(f.as_ref(), &path, &recs, images)?;
+            if id == self.state.open.id {
+                applied += self.apply_held(early, images)?;
+            }
         }
         Ok(applied)
     }
 
     /// "latest" as committed when the view was opened: the targets plus the old content of the
     /// one batch that may have been writing them (its undo records past the committed length
-    /// and its rollback records). Exact only if that batch did not commit during the read.
-    fn overlay_unfinished_batch(&self, images: &ImageSet) -> Result<u64> {
+    /// and its rollback records), read before and after the targets. Exact only if that batch
+    /// did not commit during the read.
+    fn overlay_unfinished_batch(
+        &self,
+        early: &(Vec<HeldRecord>, Vec<HeldRecord>),
+        images: &ImageSet,
+    ) -> Result<u64> {
         let before = &self.state;
-        let fs = self.fs();
-        let next = before.commit_seq + 1;
-        let undo_path = self.dir.join(undo_file(before.open.id));
-        let undo = open_undo(fs, &undo_path, before.open.id, before.open.undo_len)?;
-        let undo_end = undo
-            .len()
-            .map_err(|e| JournalError::io(&undo_path, "size", e))?;
-        let mut recs = scan_blocks(
-            undo.as_ref(),
-            &undo_path,
-            REC_UNDO,
-            before.open.undo_len,
-            undo_end,
-            true,
-            false,
-        )?;
-        recs.retain(|r| r.tag == next);
-        let rb_path = self.dir.join(timeline::ROLLBACK_FILE);
-        let rb = fs
-            .open(&rb_path, OpenMode::Read)
-            .map_err(|e| JournalError::io(&rb_path, "open", e))?;
-        record::check_file_header(rb.as_ref(), &rb_path, FileKind::Rollback)?;
-        let rb_end = rb
-            .len()
-            .map_err(|e| JournalError::io(&rb_path, "size", e))?;
-        let mut rb_recs = scan_blocks(
-            rb.as_ref(),
-            &rb_path,
-            REC_ROLLBACK,
-            FILE_HEADER_LEN,
-            rb_end,
-            true,
-            false,
-        )?;
-        rb_recs.retain(|r| r.tag == next);
+        let (mut undo, mut rollback) = self.unfinished_batch()?;
         // Read after the records: while no batch has committed since the view was opened, the
         // rollback log held only that batch's records (the next one rewrites it).
         let after = committed_state(&self.vol, &self.dir)?;
@@ -246,8 +296,27 @@ impl GroupView {
                 before.group, before.group
             )));
         }
-        Ok(self.apply(undo.as_ref(), &undo_path, &recs, images)?
-            + self.apply(rb.as_ref(), &rb_path, &rb_recs, images)?)
+        undo.retain(|(r, _)| r.tag == before.commit_seq + 1);
+        rollback.extend(early.1.iter().cloned());
+        undo.extend(
+            early
+                .0
+                .iter()
+                .filter(|(r, _)| r.tag == before.commit_seq + 1)
+                .cloned(),
+        );
+        Ok(self.apply_held(&undo, images)? + self.apply_held(&rollback, images)?)
+    }
+
+    fn apply_held(&self, recs: &[HeldRecord], images: &ImageSet) -> Result<u64> {
+        let mut bytes = 0;
+        for (r, data) in recs {
+            let (dst, dst_path) = images.out(r.disk as usize);
+            dst.write_all_at(data, r.offset)
+                .map_err(|e| JournalError::io(dst_path, "write", e))?;
+            bytes += u64::from(r.len);
+        }
+        Ok(bytes)
     }
 
     fn apply(
@@ -527,6 +596,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"latest\" moved on"), "{e}");
+    }
+
+    #[test]
+    fn a_group_reopened_while_it_is_read_is_refused() {
+        let mut r = Rig::new();
+        history(&mut r);
+        let view = r.vol.view_group("g").unwrap();
+        let sel = r.point_time("a");
+        let Rig { clock, vol, j, .. } = r;
+        let mut session = Some(j);
+        let e = view
+            .recover_into_observed(&sel, Utf8Path::new("/out"), &mut |disk| {
+                if disk == 0 {
+                    // A restart: the next opening may repair the targets from records it cuts.
+                    drop(session.take());
+                    clock.advance_secs(1);
+                    session = Some(vol.open_group_as("g", "the restarted session").unwrap());
+                }
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("was opened by another process while it was being read"),
+            "{e}"
+        );
     }
 
     #[test]
