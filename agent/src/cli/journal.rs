@@ -8,7 +8,7 @@ use camino::Utf8PathBuf;
 use clap::{Args, Subcommand};
 use mt_agent::replication::journal::policy;
 use mt_agent::replication::journal::{
-    DiskSpec, GroupJournal, GroupView, PointSelector, Recovered, RetentionVolume, TimelineState,
+    DiskSpec, GroupJournal, GroupView, PointSelector, RetentionVolume, TimelineState,
     DEFAULT_BATCH_BYTES,
 };
 use mt_agent::replication::{apply, local};
@@ -235,21 +235,18 @@ impl RecoverArgs {
         } else {
             "in place:"
         };
-        print_recovered(&self.group, &r, how);
+        println!(
+            "recovered group {} to LSN {} ({:?} point {:?}, source time {}) {how} {} ({} undo bytes applied)",
+            self.group,
+            r.point.lsn,
+            r.point.kind,
+            r.point.name,
+            r.point.source_time,
+            r.images.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
+            r.undo_bytes_applied
+        );
         Ok(())
     }
-}
-
-fn print_recovered(group: &str, r: &Recovered, how: &str) {
-    println!(
-        "recovered group {group} to LSN {} ({:?} point {:?}, source time {}) {how} {} ({} undo bytes applied)",
-        r.point.lsn,
-        r.point.kind,
-        r.point.name,
-        r.point.source_time,
-        r.images.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
-        r.undo_bytes_applied
-    );
 }
 
 /// RPO, app-consistent age, retention window and usage of every group.

@@ -109,11 +109,12 @@ pub trait Fs: Send + Sync {
     /// Size of a regular file without opening it (0 if it is gone).
     fn file_size(&self, path: &Utf8Path) -> u64;
     /// An exclusive advisory lock on `path` (created if missing), held while the value lives:
-    /// one process at a time works on a group. Fails with [`io::ErrorKind::WouldBlock`] while
-    /// another holds it. `holder` (one line: who holds it, for the message another process
-    /// shows) is kept with the lock, best effort: it is only ever read while the lock is held.
+    /// one process at a time writes a group. Fails with [`io::ErrorKind::WouldBlock`] while
+    /// another holds it. `holder` (one line: who takes it) is kept with the lock, best effort,
+    /// so another process can name the holder or see that the lock changed hands.
     fn lock(&self, path: &Utf8Path, holder: &str) -> io::Result<Box<dyn std::any::Any + Send>>;
-    /// The `holder` line the process holding the lock on `path` gave (`None` if none was kept).
+    /// The `holder` line of the last process that took the lock on `path` (`None` if none is
+    /// kept; once that process has let go, a stale line or `None`).
     fn lock_holder(&self, path: &Utf8Path) -> Option<String>;
 }
 
