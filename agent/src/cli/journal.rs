@@ -8,7 +8,8 @@ use camino::Utf8PathBuf;
 use clap::{Args, Subcommand};
 use mt_agent::replication::journal::policy;
 use mt_agent::replication::journal::{
-    DiskSpec, GroupJournal, PointSelector, RetentionVolume, DEFAULT_BATCH_BYTES,
+    DiskSpec, GroupJournal, GroupView, PointSelector, RetentionVolume, TimelineState,
+    DEFAULT_BATCH_BYTES,
 };
 use mt_agent::replication::{apply, local};
 use mt_agent::serve::handshake_counts;
@@ -48,13 +49,45 @@ impl JournalArgs {
     }
 }
 
-/// Opens a group and tells the operator what opening it repaired.
-fn open(vol: &RetentionVolume, group: &str) -> anyhow::Result<GroupJournal> {
-    let j = vol.open_group(group)?;
-    for n in &j.notes {
-        eprintln!("mt-agent: group {group}: {n}");
-    }
+/// Opens a group for `verb` and tells the operator what opening it repaired.
+fn open(vol: &RetentionVolume, group: &str, verb: &str) -> anyhow::Result<GroupJournal> {
+    let j = vol.open_group_as(group, &format!("mt-agent {verb}"))?;
+    tell_repairs(&j);
     Ok(j)
+}
+
+fn tell_repairs(j: &GroupJournal) {
+    for n in &j.notes {
+        eprintln!("mt-agent: group {}: {n}", j.name());
+    }
+}
+
+/// A group for a verb that only reads it: opened (and repaired) when it is free, otherwise,
+/// while a session or another command holds it, read as committed without its lock.
+enum Reading {
+    Own(Box<GroupJournal>),
+    Held(Box<GroupView>),
+}
+
+fn read(vol: &RetentionVolume, group: &str, verb: &str) -> anyhow::Result<Reading> {
+    Ok(
+        match vol.try_open_group(group, &format!("mt-agent {verb}"))? {
+            Ok(j) => {
+                tell_repairs(&j);
+                Reading::Own(Box::new(j))
+            }
+            Err(_) => Reading::Held(Box::new(vol.view_group(group)?)),
+        },
+    )
+}
+
+impl Reading {
+    fn state(&self) -> &TimelineState {
+        match self {
+            Reading::Own(j) => j.state(),
+            Reading::Held(v) => v.state(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -125,11 +158,12 @@ impl PointsArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let group = self.group;
         let vol = self.j.volume()?;
-        let jr = open(&vol, &group)?;
-        let latest = jr.latest();
-        let resync = jr.state().resync;
+        let jr = read(&vol, &group, "points")?;
+        let state = jr.state();
+        let latest = state.latest();
+        let resync = state.resync;
         if self.json {
-            let v = serde_json::json!({"group": group, "latest": latest, "points": jr.points(),
+            let v = serde_json::json!({"group": group, "latest": latest, "points": state.points,
                 "resync_since_lsn": resync.map(|l| l.0)});
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
@@ -147,7 +181,7 @@ impl PointsArgs {
             }
         };
         println!("{:>10}  {:<7} {:<21} {what}", latest.lsn, "latest", when);
-        for p in jr.points().iter().rev() {
+        for p in state.points.iter().rev() {
             let kind = serde_json::to_value(p.kind)?;
             println!(
                 "{:>10}  {:<7} {:<21} {}",
@@ -181,8 +215,22 @@ pub struct RecoverArgs {
 impl RecoverArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let vol = self.j.volume()?;
-        let mut jr = open(&vol, &self.group)?;
-        let r = jr.recover(&self.point, self.to.as_deref())?;
+        let r = match &self.to {
+            None => match vol.try_open_group(&self.group, "mt-agent recover")? {
+                Ok(mut jr) => {
+                    tell_repairs(&jr);
+                    jr.recover(&self.point, None)?
+                }
+                Err(held) => bail!(
+                    "group {}: {held}. An in-place recovery rewrites the targets and needs the group to itself: end that session first (stop `mt-agent send` on the source, or stop `mt-agent serve` here) and run this again, or recover into a directory while it runs (--to DIR)",
+                    self.group
+                ),
+            },
+            Some(to) => match read(&vol, &self.group, "recover")? {
+                Reading::Own(mut jr) => jr.recover(&self.point, Some(to))?,
+                Reading::Held(view) => view.recover_into(&self.point, to)?,
+            },
+        };
         let how = if self.to.is_some() {
             "into"
         } else {
@@ -282,7 +330,7 @@ impl ApplyArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let mut vol = self.j.volume()?;
         vol.batch_bytes = self.batch;
-        let mut jr = open(&vol, &self.group)?;
+        let mut jr = open(&vol, &self.group, "apply")?;
         let r = apply::apply_recorded(&mut jr, &self.from)?;
         // Printed also when the stream stopped early: what was valid before is acknowledged.
         println!(
@@ -310,7 +358,7 @@ pub struct PruneArgs {
 impl PruneArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let vol = self.j.volume()?;
-        let mut jr = open(&vol, &self.group)?;
+        let mut jr = open(&vol, &self.group, "prune")?;
         let gone = jr.prune()?;
         println!("pruned {} points from group {}", gone.len(), self.group);
         Ok(())
@@ -329,15 +377,18 @@ pub struct VerifyArgs {
 impl VerifyArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let vol = self.j.volume()?;
-        let jr = open(&vol, &self.group)?;
-        let damage = jr.verify();
+        let jr = read(&vol, &self.group, "verify")?;
+        let damage = match &jr {
+            Reading::Own(j) => j.verify(),
+            Reading::Held(v) => v.verify(),
+        };
         if let Some(first) = damage.first() {
             bail!("group {} is damaged: {first}", self.group);
         }
         println!(
             "group {}: every undo log checks out ({} points)",
             self.group,
-            jr.points().len()
+            jr.state().points.len()
         );
         Ok(())
     }

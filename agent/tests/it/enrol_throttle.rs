@@ -281,7 +281,13 @@ fn serve_stopped_by_sigterm_writes_the_counts_and_dies_of_the_signal() {
     rig.start_server();
     let why = guess(&rig.addr).expect("a refusal in words");
     assert!(why.contains("wrong passphrase"), "{why}");
-    // At once: the counts written once a second have not seen the guess yet.
+    // Serve counts the refusal before it logs it, and the sender may hear it before either:
+    // wait for the line, then stop serve at once, before the once-a-second write sees it.
+    let logged = Instant::now();
+    while !rig.log().contains("wrong passphrase") {
+        assert!(logged.elapsed() < Duration::from_secs(10), "{}", rig.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut serve = rig.server.take().unwrap();
     // SAFETY: a signal to the child this test started and has not reaped.
     assert_eq!(unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) }, 0);

@@ -18,6 +18,7 @@ mod enrol_throttle;
 mod full;
 mod model;
 mod ovfenv;
+mod readonly_session;
 mod replication_authz;
 mod replication_bad_peers;
 mod replication_e2e;

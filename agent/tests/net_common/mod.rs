@@ -362,11 +362,24 @@ pub type ExpectedPoint = (String, Vec<Vec<u8>>);
 pub fn tagged_stream(
     src: &mut [Vec<u8>],
     rng: &mut Rng,
-    (tags, writes, max_blocks): (u64, u64, u64),
+    shape: (u64, u64, u64),
     prefix: &str,
     kind: impl Fn(u64) -> TagKind,
 ) -> (Vec<u8>, Vec<ExpectedPoint>) {
-    let base = (SystemClock.now().0 / 1_000_000 + 60) * 1_000_000;
+    tagged_stream_from(src, rng, shape, prefix, kind, 60)
+}
+
+/// [`tagged_stream`] whose source times begin `ahead` seconds from now (a stream that follows
+/// another keeps its times after the other's).
+pub fn tagged_stream_from(
+    src: &mut [Vec<u8>],
+    rng: &mut Rng,
+    (tags, writes, max_blocks): (u64, u64, u64),
+    prefix: &str,
+    kind: impl Fn(u64) -> TagKind,
+    ahead: i64,
+) -> (Vec<u8>, Vec<ExpectedPoint>) {
+    let base = (SystemClock.now().0 / 1_000_000 + ahead) * 1_000_000;
     let at = |secs: u64| Timestamp(base + secs as i64 * 1_000_000);
     let mut frames = vec![Frame::Start {
         group: "g".into(),

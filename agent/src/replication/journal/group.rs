@@ -40,14 +40,13 @@ pub struct GroupJournal {
 }
 
 impl GroupJournal {
-    pub(super) fn open(vol: RetentionVolume, dir: Utf8PathBuf) -> Result<GroupJournal> {
+    /// Opens a group whose lock this process holds (see [`lock_group`]).
+    pub(super) fn open(
+        vol: RetentionVolume,
+        dir: Utf8PathBuf,
+        lock: Box<dyn std::any::Any + Send>,
+    ) -> Result<GroupJournal> {
         let fs = vol.fs.clone();
-        let lock_path = dir.join("lock");
-        let lock = fs.lock(&lock_path).map_err(|e| {
-            JournalError::Rejected(format!(
-                "{lock_path}: cannot lock the group ({e}); is another mt-agent working on it?"
-            ))
-        })?;
         let mut notes = Vec::new();
         let (state, timeline, timeline_len) = timeline::load(fs.as_ref(), &dir, &mut notes, true)?;
         let mut targets = Vec::new();
@@ -279,22 +278,7 @@ impl GroupJournal {
     }
 
     pub(super) fn checked_disk(&self, b: &BlockRecord, path: &Utf8Path) -> Result<usize> {
-        let d = b.disk as usize;
-        match self.state.disks.get(d) {
-            Some(spec)
-                if b.offset
-                    .checked_add(u64::from(b.len))
-                    .is_some_and(|end| end <= spec.capacity)
-                    && b.offset.is_multiple_of(BLOCK_SIZE) =>
-            {
-                Ok(d)
-            }
-            _ => Err(JournalError::damaged(
-                path,
-                b.data_at - BLOCK_HEAD_LEN as u64,
-                "block record names a disk or range outside the group",
-            )),
-        }
+        checked_disk(&self.state.disks, b, path)
     }
 
     pub(super) fn sync_targets(&self, disks: impl IntoIterator<Item = usize>) -> Result<()> {
@@ -374,3 +358,61 @@ impl GroupJournal {
         &self.vol
     }
 }
+
+/// The disk a block record names, refused as damage when it lies outside the group.
+pub(super) fn checked_disk(disks: &[DiskSpec], b: &BlockRecord, path: &Utf8Path) -> Result<usize> {
+    let d = b.disk as usize;
+    match disks.get(d) {
+        Some(spec)
+            if b.offset
+                .checked_add(u64::from(b.len))
+                .is_some_and(|end| end <= spec.capacity)
+                && b.offset.is_multiple_of(BLOCK_SIZE) =>
+        {
+            Ok(d)
+        }
+        _ => Err(JournalError::damaged(
+            path,
+            b.data_at - BLOCK_HEAD_LEN as u64,
+            "block record names a disk or range outside the group",
+        )),
+    }
+}
+
+/// Who holds a group, as the lock keeps it: the process, since when, and what it does there.
+pub(super) fn holder_line(vol: &RetentionVolume, what: &str) -> String {
+    // To the microsecond: two openings by one process differ, so a reader can tell them apart.
+    format!(
+        "pid {} since {:#}: {what}",
+        std::process::id(),
+        vol.clock.now()
+    )
+}
+
+/// Takes the group's lock for this process; `Ok(Err(why))` when another process holds it
+/// (`why` names the holder where it left its line).
+pub(super) fn lock_group(
+    vol: &RetentionVolume,
+    dir: &Utf8Path,
+    what: &str,
+) -> Result<std::result::Result<Box<dyn std::any::Any + Send>, String>> {
+    let lock_path = dir.join(LOCK_FILE);
+    match vol.fs.lock(&lock_path, &holder_line(vol, what)) {
+        Ok(l) => Ok(Ok(l)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            let who = match vol.fs.lock_holder(&lock_path) {
+                Some(h) => format!("it is held by {h}"),
+                None => "is another mt-agent working on it?".to_string(),
+            };
+            Ok(Err(format!(
+                "{lock_path}: cannot lock the group ({e}); {who}"
+            )))
+        }
+        Err(e) => Err(JournalError::Rejected(format!(
+            "{lock_path}: cannot lock the group ({e}); is another mt-agent working on it?"
+        ))),
+    }
+}
+
+/// The lock file of a group (flock(2), and the holder's line).
+pub(super) const LOCK_FILE: &str = "lock";

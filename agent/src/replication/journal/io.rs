@@ -109,8 +109,13 @@ pub trait Fs: Send + Sync {
     /// Size of a regular file without opening it (0 if it is gone).
     fn file_size(&self, path: &Utf8Path) -> u64;
     /// An exclusive advisory lock on `path` (created if missing), held while the value lives:
-    /// one process at a time works on a group.
-    fn lock(&self, path: &Utf8Path) -> io::Result<Box<dyn std::any::Any + Send>>;
+    /// one process at a time writes a group. Fails with [`io::ErrorKind::WouldBlock`] while
+    /// another holds it. `holder` (one line: who takes it) is kept with the lock, best effort,
+    /// so another process can name the holder or see that the lock changed hands.
+    fn lock(&self, path: &Utf8Path, holder: &str) -> io::Result<Box<dyn std::any::Any + Send>>;
+    /// The `holder` line of the last process that took the lock on `path` (`None` if none is
+    /// kept; once that process has let go, a stale line or `None`).
+    fn lock_holder(&self, path: &Utf8Path) -> Option<String>;
 }
 
 /// The host's file system (std + a few libc calls std lacks).
@@ -223,7 +228,7 @@ impl Fs for RealFs {
     fn file_size(&self, path: &Utf8Path) -> u64 {
         std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
     }
-    fn lock(&self, path: &Utf8Path) -> io::Result<Box<dyn std::any::Any + Send>> {
+    fn lock(&self, path: &Utf8Path, holder: &str) -> io::Result<Box<dyn std::any::Any + Send>> {
         use std::os::fd::AsRawFd;
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -235,6 +240,15 @@ impl Fs for RealFs {
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(io::Error::last_os_error());
         }
+        // Not flushed: the line means something only while this process lives and holds the lock.
+        let _ = f
+            .set_len(0)
+            .and_then(|()| f.write_all_at(format!("{holder}\n").as_bytes(), 0));
         Ok(Box::new(f))
+    }
+    fn lock_holder(&self, path: &Utf8Path) -> Option<String> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let line = text.lines().next()?.trim();
+        (!line.is_empty()).then(|| line.to_owned())
     }
 }

@@ -17,7 +17,7 @@
 //! recovery from a crash), `ingest` (frames to durable batches), `resync` (the resync mode),
 //! `points` (recovery points, pruning, compaction), `recovery` (recovery to a point), `blocks`
 //! (undo and rollback records), `record` (the framing of every log), `timeline` (the timeline's
-//! records and state).
+//! records and state), `view` (a group read without its lock while another process writes it).
 
 mod blocks;
 pub mod clock;
@@ -33,6 +33,7 @@ mod recovery;
 mod resync;
 pub mod sim;
 pub(crate) mod timeline;
+mod view;
 mod volume;
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -42,6 +43,7 @@ pub use points::PointSelector;
 pub use recovery::Recovered;
 pub use resync::RESYNC_BATCH_BYTES;
 pub use timeline::{ClosedEpoch, DiskSpec, OpenEpoch, PointKind, RecoveryPoint, TimelineState};
+pub use view::GroupView;
 pub use volume::{valid_group_name, RetentionVolume};
 
 /// A position in a group's timeline. Every write, tag and recovery point has one; they increase

@@ -5,7 +5,7 @@
 
 use super::clock::Timestamp;
 use super::record::FileKind;
-use super::timeline::{self, PointKind, RecoveryPoint};
+use super::timeline::{self, PointKind, RecoveryPoint, TimelineState};
 use super::volume::create_log;
 use super::{GroupJournal, JournalError, Lsn, Result};
 
@@ -177,15 +177,27 @@ impl GroupJournal {
         &self.state.points
     }
 
+    /// The newest acknowledged state as a point (see [`TimelineState::latest`]).
+    pub fn latest(&self) -> RecoveryPoint {
+        self.state.latest()
+    }
+
+    /// Resolves a selector to a point (see [`TimelineState::select`]).
+    pub fn select(&self, sel: &PointSelector) -> Result<RecoveryPoint> {
+        self.state.select(sel)
+    }
+}
+
+impl TimelineState {
     /// The newest acknowledged state as a point: crash-consistent for the whole group, since the
     /// stream is applied in order.
     pub fn latest(&self) -> RecoveryPoint {
         RecoveryPoint {
-            lsn: self.state.tip,
+            lsn: self.tip,
             kind: PointKind::Latest,
             name: "latest".into(),
-            source_time: self.state.tip_time,
-            received_time: self.state.tip_received,
+            source_time: self.tip_time,
+            received_time: self.tip_received,
         }
     }
 
@@ -198,7 +210,6 @@ impl GroupJournal {
                 Ok(self.latest())
             }
             PointSelector::LatestAppConsistent => self
-                .state
                 .points
                 .iter()
                 .rev()
@@ -207,7 +218,7 @@ impl GroupJournal {
                 .ok_or_else(|| {
                     JournalError::Rejected(format!(
                         "group {} has no application-consistent point in its retention window",
-                        self.state.group
+                        self.group
                     ))
                 }),
             PointSelector::AtOrBefore(t) => {
@@ -218,8 +229,7 @@ impl GroupJournal {
                 {
                     return Ok(latest);
                 }
-                self.state
-                    .points
+                self.points
                     .iter()
                     .rev()
                     .find(|p| p.source_time <= *t)
@@ -227,9 +237,8 @@ impl GroupJournal {
                     .ok_or_else(|| {
                         JournalError::Rejected(format!(
                             "group {} has no recovery point at or before {t:#}; the oldest is {}",
-                            self.state.group,
-                            self.state
-                                .points
+                            self.group,
+                            self.points
                                 .first()
                                 .map_or("none".to_string(), |p| format!("{:#}", p.source_time))
                         ))

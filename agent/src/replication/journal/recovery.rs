@@ -3,9 +3,9 @@
 //! a crash in the middle is finished on the next open), and `verify`.
 
 use super::blocks::{scan_blocks, BlockRecord, REC_UNDO};
-use super::io::{FsFile, OpenMode};
+use super::io::{Fs, FsFile, OpenMode};
 use super::record::{self, FileKind, FILE_HEADER_LEN};
-use super::timeline::{self, OpenEpoch, PointKind, RecoveryPoint};
+use super::timeline::{self, DiskSpec, OpenEpoch, PointKind, RecoveryPoint};
 use super::volume::create_log;
 use super::{GroupJournal, JournalError, PointSelector, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -39,29 +39,7 @@ impl GroupJournal {
         let mut out = Vec::new();
         for (id, len) in epochs.into_iter().rev() {
             let path = self.undo_path(id);
-            let f = self.fs().open(&path, OpenMode::Read).map_err(|e| {
-                JournalError::damaged(
-                    &path,
-                    0,
-                    &format!("the undo log of this point's epoch is missing ({e})"),
-                )
-            })?;
-            let got = record::check_file_header(f.as_ref(), &path, FileKind::Undo)?;
-            if got != id {
-                return Err(JournalError::damaged(
-                    &path,
-                    16,
-                    "epoch id does not match its name",
-                ));
-            }
-            let flen = f.len().map_err(|e| JournalError::io(&path, "size", e))?;
-            if flen < len {
-                return Err(JournalError::damaged(
-                    &path,
-                    flen,
-                    &format!("truncated: {len} bytes were committed"),
-                ));
-            }
+            let f = open_undo(self.fs(), &path, id, len)?;
             let recs = scan_blocks(
                 f.as_ref(),
                 &path,
@@ -123,48 +101,14 @@ impl GroupJournal {
 
     fn recover_into(&self, point: &RecoveryPoint, dir: &Utf8Path) -> Result<Recovered> {
         let chain = self.undo_chain(point)?;
-        let fs = self.fs();
-        fs.create_dir_all(dir)
-            .map_err(|e| JournalError::io(dir, "create directory", e))?;
-        let mut images = Vec::new();
-        let mut outs = Vec::new();
-        for d in &self.state.disks {
-            let fin = dir.join(format!("{}.img", d.name));
-            if fs.exists(&fin) {
-                return Err(JournalError::Rejected(format!(
-                    "{fin} already exists; recover into an empty directory"
-                )));
-            }
-            let tmp = dir.join(format!(".{}.img.tmp", d.name));
-            let f = fs
-                .open(&tmp, OpenMode::CreateTruncate)
-                .map_err(|e| JournalError::io(&tmp, "create", e))?;
-            outs.push((f, tmp, fin));
-        }
+        let images = ImageSet::create(self.fs(), dir, &self.state.disks)?;
         for (i, d) in self.state.disks.iter().enumerate() {
-            copy_sparse(
-                self.targets[i].as_ref(),
-                &d.target,
-                outs[i].0.as_ref(),
-                &outs[i].1,
-                d.capacity,
-            )?;
+            images.copy_target(i, self.targets[i].as_ref(), d)?;
         }
-        let applied = self.apply_chain(&chain, |disk| {
-            (outs[disk].0.as_ref(), outs[disk].1.as_path())
-        })?;
-        for (f, tmp, fin) in &outs {
-            f.sync_data()
-                .map_err(|e| JournalError::io(tmp, "flush", e))?;
-            fs.rename(tmp, fin)
-                .map_err(|e| JournalError::io(tmp, "rename", e))?;
-            images.push(fin.clone());
-        }
-        fs.sync_dir(dir)
-            .map_err(|e| JournalError::io(dir, "sync directory", e))?;
+        let applied = self.apply_chain(&chain, |disk| images.out(disk))?;
         Ok(Recovered {
             point: point.clone(),
-            images,
+            images: images.finish(self.fs())?,
             undo_bytes_applied: applied,
         })
     }
@@ -256,6 +200,106 @@ impl GroupJournal {
             }
         }
         out
+    }
+}
+
+/// Opens the undo log of epoch `id` for reading and checks its header and that it holds at
+/// least the `committed` length the timeline gives it.
+pub(super) fn open_undo(
+    fs: &dyn Fs,
+    path: &Utf8Path,
+    id: u64,
+    committed: u64,
+) -> Result<Box<dyn FsFile>> {
+    let f = fs.open(path, OpenMode::Read).map_err(|e| {
+        JournalError::damaged(
+            path,
+            0,
+            &format!("the undo log of this point's epoch is missing ({e})"),
+        )
+    })?;
+    let got = record::check_file_header(f.as_ref(), path, FileKind::Undo)?;
+    if got != id {
+        return Err(JournalError::damaged(
+            path,
+            16,
+            "epoch id does not match its name",
+        ));
+    }
+    let flen = f.len().map_err(|e| JournalError::io(path, "size", e))?;
+    if flen < committed {
+        return Err(JournalError::damaged(
+            path,
+            flen,
+            &format!("truncated: {committed} bytes were committed"),
+        ));
+    }
+    Ok(f)
+}
+
+/// The image files of a recovery into a directory: written under temporary names, renamed to
+/// `<disk>.img` only when whole.
+pub(super) struct ImageSet {
+    dir: Utf8PathBuf,
+    outs: Vec<(Box<dyn FsFile>, Utf8PathBuf, Utf8PathBuf)>,
+}
+
+impl ImageSet {
+    pub(super) fn create(fs: &dyn Fs, dir: &Utf8Path, disks: &[DiskSpec]) -> Result<ImageSet> {
+        fs.create_dir_all(dir)
+            .map_err(|e| JournalError::io(dir, "create directory", e))?;
+        let mut outs = Vec::new();
+        for d in disks {
+            let fin = dir.join(format!("{}.img", d.name));
+            if fs.exists(&fin) {
+                return Err(JournalError::Rejected(format!(
+                    "{fin} already exists; recover into an empty directory"
+                )));
+            }
+            let tmp = dir.join(format!(".{}.img.tmp", d.name));
+            let f = fs
+                .open(&tmp, OpenMode::CreateTruncate)
+                .map_err(|e| JournalError::io(&tmp, "create", e))?;
+            outs.push((f, tmp, fin));
+        }
+        Ok(ImageSet {
+            dir: dir.to_owned(),
+            outs,
+        })
+    }
+
+    /// The image of disk `disk` and its (temporary) path.
+    pub(super) fn out(&self, disk: usize) -> (&dyn FsFile, &Utf8Path) {
+        let (f, tmp, _) = &self.outs[disk];
+        (f.as_ref(), tmp.as_path())
+    }
+
+    /// Copies a target, as it is now, into the image of disk `disk`.
+    pub(super) fn copy_target(&self, disk: usize, src: &dyn FsFile, d: &DiskSpec) -> Result<()> {
+        let (dst, dst_path) = self.out(disk);
+        copy_sparse(src, &d.target, dst, dst_path, d.capacity)
+    }
+
+    /// Removes the temporary images of a recovery that failed (best effort).
+    pub(super) fn discard(self, fs: &dyn Fs) {
+        for (_, tmp, _) in &self.outs {
+            let _ = fs.remove_file(tmp);
+        }
+    }
+
+    /// Flushes the images and gives them their final names.
+    pub(super) fn finish(self, fs: &dyn Fs) -> Result<Vec<Utf8PathBuf>> {
+        let mut images = Vec::new();
+        for (f, tmp, fin) in &self.outs {
+            f.sync_data()
+                .map_err(|e| JournalError::io(tmp, "flush", e))?;
+            fs.rename(tmp, fin)
+                .map_err(|e| JournalError::io(tmp, "rename", e))?;
+            images.push(fin.clone());
+        }
+        fs.sync_dir(&self.dir)
+            .map_err(|e| JournalError::io(&self.dir, "sync directory", e))?;
+        Ok(images)
     }
 }
 

@@ -5,7 +5,7 @@
 //! Which old content a resync batch skips saving is decided in `ingest`, from
 //! [`TimelineState::resync`](super::TimelineState).
 
-use super::timeline;
+use super::timeline::{self, TimelineState};
 use super::{GroupJournal, JournalError, Lsn, Result};
 
 /// What an operator does about a frame refused during a resync.
@@ -65,13 +65,20 @@ impl GroupJournal {
         self.guard(r)
     }
 
+    /// Whether "latest" is a consistent state (see [`TimelineState::latest_is_consistent`]).
+    pub fn latest_is_consistent(&self) -> std::result::Result<(), String> {
+        self.state.latest_is_consistent()
+    }
+}
+
+impl TimelineState {
     /// Whether "latest" is a consistent state: not while a resync is unfinished.
     pub fn latest_is_consistent(&self) -> std::result::Result<(), String> {
-        match self.state.resync {
+        match self.resync {
             None => Ok(()),
             Some(from) => Err(format!(
                 "group {} is in the middle of a resync begun at LSN {from}: its newest state mixes old and new blocks and is not a recovery point until the resync's closing tag; recover one of its points instead (mt-agent points {})",
-                self.state.group, self.state.group
+                self.group, self.group
             )),
         }
     }

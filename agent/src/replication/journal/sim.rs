@@ -72,6 +72,8 @@ struct State {
     crashed: bool,
     fail_sync_at: Option<u64>,
     capacity: Option<u64>,
+    /// Locks held (path: the holder line); a restart of the machine releases them all.
+    locks: BTreeMap<Utf8PathBuf, String>,
 }
 
 /// The simulated file system. Cloning shares the same disk.
@@ -216,6 +218,7 @@ impl SimFs {
         state.crash_at = None;
         state.crashed = false;
         state.fail_sync_at = None;
+        state.locks.clear();
         SimFs {
             state: Arc::new(Mutex::new(state)),
         }
@@ -359,6 +362,20 @@ impl FsFile for SimFile {
     }
 }
 
+/// A lock of [`SimFs`], released when dropped.
+struct SimLock {
+    state: Arc<Mutex<State>>,
+    path: Utf8PathBuf,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.locks.remove(&self.path);
+        }
+    }
+}
+
 impl Fs for SimFs {
     fn open(&self, path: &Utf8Path, mode: OpenMode) -> io::Result<Box<dyn FsFile>> {
         let mut s = self.state.lock().unwrap();
@@ -478,9 +495,24 @@ impl Fs for SimFs {
         Ok(s.capacity
             .map_or(u64::MAX / 2, |c| c.saturating_sub(s.used())))
     }
-    fn lock(&self, _path: &Utf8Path) -> io::Result<Box<dyn std::any::Any + Send>> {
-        // One simulated machine, one journal at a time: the tests do not race themselves.
-        Ok(Box::new(()))
+    fn lock(&self, path: &Utf8Path, holder: &str) -> io::Result<Box<dyn std::any::Any + Send>> {
+        // Exclusive like flock, but kept beside the disk: taking it is no operation on the disk,
+        // so it moves no crash point of the crash campaign.
+        let mut s = self.state.lock().unwrap();
+        if s.locks.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "simulated lock held",
+            ));
+        }
+        s.locks.insert(path.to_owned(), holder.to_owned());
+        Ok(Box::new(SimLock {
+            state: self.state.clone(),
+            path: path.to_owned(),
+        }))
+    }
+    fn lock_holder(&self, path: &Utf8Path) -> Option<String> {
+        self.state.lock().unwrap().locks.get(path).cloned()
     }
     fn file_size(&self, path: &Utf8Path) -> u64 {
         let s = self.state.lock().unwrap();

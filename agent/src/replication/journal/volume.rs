@@ -2,9 +2,11 @@
 //! space they take, and creating a group's files. It opens a group but knows nothing of what
 //! happens in one.
 
+use super::group::lock_group;
 use super::io::{Fs, FsFile, OpenMode};
 use super::record::{self, FileKind};
 use super::timeline::{self, DiskSpec, TimelineState};
+use super::view::GroupView;
 use super::{clock::Clock, policy::Policy, GroupJournal, JournalError, Result};
 use crate::replication::frame::BLOCK_SIZE;
 use camino::{Utf8Path, Utf8PathBuf};
@@ -142,6 +144,43 @@ impl RetentionVolume {
 
     /// Opens a group, recovering from any crash first.
     pub fn open_group(&self, name: &str) -> Result<GroupJournal> {
+        self.open_group_as(name, "mt-agent")
+    }
+
+    /// Opens a group as [`RetentionVolume::open_group`] does; `what` says what this process
+    /// does with it (kept with the lock, so another process that finds the group held can say
+    /// who holds it).
+    pub fn open_group_as(&self, name: &str, what: &str) -> Result<GroupJournal> {
+        let dir = self.existing_group_dir(name)?;
+        match lock_group(self, &dir, what)? {
+            Ok(lock) => GroupJournal::open(self.clone(), dir, lock),
+            Err(busy) => Err(JournalError::Rejected(busy)),
+        }
+    }
+
+    /// Opens a group unless another process holds it: then `Ok(Err(why))`, `why` naming the
+    /// holder where it left its line (read the group meanwhile through
+    /// [`RetentionVolume::view_group`]).
+    pub fn try_open_group(
+        &self,
+        name: &str,
+        what: &str,
+    ) -> Result<std::result::Result<GroupJournal, String>> {
+        let dir = self.existing_group_dir(name)?;
+        match lock_group(self, &dir, what)? {
+            Ok(lock) => GroupJournal::open(self.clone(), dir, lock).map(Ok),
+            Err(busy) => Ok(Err(busy)),
+        }
+    }
+
+    /// A group as it is committed now, read without its lock while another process may be
+    /// writing it (see [`GroupView`]).
+    pub fn view_group(&self, name: &str) -> Result<GroupView> {
+        let dir = self.existing_group_dir(name)?;
+        GroupView::open(self.clone(), dir)
+    }
+
+    fn existing_group_dir(&self, name: &str) -> Result<Utf8PathBuf> {
         valid_group_name(name).map_err(JournalError::Rejected)?;
         let dir = self.group_dir(name);
         if !self.fs.exists(&dir.join(timeline::TIMELINE_FILE)) {
@@ -150,7 +189,7 @@ impl RetentionVolume {
                 self.root
             )));
         }
-        GroupJournal::open(self.clone(), dir)
+        Ok(dir)
     }
 }
 

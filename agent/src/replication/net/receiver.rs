@@ -195,7 +195,11 @@ pub fn run_session(
         refuse(false, &why);
         bail!(why);
     }
-    let mut jr = match vol.open_group(&group) {
+    let holder = format!(
+        "serve, session of sender key {} from {peer}",
+        super::auth::hex(&key)
+    );
+    let mut jr = match vol.open_group_as(&group, &holder) {
         Ok(j) => j,
         Err(e) => {
             let why = format!("group {group}: {e}");
