@@ -139,13 +139,7 @@ mod tests {
             fs: Arc::new(fs.clone()),
             clock: Arc::new(FakeClock::new(T0)),
             root: "/ret".into(),
-            policy: Policy {
-                rpo_threshold_secs: 900,
-                retention_secs: 86_400,
-                app_consistent_frequency_secs: 3600,
-                crash_point_interval_secs: 300,
-                max_clock_skew_secs: 300,
-            },
+            policy: Policy::runbook(),
             budget: None,
             batch_bytes: 4 * BLOCK_SIZE,
         };

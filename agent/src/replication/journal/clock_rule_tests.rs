@@ -51,11 +51,8 @@ impl Rig {
             clock: self.clock.clone(),
             root: "/ret".into(),
             policy: Policy {
-                rpo_threshold_secs: 900,
-                retention_secs: 24 * HOUR,
-                app_consistent_frequency_secs: HOUR,
-                crash_point_interval_secs: 300,
                 max_clock_skew_secs: max_skew_secs,
+                ..Policy::runbook()
             },
             budget: None,
             batch_bytes: 1 << 20,

@@ -43,6 +43,19 @@ impl Policy {
             max_clock_skew_secs: DEFAULT_MAX_CLOCK_SKEW_SECS,
         }
     }
+
+    /// The runbook's policy (RPO 15 min, 24 h window, app-consistent hourly), for the unit
+    /// tests' simulated volumes.
+    #[cfg(test)]
+    pub(crate) fn runbook() -> Policy {
+        Policy {
+            rpo_threshold_secs: 15 * 60,
+            retention_secs: 24 * 3600,
+            app_consistent_frequency_secs: 3600,
+            crash_point_interval_secs: CRASH_POINT_INTERVAL_SECS,
+            max_clock_skew_secs: DEFAULT_MAX_CLOCK_SKEW_SECS,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

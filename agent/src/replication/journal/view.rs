@@ -405,14 +405,7 @@ mod tests {
                 fs: Arc::new(fs.clone()),
                 clock: clock.clone(),
                 root: "/ret".into(),
-                policy: Policy {
-                    rpo_threshold_secs: 900,
-                    retention_secs: 86_400,
-                    app_consistent_frequency_secs: 3600,
-                    crash_point_interval_secs: 300,
-                    max_clock_skew_secs:
-                        crate::replication::journal::policy::DEFAULT_MAX_CLOCK_SKEW_SECS,
-                },
+                policy: Policy::runbook(),
                 budget: None,
                 batch_bytes: 1 << 20,
             };
