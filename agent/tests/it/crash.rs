@@ -259,6 +259,9 @@ fn crash_run(seed: u64) -> Vec<Phase> {
     let mut points_before = j.points().to_vec();
     let mut phase;
     if restart_crash {
+        // A clean drop finishes the batch in flight; what is only buffered dies with it.
+        j.finish_in_flight()
+            .unwrap_or_else(|e| panic!("{}: finishing the batch in flight: {e}", r.tag));
         r.model.truncate(j.acked());
         drop(j);
         fs.crash_after(1 + r.rng.below(8));

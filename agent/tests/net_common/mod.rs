@@ -133,6 +133,19 @@ impl Rig {
         std::fs::read_to_string(self.path("serve.log")).unwrap_or_default()
     }
 
+    /// The server's log once it contains `want`, or as it is after 10 s (a session's end is
+    /// logged after the sender was told, so a sender may exit before the line is written).
+    pub fn log_once(&self, want: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(want) || start.elapsed() > std::time::Duration::from_secs(10) {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Runs `mt-agent ARGS` with the rig's configuration and retention directory in the
     /// environment (journal commands) and returns its output.
     pub fn mt(&self, args: &[&str]) -> Output {

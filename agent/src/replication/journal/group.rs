@@ -6,7 +6,7 @@
 use super::blocks::{
     scan_blocks, BlockRecord, SavedBlocks, BLOCK_HEAD_LEN, REC_ROLLBACK, REC_UNDO,
 };
-use super::ingest::PendingWrite;
+use super::ingest::{InFlight, PendingWrite};
 use super::io::{self as jio, Fs, FsFile, OpenMode};
 use super::record::{self, FileKind, FILE_HEADER_LEN};
 use super::timeline::{self, DiskSpec, TimelineState};
@@ -15,23 +15,30 @@ use super::{JournalError, Lsn, Result, RetentionVolume};
 use crate::replication::frame::BLOCK_SIZE;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// An open replication group.
 pub struct GroupJournal {
     pub(super) vol: RetentionVolume,
     pub(super) dir: Utf8PathBuf,
     pub(crate) state: TimelineState,
-    pub(super) timeline: Box<dyn FsFile>,
+    /// Shared with the flush of the batch in flight, which appends its commit record.
+    pub(super) timeline: Arc<dyn FsFile>,
     pub(super) timeline_len: u64,
     pub(super) undo: Box<dyn FsFile>,
-    pub(super) rollback: Box<dyn FsFile>,
-    pub(super) targets: Vec<Box<dyn FsFile>>,
+    /// The two rollback logs ([`timeline::ROLLBACK_FILES`]): a batch uses the one of its
+    /// commit sequence number's parity, so the next batch never overwrites the one in flight.
+    pub(super) rollbacks: [Box<dyn FsFile>; 2],
+    pub(super) targets: Vec<Arc<dyn FsFile>>,
     /// Blocks whose pre-epoch content is already in the open epoch's undo log.
     pub(super) saved: SavedBlocks,
     /// Gathers adjacent writes for the targets (allocated at the first commit).
     pub(super) staging: Option<jio::AlignedBuf>,
     pub(super) pending: Vec<PendingWrite>,
     pub(super) pending_bytes: u64,
+    /// The batch whose flush and commit record are under way (at most one).
+    /// Declared before the lock: dropping the handle waits for that flush before letting go.
+    pub(super) in_flight: Option<InFlight>,
     /// Set after any failed write or flush: the stream stops; reopening recovers.
     pub(super) failed: Option<String>,
     /// Things recovery had to repair (a torn tail cut, an unfinished batch rolled back).
@@ -51,12 +58,12 @@ impl GroupJournal {
         let (state, timeline, timeline_len) = timeline::load(fs.as_ref(), &dir, &mut notes, true)?;
         let mut targets = Vec::new();
         for d in &state.disks {
-            targets.push(super::volume::open_target(
+            targets.push(Arc::from(super::volume::open_target(
                 fs.as_ref(),
                 d,
                 OpenMode::Target,
                 true,
-            )?);
+            )?));
         }
         let undo_path = dir.join(undo_file(state.open.id));
         let undo = fs
@@ -83,29 +90,34 @@ impl GroupJournal {
                 ),
             ));
         }
-        let rb_path = dir.join(timeline::ROLLBACK_FILE);
-        let rollback = if fs.exists(&rb_path) {
-            let f = fs
-                .open(&rb_path, OpenMode::ReadWrite)
-                .map_err(|e| JournalError::io(&rb_path, "open", e))?;
-            record::check_file_header(f.as_ref(), &rb_path, FileKind::Rollback)?;
-            f
-        } else {
-            create_log(fs.as_ref(), &rb_path, FileKind::Rollback, 0)?
+        let open_rollback = |name: &str| -> Result<Box<dyn FsFile>> {
+            let rb_path = dir.join(name);
+            if fs.exists(&rb_path) {
+                let f = fs
+                    .open(&rb_path, OpenMode::ReadWrite)
+                    .map_err(|e| JournalError::io(&rb_path, "open", e))?;
+                record::check_file_header(f.as_ref(), &rb_path, FileKind::Rollback)?;
+                Ok(f)
+            } else {
+                create_log(fs.as_ref(), &rb_path, FileKind::Rollback, 0)
+            }
         };
+        let [even, odd] = timeline::ROLLBACK_FILES;
+        let rollbacks = [open_rollback(even)?, open_rollback(odd)?];
         let mut j = GroupJournal {
             vol,
             dir,
             state: state.clone(),
-            timeline,
+            timeline: Arc::from(timeline),
             timeline_len,
             undo,
-            rollback,
+            rollbacks,
             targets,
             saved: SavedBlocks::new(&state.disks),
             staging: None,
             pending: Vec::new(),
             pending_bytes: 0,
+            in_flight: None,
             failed: None,
             notes,
             _lock: lock,
@@ -178,16 +190,18 @@ impl GroupJournal {
 
     /// The position the next new frame must have.
     pub fn next_lsn(&self) -> Lsn {
-        Lsn(self.state.tip.0 + self.pending.len() as u64 + 1)
+        Lsn(self.written_tip().0 + self.pending.len() as u64 + 1)
     }
 
     /// Restores the blocks an unfinished batch may have overwritten, from the undo records past
-    /// the committed length and the rollback records of the next batch, then cuts both logs.
+    /// the committed length and the rollback records of the next batch, then cuts the logs.
+    /// Records of the batch after it may follow (its old content was saved while the unfinished
+    /// one flushed, before it wrote any target): they are restored first, which changes nothing
+    /// on a block that batch did not write, so the targets end at the committed state either way.
     fn roll_back_unfinished_batch(&mut self, undo_file_len: u64) -> Result<()> {
         let undo_path = self.undo_path(self.state.open.id);
-        let rb_path = self.dir.join(timeline::ROLLBACK_FILE);
         let next_seq = self.state.commit_seq + 1;
-        // Only one batch is ever unfinished. Records of a later one mean the timeline lost
+        // At most two batches are ever unfinished. Records of a later one mean the timeline lost
         // committed records (damage, not a crash): refuse rather than roll back acknowledged data.
         let behind = |path: &Utf8Path, b: &BlockRecord| {
             JournalError::damaged(
@@ -211,44 +225,58 @@ impl GroupJournal {
             true,
             false,
         )? {
-            if b.tag != next_seq {
-                return Err(behind(&undo_path, &b));
+            // Only the batch after the unfinished one may follow it, never precede it.
+            let after_next = restore
+                .last()
+                .is_some_and(|(r, _): &(BlockRecord, _)| r.tag > next_seq);
+            match b.tag {
+                t if t == next_seq && !after_next => restore.push((b, None)),
+                t if t == next_seq + 1 => restore.push((b, None)),
+                _ => return Err(behind(&undo_path, &b)),
             }
-            restore.push((b, false));
         }
-        let rb_len = self
-            .rollback
-            .len()
-            .map_err(|e| JournalError::io(&rb_path, "size", e))?;
-        for b in scan_blocks(
-            self.rollback.as_ref(),
-            &rb_path,
-            REC_ROLLBACK,
-            FILE_HEADER_LEN,
-            rb_len,
-            true,
-            false,
-        )? {
-            if b.tag > next_seq {
-                return Err(behind(&rb_path, &b));
+        let mut rb_lens = [0u64; 2];
+        for (i, name) in timeline::ROLLBACK_FILES.iter().enumerate() {
+            let rb_path = self.dir.join(name);
+            let rb = &self.rollbacks[i];
+            rb_lens[i] = rb
+                .len()
+                .map_err(|e| JournalError::io(&rb_path, "size", e))?;
+            for b in scan_blocks(
+                rb.as_ref(),
+                &rb_path,
+                REC_ROLLBACK,
+                FILE_HEADER_LEN,
+                rb_lens[i],
+                true,
+                false,
+            )? {
+                if b.tag > next_seq + 1 {
+                    return Err(behind(&rb_path, &b));
+                }
+                if b.tag < next_seq {
+                    // Left by an earlier batch of this parity.
+                    break;
+                }
+                restore.push((b, Some(i)));
             }
-            if b.tag != next_seq {
-                break;
-            }
-            restore.push((b, true));
         }
+        // The later batch first: the unfinished one's old content wins.
+        restore.sort_by_key(|(b, _)| std::cmp::Reverse(b.tag));
         if !restore.is_empty() {
             let mut touched = HashSet::new();
-            for (b, from_rb) in &restore {
-                let (file, path) = if *from_rb {
-                    (&self.rollback, &rb_path)
-                } else {
-                    (&self.undo, &undo_path)
+            for (b, rb) in &restore {
+                let (file, path) = match rb {
+                    Some(i) => (
+                        &self.rollbacks[*i],
+                        self.dir.join(timeline::ROLLBACK_FILES[*i]),
+                    ),
+                    None => (&self.undo, undo_path.clone()),
                 };
-                let disk = self.checked_disk(b, path)?;
+                let disk = self.checked_disk(b, &path)?;
                 let mut buf = vec![0u8; b.len as usize];
                 file.read_exact_at(&mut buf, b.data_at)
-                    .map_err(|e| JournalError::io(path, "read", e))?;
+                    .map_err(|e| JournalError::io(&path, "read", e))?;
                 let t = &self.state.disks[disk].target;
                 self.targets[disk]
                     .write_all_at(&buf, b.offset)
@@ -268,11 +296,13 @@ impl GroupJournal {
                 .and_then(|_| self.undo.sync_data())
                 .map_err(|e| JournalError::io(&undo_path, "cut", e))?;
         }
-        if rb_len > FILE_HEADER_LEN {
-            self.rollback
-                .set_len(FILE_HEADER_LEN)
-                .and_then(|_| self.rollback.sync_data())
-                .map_err(|e| JournalError::io(&rb_path, "cut", e))?;
+        for (i, name) in timeline::ROLLBACK_FILES.iter().enumerate() {
+            if rb_lens[i] > FILE_HEADER_LEN {
+                self.rollbacks[i]
+                    .set_len(FILE_HEADER_LEN)
+                    .and_then(|_| self.rollbacks[i].sync_data())
+                    .map_err(|e| JournalError::io(&self.dir.join(name), "cut", e))?;
+            }
         }
         Ok(())
     }

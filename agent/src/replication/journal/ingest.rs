@@ -41,6 +41,61 @@ pub(super) struct PendingWrite {
     pub(super) data: Vec<u8>,
 }
 
+/// A batch whose old content is durable and whose targets are written, with the targets' flush
+/// and its commit record under way (the next batch is taken and saves its old content meanwhile).
+pub(crate) struct InFlight {
+    flush: Flush,
+    /// Its commit record, applied to the state once the flush is through.
+    rec: timeline::Record,
+    rec_len: u64,
+    /// Its last LSN and source time: what the next frame follows.
+    pub(super) tip: Lsn,
+    pub(super) tip_time: Timestamp,
+    /// Where its undo records end in the open epoch's log: the next batch's follow.
+    undo_end: u64,
+}
+
+type FlushJob = Box<dyn FnOnce() -> Result<()> + Send>;
+
+/// The flush of the batch in flight: on a thread of its own, or (on a file system that needs
+/// one order) already run or run when waited for.
+enum Flush {
+    Thread(Option<std::thread::JoinHandle<Result<()>>>),
+    Done(Option<Result<()>>),
+    Later(Option<FlushJob>),
+}
+
+impl Flush {
+    fn on_thread(job: impl FnOnce() -> Result<()> + Send + 'static) -> Result<Flush> {
+        std::thread::Builder::new()
+            .name("journal flush".into())
+            .spawn(job)
+            .map(|h| Flush::Thread(Some(h)))
+            .map_err(|e| JournalError::Rejected(format!("cannot start a flush thread: {e}")))
+    }
+
+    fn wait(&mut self) -> Result<()> {
+        match self {
+            Flush::Thread(h) => match h.take().map(|h| h.join()) {
+                Some(Ok(r)) => r,
+                Some(Err(_)) => Err(JournalError::Rejected("the flush thread panicked".into())),
+                None => Ok(()),
+            },
+            Flush::Done(r) => r.take().unwrap_or(Ok(())),
+            Flush::Later(job) => job.take().map_or(Ok(()), |j| j()),
+        }
+    }
+}
+
+impl Drop for Flush {
+    /// A handle dropped with a batch in flight finishes its flush before it lets go of the group
+    /// (the next holder must not find a commit record still being written); the batch is then
+    /// durable though never acknowledged, and the sender's resend of it is a duplicate.
+    fn drop(&mut self) {
+        let _ = self.wait();
+    }
+}
+
 impl GroupJournal {
     /// Checks that a stream's Start frame describes this group.
     pub fn check_start(&self, group: &str, disks: &[(String, u64)]) -> Result<()> {
@@ -78,7 +133,7 @@ impl GroupJournal {
                 data,
                 resync,
             } => {
-                if lsn <= self.state.tip {
+                if lsn <= self.written_tip() {
                     return Ok(FrameOutcome::Duplicate);
                 }
                 self.check_order(lsn)?;
@@ -138,7 +193,8 @@ impl GroupJournal {
                 });
                 auto?;
                 if self.pending_bytes >= self.batch_limit() {
-                    self.commit()?;
+                    let r = self.start_batch();
+                    self.guard(r)?;
                 }
                 Ok(FrameOutcome::Accepted)
             }
@@ -148,7 +204,7 @@ impl GroupJournal {
                 kind,
                 name,
             } => {
-                if lsn <= self.state.tip {
+                if lsn <= self.written_tip() {
                     return Ok(FrameOutcome::Duplicate);
                 }
                 self.check_order(lsn)?;
@@ -185,9 +241,10 @@ impl GroupJournal {
                 self.state.group
             )));
         }
-        let latest = match self.pending.last() {
-            Some(w) => Some(w.time),
-            None => (self.state.tip > Lsn(0)).then_some(self.state.tip_time),
+        let latest = match (self.pending.last(), &self.in_flight) {
+            (Some(w), _) => Some(w.time),
+            (None, Some(f)) => Some(f.tip_time),
+            (None, None) => (self.state.tip > Lsn(0)).then_some(self.state.tip_time),
         };
         Ok(match latest {
             Some(l) if t < l => (l, l.micros_since(t)),
@@ -209,15 +266,53 @@ impl GroupJournal {
     /// Makes every buffered write durable and acknowledges it; returns the acknowledged LSN.
     pub fn commit(&mut self) -> Result<Lsn> {
         self.check_usable()?;
-        if self.pending.is_empty() {
-            return Ok(self.state.tip);
-        }
-        let r = self.commit_inner();
-        self.guard(r)
+        let r = self.start_batch().and_then(|()| self.settle());
+        self.guard(r).map(|()| self.state.tip)
     }
 
-    fn commit_inner(&mut self) -> Result<Lsn> {
-        let seq = self.state.commit_seq + 1;
+    /// Finishes the batch in flight, if any (its targets flushed, its commit record durable),
+    /// without starting the buffered one; returns the acknowledged LSN. For a caller with
+    /// nothing else to do: an acknowledgement then waits for no further frames.
+    pub fn finish_in_flight(&mut self) -> Result<Lsn> {
+        self.check_usable()?;
+        let r = self.settle();
+        self.guard(r).map(|()| self.state.tip)
+    }
+
+    /// The last LSN written to the targets: in flight or acknowledged (a resend of it is
+    /// a duplicate).
+    pub(super) fn written_tip(&self) -> Lsn {
+        self.in_flight.as_ref().map_or(self.state.tip, |f| f.tip)
+    }
+
+    /// Waits for the batch in flight and applies its commit record (then compacts and prunes
+    /// as due: nothing else writes the timeline while a batch is in flight).
+    pub(super) fn settle(&mut self) -> Result<()> {
+        let Some(mut f) = self.in_flight.take() else {
+            return Ok(());
+        };
+        f.flush.wait()?;
+        self.timeline_len += f.rec_len;
+        f.rec
+            .apply(&mut self.state)
+            .map_err(|e| JournalError::damaged(&self.timeline_path(), self.timeline_len, &e))?;
+        if self.timeline_len > TIMELINE_COMPACT_BYTES {
+            self.compact()?;
+        }
+        self.prune_if_due()
+    }
+
+    /// Takes the buffered writes as the next batch ("two batches in flight"): saves their old
+    /// content (undo or rollback, flushed) while the batch before is still flushing, then, once
+    /// that one is committed, writes the targets and leaves their flush and the commit record
+    /// running (on a thread of their own where the file system allows). Acknowledged only once
+    /// [`GroupJournal::settle`] saw that flush through.
+    fn start_batch(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // The batch in flight has the next sequence number until it is settled.
+        let seq = self.state.commit_seq + 1 + u64::from(self.in_flight.is_some());
         // A batch is all resync writes or none (the first resync write commits what is before).
         let resync = self.state.resync.is_some();
         // Which blocks need their old content saved, and where.
@@ -260,6 +355,12 @@ impl GroupJournal {
         let needed = payload + records * (RECORD_HEADER_LEN + BLOCK_HEAD_LEN as u64) + 4096;
         self.ensure_space(needed)?;
 
+        // Scattered old blocks are read from the device together, not one round trip each.
+        if undo_runs.len() + rb_runs.len() > 1 {
+            for &(disk, b, n) in undo_runs.iter().chain(&rb_runs) {
+                self.targets[disk as usize].will_need(b * BLOCK_SIZE, n * BLOCK_SIZE);
+            }
+        }
         let mut undo_buf = Vec::new();
         for &(disk, b, n) in &undo_runs {
             self.save_old_blocks(&mut undo_buf, REC_UNDO, seq, disk, b, n)?;
@@ -269,14 +370,20 @@ impl GroupJournal {
             self.save_old_blocks(&mut rb_buf, REC_ROLLBACK, seq, disk, b, n)?;
         }
         let undo_path = self.undo_path(self.state.open.id);
-        let rb_path = self.dir.join(timeline::ROLLBACK_FILE);
+        // After the records of the batch in flight, if any.
+        let undo_at = self
+            .in_flight
+            .as_ref()
+            .map_or(self.state.open.undo_len, |f| f.undo_end);
+        let parity = (seq % 2) as usize;
+        let rb_path = self.dir.join(timeline::ROLLBACK_FILES[parity]);
         if !undo_buf.is_empty() {
             self.undo
-                .write_all_at(&undo_buf, self.state.open.undo_len)
+                .write_all_at(&undo_buf, undo_at)
                 .map_err(|e| JournalError::io(&undo_path, "write", e))?;
         }
         if !rb_buf.is_empty() {
-            self.rollback
+            self.rollbacks[parity]
                 .write_all_at(&rb_buf, FILE_HEADER_LEN)
                 .map_err(|e| JournalError::io(&rb_path, "write", e))?;
         }
@@ -286,10 +393,19 @@ impl GroupJournal {
                 .map_err(|e| JournalError::io(&undo_path, "flush", e))?;
         }
         if !rb_buf.is_empty() {
-            self.rollback
+            self.rollbacks[parity]
                 .sync_data()
                 .map_err(|e| JournalError::io(&rb_path, "flush", e))?;
         }
+        // The next batch saves what this one did not: these blocks' epoch content is durable.
+        for &(disk, b, n) in &undo_runs {
+            for i in 0..n {
+                self.saved.insert(disk, b + i);
+            }
+        }
+        // The targets change only once the batch before is committed: at most one batch has
+        // written targets without its commit record (what a restart rolls back).
+        self.settle()?;
         // Only now may the targets change: everything they lose is durable above. Writes that
         // follow each other on a disk are gathered into one aligned buffer and written past the
         // page cache (a resync's 1 MiB frames become writes of up to STAGING_BYTES).
@@ -321,6 +437,13 @@ impl GroupJournal {
                     .map_err(|e| JournalError::io(target, "write", e))?;
                 self.state.last_write[d] = w.time;
                 j = i + 1;
+            } else if !resync {
+                // A change stream's writes are small and scattered: through the page cache, so
+                // the flush below sends them to the device together (a direct write waits for
+                // each one).
+                self.targets[d]
+                    .write_all_at(&staging[..len], start)
+                    .map_err(|e| JournalError::io(target, "write", e))?;
             } else {
                 self.targets[d]
                     .write_blocks_at(&staging[..len], start)
@@ -329,7 +452,6 @@ impl GroupJournal {
             touched.insert(d);
             i = j;
         }
-        self.sync_targets(touched)?;
         let last = self.pending.last().expect("batch is not empty");
         let (tip, tip_time) = (last.lsn, last.time);
         let received = last.received;
@@ -342,33 +464,61 @@ impl GroupJournal {
         let source_clock = self.pending.iter().fold(self.state.source_clock, |c, w| {
             c.with_step_back(w.step_back)
         });
-        let new_undo_len = self.state.open.undo_len + undo_buf.len() as u64;
+        let undo_end = undo_at + undo_buf.len() as u64;
         let rec = timeline::Record::Commit {
             seq,
             tip,
             tip_time,
             received,
             epoch: self.state.open.id,
-            undo_len: new_undo_len,
+            undo_len: undo_end,
             first_change,
             last_write: self.state.last_write.clone(),
             clock: Some((first_received, source_clock)),
         };
-        self.append_timeline(&rec)?;
-        rec.apply(&mut self.state)
-            .map_err(|e| JournalError::damaged(&self.timeline_path(), self.timeline_len, &e))?;
-        for &(disk, b, n) in &undo_runs {
-            for i in 0..n {
-                self.saved.insert(disk, b + i);
+        let mut buf = Vec::new();
+        rec.encode(&mut buf);
+        let targets: Vec<_> = touched
+            .into_iter()
+            .map(|d| (self.targets[d].clone(), self.state.disks[d].target.clone()))
+            .collect();
+        let (timeline, at, path) = (
+            self.timeline.clone(),
+            self.timeline_len,
+            self.timeline_path(),
+        );
+        let rec_len = buf.len() as u64;
+        let flush = move || -> Result<()> {
+            for (t, p) in &targets {
+                t.sync_data().map_err(|e| JournalError::io(p, "flush", e))?;
             }
-        }
+            timeline
+                .write_all_at(&buf, at)
+                .map_err(|e| JournalError::io(&path, "write", e))?;
+            timeline
+                .sync_data()
+                .map_err(|e| JournalError::io(&path, "flush", e))
+        };
+        let flush = if self.fs().concurrent_flushes() {
+            Flush::on_thread(flush)?
+        } else if seq.is_multiple_of(2) {
+            // One thread, in a fixed order; both orders of the real disk's overlap are tried:
+            // this batch flushes now, or only once the next one has saved its old content.
+            Flush::Done(Some(flush()))
+        } else {
+            Flush::Later(Some(Box::new(flush)))
+        };
+        self.in_flight = Some(InFlight {
+            flush,
+            rec,
+            rec_len,
+            tip,
+            tip_time,
+            undo_end,
+        });
         self.pending.clear();
         self.pending_bytes = 0;
-        if self.timeline_len > TIMELINE_COMPACT_BYTES {
-            self.compact()?;
-        }
-        self.prune_if_due()?;
-        Ok(self.state.tip)
+        Ok(())
     }
 
     /// Appends one undo or rollback record holding blocks `block..block + n` of a disk as they
@@ -397,6 +547,8 @@ impl GroupJournal {
     }
 
     pub(super) fn append_timeline(&mut self, rec: &timeline::Record) -> Result<()> {
+        // Records go after the commit record of the batch in flight.
+        self.settle()?;
         let mut buf = Vec::new();
         rec.encode(&mut buf);
         let path = self.timeline_path();
@@ -446,6 +598,8 @@ impl GroupJournal {
             None
         };
         let Some(_) = check(self) else { return Ok(()) };
+        // Pruning writes the timeline: the batch in flight first.
+        self.settle()?;
         self.prune()?;
         match check(self) {
             None => Ok(()),

@@ -45,7 +45,10 @@ impl GroupJournal {
         source_time: Option<Timestamp>,
         step_back: i64,
     ) -> Result<RecoveryPoint> {
-        let r = self.make_point_inner(lsn, kind, name, source_time, step_back);
+        // A point closes the open epoch at its committed length: nothing may be in flight.
+        let r = self
+            .settle()
+            .and_then(|()| self.make_point_inner(lsn, kind, name, source_time, step_back));
         self.guard(r)
     }
 
@@ -93,7 +96,7 @@ impl GroupJournal {
     /// Rewrites the timeline as one snapshot record (atomically: temporary file, rename).
     pub(super) fn compact(&mut self) -> Result<()> {
         let (f, len) = timeline::write_snapshot(self.fs(), &self.dir, &self.state)?;
-        self.timeline = f;
+        self.timeline = f.into();
         self.timeline_len = len;
         Ok(())
     }
@@ -120,7 +123,7 @@ impl GroupJournal {
     /// Returns the points removed.
     pub fn prune(&mut self) -> Result<Vec<RecoveryPoint>> {
         self.check_usable()?;
-        let r = self.prune_inner();
+        let r = self.settle().and_then(|()| self.prune_inner());
         self.guard(r)
     }
 

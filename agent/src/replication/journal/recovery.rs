@@ -183,7 +183,7 @@ impl GroupJournal {
         s.resync = None;
         let (f, len) = timeline::write_snapshot(self.fs(), &self.dir, &s)?;
         self.state = s;
-        self.timeline = f;
+        self.timeline = f.into();
         self.timeline_len = len;
         self.undo = new_undo;
         self.saved.clear();

@@ -490,6 +490,9 @@ impl Fs for SimFs {
         s.pending = rest;
         Ok(())
     }
+    fn concurrent_flushes(&self) -> bool {
+        false
+    }
     fn free_space(&self, _path: &Utf8Path) -> io::Result<u64> {
         let s = self.state.lock().unwrap();
         Ok(s.capacity

@@ -12,7 +12,9 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 pub const TIMELINE_FILE: &str = "timeline.log";
 pub const TIMELINE_TMP: &str = "timeline.tmp";
-pub const ROLLBACK_FILE: &str = "rollback.log";
+/// The rollback logs: batches of even commit sequence numbers use the first, odd ones the
+/// second (two batches may be in flight; see "Two batches in flight" in the format document).
+pub const ROLLBACK_FILES: [&str; 2] = ["rollback.log", "rollback-odd.log"];
 
 const REC_SNAPSHOT: u8 = 1;
 const REC_COMMIT: u8 = 2;

@@ -193,16 +193,19 @@ impl GroupView {
         let undo_path = self.dir.join(undo_file(s.open.id));
         let undo = open_undo(fs, &undo_path, s.open.id, s.open.undo_len)?;
         let undo_recs = self.read_tail(undo.as_ref(), &undo_path, REC_UNDO, s.open.undo_len)?;
-        let rb_path = self.dir.join(timeline::ROLLBACK_FILE);
-        if !fs.exists(&rb_path) {
-            // Made by the next opening of the group; until then no batch ran.
-            return Ok((undo_recs, Vec::new()));
+        let mut rb_recs = Vec::new();
+        for name in timeline::ROLLBACK_FILES {
+            let rb_path = self.dir.join(name);
+            if !fs.exists(&rb_path) {
+                // Made by the next opening of the group; until then no batch used it.
+                continue;
+            }
+            let rb = fs
+                .open(&rb_path, OpenMode::Read)
+                .map_err(|e| JournalError::io(&rb_path, "open", e))?;
+            record::check_file_header(rb.as_ref(), &rb_path, FileKind::Rollback)?;
+            rb_recs.extend(self.read_tail(rb.as_ref(), &rb_path, REC_ROLLBACK, FILE_HEADER_LEN)?);
         }
-        let rb = fs
-            .open(&rb_path, OpenMode::Read)
-            .map_err(|e| JournalError::io(&rb_path, "open", e))?;
-        record::check_file_header(rb.as_ref(), &rb_path, FileKind::Rollback)?;
-        let mut rb_recs = self.read_tail(rb.as_ref(), &rb_path, REC_ROLLBACK, FILE_HEADER_LEN)?;
         rb_recs.retain(|(r, _)| r.tag == s.commit_seq + 1);
         Ok((undo_recs, rb_recs))
     }
@@ -287,8 +290,9 @@ impl GroupView {
     ) -> Result<u64> {
         let before = &self.state;
         let (mut undo, mut rollback) = self.unfinished_batch()?;
-        // Read after the records: while no batch has committed since the view was opened, the
-        // rollback log held only that batch's records (the next one rewrites it).
+        // Read after the records: while no batch has committed since the view was opened, that
+        // batch's rollback log held its records (the next batch of its parity rewrites it, and
+        // that one only starts once it has committed).
         let after = committed_state(&self.vol, &self.dir)?;
         if after.commit_seq != before.commit_seq || after.resync.is_some() {
             return Err(JournalError::Rejected(format!(

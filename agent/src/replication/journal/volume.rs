@@ -132,12 +132,9 @@ impl RetentionVolume {
             FileKind::Undo,
             state.open.id,
         )?;
-        create_log(
-            self.fs.as_ref(),
-            &dir.join(timeline::ROLLBACK_FILE),
-            FileKind::Rollback,
-            0,
-        )?;
+        for name in timeline::ROLLBACK_FILES {
+            create_log(self.fs.as_ref(), &dir.join(name), FileKind::Rollback, 0)?;
+        }
         timeline::write_snapshot(self.fs.as_ref(), &dir, &state)?;
         Ok(())
     }

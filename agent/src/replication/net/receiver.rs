@@ -562,7 +562,21 @@ fn journal_loop(
         Ok(())
     };
     let commit = |jr: &mut GroupJournal| with_room(jr, ctx, |j| j.commit(), |j| j.commit());
-    for op in ops {
+    loop {
+        let op = match ops.try_recv() {
+            Ok(op) => op,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                // Nothing waiting: the batch in flight is acknowledged now rather than with the
+                // next one (which a slow link or an idle source may bring much later).
+                jr.finish_in_flight().map_err(|e| anyhow!("{e}"))?;
+                ack(jr, &mut last_ack, false)?;
+                match ops.recv() {
+                    Ok(op) => op,
+                    Err(_) => break,
+                }
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+        };
         match op {
             Op::Frame { frame, index, size } => {
                 let lsn = frame.lsn().map(|l| l.0).unwrap_or(0);
