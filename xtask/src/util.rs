@@ -1,5 +1,5 @@
 //! Small helpers shared by the verbs: locating the workspace, loading the definition, writing a
-//! file atomically (temporary name, then rename).
+//! file atomically (temporary name, fsync, rename, fsync of the directory).
 
 use anyhow::{Context, Result};
 use appliance::Definition;
@@ -24,7 +24,9 @@ pub fn load_definition(path: Option<&Utf8Path>) -> Result<(Utf8PathBuf, Definiti
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, so that a reader
-/// never sees a half-written file and a failure leaves the old file (or none) in place.
+/// never sees a half-written file and a failure leaves the old file (or none) in place; the
+/// file is flushed before the rename and the directory after it, so that a crash leaves either
+/// the old file or the whole new one.
 pub fn write_atomic(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -42,7 +44,10 @@ pub fn write_atomic(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
             .with_context(|| format!("cannot write {tmp}"))?;
         f.sync_all()
             .with_context(|| format!("cannot flush {tmp}"))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {tmp} to {path}"))
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {tmp} to {path}"))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot flush the directory {dir}"))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -1,9 +1,13 @@
 //! `cargo xtask bench agent`: how fast `mt-agent apply` lands a change stream on its targets,
 //! with the journal on the same file system, against writing the same data directly (plain
 //! writes + fdatasync at the same cadence) and against fio, for a sequential 1 MiB stream and
-//! 4 KiB random writes. Prints MiB/s, the ratios, and the write amplification measured by the
-//! kernel's I/O accounting (bytes sent to the storage layer / payload bytes).
+//! 4 KiB random writes. Rounds alternate the order of the contenders; the median of each is
+//! reported. Prints MiB/s, the ratios, and the write amplification measured by the kernel's I/O
+//! accounting (bytes sent to the storage layer / payload bytes), then the goals, and appends the
+//! figures to the history (`docs/benchmarks.md`).
 
+use super::history::{Better, Entry, Figure, Schema};
+use super::{children_written, median, process_written, Goal};
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use mt_agent::replication::frame::{Frame, FrameReader, FrameWriter, TagKind};
@@ -16,6 +20,65 @@ use std::time::Instant;
 use xshell::cmd;
 
 const MIB: u64 = 1 << 20;
+
+/// Goal: agent/raw of the sequential 1 MiB stream.
+const GOAL_SEQUENTIAL: Goal = Goal::AtLeast(0.8);
+/// Goal: agent/raw of the random 4 KiB stream.
+const GOAL_RANDOM: Goal = Goal::AtLeast(0.8);
+/// Goal: the agent's write amplification on a change stream (both streams are).
+const GOAL_WA: Goal = Goal::AtMost(2.0);
+
+/// The bench's table in `docs/benchmarks.md`.
+pub(super) const HISTORY: Schema = Schema {
+    bench: "agent",
+    about:
+        "`cargo xtask bench agent`: `mt-agent apply` of a change stream against plain writes of \
+            the same data (raw) and fio; WA = bytes sent to storage / payload.",
+    figures: &[
+        Figure {
+            name: "agent/raw",
+            decimals: 2,
+            suffix: "x",
+            compare: Some(Better::Higher),
+        },
+        Figure {
+            name: "agent/fio",
+            decimals: 2,
+            suffix: "x",
+            compare: Some(Better::Higher),
+        },
+        Figure {
+            name: "WA agent",
+            decimals: 2,
+            suffix: "",
+            compare: Some(Better::Lower),
+        },
+        Figure {
+            name: "raw MiB/s",
+            decimals: 0,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "agent MiB/s",
+            decimals: 0,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "fio MiB/s",
+            decimals: 0,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "WA raw",
+            decimals: 2,
+            suffix: "",
+            compare: None,
+        },
+    ],
+};
 
 /// Apply throughput of mt-agent vs plain writes and fio.
 #[derive(clap::Args)]
@@ -35,9 +98,9 @@ pub struct AgentBench {
     /// Working directory (journal and targets share its file system) [default: target/bench-agent].
     #[arg(long)]
     dir: Option<Utf8PathBuf>,
-    /// Runs of each contender; the fastest counts.
+    /// Rounds of each contender, alternating their order; the median is reported.
     #[arg(long, default_value_t = 3)]
-    repeat: u32,
+    rounds: usize,
     /// Keep the recorded streams (stream-N.mtf) for other tools.
     #[arg(long)]
     keep_streams: bool,
@@ -49,39 +112,45 @@ struct Measured {
     written: u64,
 }
 
-fn best(a: Option<Measured>, b: Measured) -> Option<Measured> {
-    match a {
-        Some(a) if a.secs <= b.secs => Some(a),
-        _ => Some(b),
-    }
+/// The medians of one contender's runs.
+struct Medians {
+    secs: f64,
+    written: u64,
 }
 
-impl Measured {
+impl Medians {
+    fn of(runs: &[Measured]) -> Option<Medians> {
+        if runs.is_empty() {
+            return None;
+        }
+        Some(Medians {
+            secs: median(&runs.iter().map(|m| m.secs).collect::<Vec<_>>()),
+            written: median(&runs.iter().map(|m| m.written).collect::<Vec<_>>()),
+        })
+    }
+
     fn mib_s(&self, payload: u64) -> f64 {
         payload as f64 / MIB as f64 / self.secs
     }
+
+    fn wa(&self, payload: u64) -> f64 {
+        self.written as f64 / payload as f64
+    }
 }
 
-/// Bytes this process's waited-for children sent to the storage layer (getrusage counts
-/// 512-byte blocks from the same accounting as /proc/<pid>/io write_bytes).
-fn children_written() -> u64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct we own.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    ru.ru_oublock as u64 * 512
-}
-
-/// `write_bytes` of this process, from /proc/self/io.
-fn self_written() -> Result<u64> {
-    let io = std::fs::read_to_string("/proc/self/io").context("cannot read /proc/self/io")?;
-    io.lines()
-        .find_map(|l| l.strip_prefix("write_bytes: "))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no write_bytes in /proc/self/io")
+/// The contenders, in the order of the first round (each later round rotates it by one).
+#[derive(Clone, Copy)]
+enum Contender {
+    Raw,
+    Agent,
+    Fio,
 }
 
 impl AgentBench {
     pub fn run(self, sh: &xshell::Shell) -> Result<()> {
+        if self.rounds == 0 {
+            bail!("--rounds must be at least 1");
+        }
         let root = crate::util::workspace_root();
         let dir = self.dir.clone().unwrap_or(root.join("target/bench-agent"));
         if sh.path_exists(&dir) {
@@ -117,24 +186,33 @@ impl AgentBench {
             let stream = dir.join(format!("stream-{}.mtf", rows.len()));
             eprintln!("recording the {name} stream ({} MiB)", payload / MIB);
             record(&stream, disk, payload, bs, tagged)?;
-            // Interleaved repetitions, best of each: the machine may be shared.
-            let (mut raw, mut ag, mut fio_run): (
-                Option<Measured>,
-                Option<Measured>,
-                Option<Measured>,
-            ) = (None, None, None);
-            for rep in 0..self.repeat {
-                eprintln!("{name}: run {} of {}", rep + 1, self.repeat);
-                raw = best(raw, raw_apply(&stream, &target, batch)?);
-                ag = best(ag, agent_apply(sh, &agent, &dir, &target, &stream, batch)?);
-                if let (Some(f), true) = (&fio, tagged) {
-                    fio_run = best(
-                        fio_run,
-                        fio_apply(sh, f, &target, disk, payload, bs, batch)?,
-                    );
+            let mut contenders = vec![Contender::Raw, Contender::Agent];
+            if let (Some(_), true) = (&fio, tagged) {
+                contenders.push(Contender::Fio);
+            }
+            // Rounds rotate the order: the machine may be shared, and no contender may always
+            // meet the page cache or the disk as the one before left them.
+            let (mut raw, mut ag, mut fio_runs) = (Vec::new(), Vec::new(), Vec::new());
+            for round in 0..self.rounds {
+                eprintln!("{name}: round {} of {}", round + 1, self.rounds);
+                let mut order = contenders.clone();
+                order.rotate_left(round % contenders.len());
+                for c in order {
+                    match (c, &fio) {
+                        (Contender::Raw, _) => raw.push(raw_apply(&stream, &target, batch)?),
+                        (Contender::Agent, _) => {
+                            ag.push(agent_apply(sh, &agent, &dir, &target, &stream, batch)?)
+                        }
+                        (Contender::Fio, Some(f)) => {
+                            fio_runs.push(fio_apply(sh, f, &target, disk, payload, bs, batch)?)
+                        }
+                        (Contender::Fio, None) => {}
+                    }
                 }
             }
-            let (raw, ag) = (raw.context("no run")?, ag.context("no run")?);
+            let raw = Medians::of(&raw).context("no run")?;
+            let ag = Medians::of(&ag).context("no run")?;
+            let fio_run = Medians::of(&fio_runs);
             if !self.keep_streams {
                 sh.remove_path(&stream)?;
             }
@@ -142,7 +220,7 @@ impl AgentBench {
         }
         println!();
         println!("mt-agent apply vs writing the same data directly (journal and target on one file system,");
-        println!("fdatasync every {} MiB for all, best of {} runs); write amplification = bytes sent to storage / payload", self.batch_mib, self.repeat);
+        println!("fdatasync every {} MiB for all, median of {} alternating rounds); write amplification = bytes sent to storage / payload", self.batch_mib, self.rounds);
         println!(
             "{:<18} {:>10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9}",
             "workload",
@@ -154,42 +232,60 @@ impl AgentBench {
             "WA raw",
             "WA agent"
         );
+        let mut entries = Vec::new();
         for (name, payload, raw, ag, fio_run) in &rows {
-            let fio_s = fio_run
-                .as_ref()
-                .map_or("-".into(), |f| format!("{:.0}", f.mib_s(*payload)));
-            let vs_fio = fio_run.as_ref().map_or("-".into(), |f| {
-                format!("{:.2}x", ag.mib_s(*payload) / f.mib_s(*payload))
-            });
+            let fio_mib_s = fio_run.as_ref().map(|f| f.mib_s(*payload));
+            let vs_fio = fio_mib_s.map(|f| ag.mib_s(*payload) / f);
             println!(
                 "{:<18} {:>10.0} {:>12.0} {:>10} {:>8.2}x {:>9} {:>9.2} {:>9.2}",
                 name,
                 raw.mib_s(*payload),
                 ag.mib_s(*payload),
-                fio_s,
+                fio_mib_s.map_or("-".into(), |f| format!("{f:.0}")),
                 ag.mib_s(*payload) / raw.mib_s(*payload),
-                vs_fio,
-                raw.written as f64 / *payload as f64,
-                ag.written as f64 / *payload as f64,
+                vs_fio.map_or("-".into(), |r| format!("{r:.2}x")),
+                raw.wa(*payload),
+                ag.wa(*payload),
             );
+            entries.push(Entry {
+                workload: name.to_string(),
+                values: vec![
+                    Some(ag.mib_s(*payload) / raw.mib_s(*payload)),
+                    vs_fio,
+                    Some(ag.wa(*payload)),
+                    Some(raw.mib_s(*payload)),
+                    Some(ag.mib_s(*payload)),
+                    fio_mib_s,
+                    Some(raw.wa(*payload)),
+                ],
+                params: format!(
+                    "payload={}MiB disk={}MiB batch={}MiB rounds={}",
+                    payload / MIB,
+                    self.disk_mib,
+                    self.batch_mib,
+                    self.rounds
+                ),
+            });
         }
-        let goal = |i: usize, want: f64| {
+        let vs_raw = |i: usize| {
             let (_, p, raw, ag, _) = &rows[i];
-            let r = ag.mib_s(*p) / raw.mib_s(*p);
-            format!(
-                "{r:.2}x (goal >= {want}x: {})",
-                if r >= want { "met" } else { "MISSED" }
-            )
+            ag.mib_s(*p) / raw.mib_s(*p)
+        };
+        let wa = |i: usize| {
+            let (_, p, _, ag, _) = &rows[i];
+            ag.wa(*p)
         };
         println!(
-            "goals: sequential {}, random 4 KiB {}",
-            goal(0, 0.4),
-            goal(1, 0.5)
+            "goals: agent/raw sequential 1 MiB {}, random 4 KiB {}; WA agent sequential {}, random {}",
+            GOAL_SEQUENTIAL.judge(vs_raw(0), "x"),
+            GOAL_RANDOM.judge(vs_raw(1), "x"),
+            GOAL_WA.judge(wa(0), ""),
+            GOAL_WA.judge(wa(1), ""),
         );
         if fio.is_none() {
             println!("fio is not installed: its column is empty (apt-get install fio)");
         }
-        Ok(())
+        super::history::record(sh, &HISTORY, &entries)
     }
 }
 
@@ -265,7 +361,7 @@ fn record(path: &Utf8Path, disk: u64, payload: u64, bs: u64, tagged: bool) -> Re
 /// The baseline: decode the same frames and pwrite them, fdatasync every `batch` bytes.
 fn raw_apply(stream: &Utf8Path, target: &Utf8Path, batch: u64) -> Result<Measured> {
     let t = std::fs::OpenOptions::new().write(true).open(target)?;
-    let before = self_written()?;
+    let before = process_written("self")?;
     let start = Instant::now();
     let mut r = FrameReader::new(std::io::BufReader::with_capacity(
         4 << 20,
@@ -286,7 +382,7 @@ fn raw_apply(stream: &Utf8Path, target: &Utf8Path, batch: u64) -> Result<Measure
     let secs = start.elapsed().as_secs_f64();
     Ok(Measured {
         secs,
-        written: self_written()? - before,
+        written: process_written("self")? - before,
     })
 }
 

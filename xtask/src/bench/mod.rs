@@ -1,8 +1,10 @@
 //! `cargo xtask bench <what>`: benchmarks that run our code side by side with the tool a user
 //! would otherwise use, in one invocation, and print ratios. Benchmarks are never tests: nothing
-//! here asserts a time.
+//! here asserts a time. Each run ends by appending its figures to `docs/benchmarks.md` and
+//! printing the change against the previous run of the same workload (`history`).
 
 mod agent;
+mod history;
 mod resync;
 pub mod vmdk;
 mod wan;
@@ -95,9 +97,100 @@ pub fn reap(child: &std::process::Child, start: Instant, shown: &str) -> Result<
     })
 }
 
+/// The tables of `docs/benchmarks.md`, in the order of its sections.
+const SCHEMAS: &[&history::Schema] = &[
+    &agent::HISTORY,
+    &resync::HISTORY,
+    &wan::HISTORY,
+    &vmdk::HISTORY,
+];
+
+/// A goal of a benchmark's figure (each bench keeps its goals as constants next to it).
+#[derive(Debug, Clone, Copy)]
+pub enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Goal {
+    pub fn met(self, value: f64) -> bool {
+        match self {
+            Goal::AtLeast(g) => value >= g,
+            Goal::AtMost(g) => value <= g,
+        }
+    }
+
+    /// The goal and whether `value` meets it: "goal >= 0.8x: met" (`suffix` "x").
+    pub fn verdict(self, value: f64, suffix: &str) -> String {
+        let (op, g) = match self {
+            Goal::AtLeast(g) => (">=", g),
+            Goal::AtMost(g) => ("<=", g),
+        };
+        let verdict = if self.met(value) { "met" } else { "MISSED" };
+        format!("goal {op} {g:?}{suffix}: {verdict}")
+    }
+
+    /// `value` and the verdict: "0.85x (goal >= 0.8x: met)"; to two decimals, or four where two
+    /// would seem to say the opposite of the verdict (2.004 is not "2.00 <= 2.0").
+    pub fn judge(self, value: f64, suffix: &str) -> String {
+        let two = format!("{value:.2}");
+        let shown = match two.parse() {
+            Ok(v) if self.met(v) == self.met(value) => two,
+            _ => format!("{value:.4}"),
+        };
+        format!("{shown}{suffix} ({})", self.verdict(value, suffix))
+    }
+}
+
+/// Bytes this process's waited-for children sent to the storage layer (getrusage counts
+/// 512-byte blocks from the same accounting as /proc/PID/io write_bytes).
+pub fn children_written() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value for the kernel to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    ru.ru_oublock as u64 * 512
+}
+
+/// `write_bytes` of a process (all its threads, those that ended included) from
+/// /proc/`pid`/io: the bytes it caused to be sent to the storage layer. `pid` may be "self".
+pub fn process_written(pid: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/io");
+    let io = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no write_bytes in {path}"))
+}
+
 /// The median (the upper one of an even count).
 pub fn median<T: Copy + PartialOrd>(values: &[T]) -> T {
     let mut v = values.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
     v[v.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Goal;
+
+    #[test]
+    fn a_goal_shows_enough_digits_for_its_verdict() {
+        assert_eq!(
+            Goal::AtLeast(0.8).judge(0.851, "x"),
+            "0.85x (goal >= 0.8x: met)"
+        );
+        assert_eq!(
+            Goal::AtMost(2.0).judge(2.0037, ""),
+            "2.0037 (goal <= 2.0: MISSED)"
+        );
+        assert_eq!(
+            Goal::AtMost(2.0).judge(1.996, ""),
+            "2.00 (goal <= 2.0: met)"
+        );
+        assert_eq!(
+            Goal::AtLeast(4.0).judge(3.999, "x"),
+            "3.9990x (goal >= 4.0x: MISSED)"
+        );
+    }
 }

@@ -2,10 +2,13 @@
 //! loopback (into a real journal on disk) against `rsync -I --inplace --no-whole-file` on the
 //! same files, at 1% and 10% changed 64 KiB blocks, in one run; then a full copy by
 //! `mt-agent send --full` against the disk's direct read speed. Prints time ratios (median of
-//! `--rounds` alternating runs, with their spread), bytes on the wire against changed bytes, and
-//! throughput. Both sides start from a warm page cache.
+//! `--rounds` alternating runs, with their spread), bytes on the wire against changed bytes,
+//! throughput and the full copy's write amplification (bytes `serve` and `send` sent to the
+//! storage layer / image size, from the kernel's I/O accounting), then the goals, and appends the
+//! figures to the history (`docs/benchmarks.md`). Both sides start from a warm page cache.
 
-use super::median;
+use super::history::{Better, Entry, Figure, Schema};
+use super::{children_written, median, process_written, Goal};
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::io::{BufRead, BufReader, Write};
@@ -17,6 +20,80 @@ use xshell::{cmd, Shell};
 /// The block of a delta resync (what `change_blocks` rewrites and what an image is a multiple of).
 pub(super) const BLOCK: u64 = 64 << 10;
 const MIB: f64 = (1 << 20) as f64;
+
+/// The delta resyncs: the share of blocks changed, and the goal of mt-agent's speedup over rsync.
+const DELTAS: [(u64, Goal); 2] = [(1, Goal::AtLeast(2.5)), (10, Goal::AtLeast(4.0))];
+/// Goal: the bytes on the wire of a delta resync / (changed bytes + hash traffic).
+const GOAL_WIRE: Goal = Goal::AtMost(1.05);
+/// Goal: the full copy's throughput / a direct read of the same disk.
+const GOAL_FULL: Goal = Goal::AtLeast(0.9);
+/// Goal: the write amplification of a first (full) copy.
+const GOAL_WA_FIRST_COPY: Goal = Goal::AtMost(1.05);
+
+/// The bench's table in `docs/benchmarks.md`.
+pub(super) const HISTORY: Schema = Schema {
+    bench: "resync",
+    about: "`cargo xtask bench resync`: speedup = the baseline's time / mt-agent's (rsync \
+            -I --inplace --no-whole-file for a delta, a direct read of the disk for the full copy); \
+            wire/(chg+hash) = bytes on the wire / (changed bytes + hash traffic); WA = bytes sent \
+            to storage / image size.",
+    figures: &[
+        Figure {
+            name: "speedup",
+            decimals: 2,
+            suffix: "x",
+            compare: Some(Better::Higher),
+        },
+        Figure {
+            name: "wire/(chg+hash)",
+            decimals: 3,
+            suffix: "",
+            compare: Some(Better::Lower),
+        },
+        Figure {
+            name: "WA",
+            decimals: 2,
+            suffix: "",
+            compare: Some(Better::Lower),
+        },
+        Figure {
+            name: "mt-agent s",
+            decimals: 2,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "baseline s",
+            decimals: 2,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "changed MiB",
+            decimals: 1,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "wire MiB",
+            decimals: 1,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "hash KiB",
+            decimals: 1,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "rsync MiB",
+            decimals: 1,
+            suffix: "",
+            compare: None,
+        },
+    ],
+};
 
 /// Delta resync and full copy of mt-agent vs rsync.
 #[derive(clap::Args)]
@@ -298,7 +375,13 @@ impl ResyncBench {
             "hash KiB",
             "rsync MiB"
         );
-        for percent in [1u64, 10] {
+        let params = format!(
+            "size={} rounds={}",
+            appliance::units::ByteSize(size),
+            self.rounds
+        );
+        let (mut entries, mut goals) = (Vec::new(), Vec::new());
+        for (percent, goal) in DELTAS {
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             let (mut changed, mut wire, mut hashes, mut rwire) = (0, 0, 0, 0);
             for round in 0..self.rounds {
@@ -349,23 +432,47 @@ impl ResyncBench {
                 }
             }
             let ratios: Vec<f64> = theirs.iter().zip(&ours).map(|(t, o)| t / o).collect();
+            let speedup = median(&theirs) / median(&ours);
+            let wire_ratio = wire as f64 / (changed + hashes) as f64;
+            goals.push(format!(
+                "{percent}% delta {}, its wire/(changed+hash) {}",
+                goal.judge(speedup, "x"),
+                GOAL_WIRE.judge(wire_ratio, "")
+            ));
+            entries.push(Entry {
+                workload: format!("{percent}% delta vs rsync"),
+                values: vec![
+                    Some(speedup),
+                    Some(wire_ratio),
+                    None,
+                    Some(median(&ours)),
+                    Some(median(&theirs)),
+                    Some(changed as f64 / MIB),
+                    Some(wire as f64 / MIB),
+                    Some(hashes as f64 / 1024.0),
+                    Some(rwire as f64 / MIB),
+                ],
+                params: params.clone(),
+            });
             println!(
                 "{:>6}% {:>10.2} {:>10.2} {:>7.2}x {:>15} {:>12.1} {:>12.1} {:>10.3} {:>12.1} {:>12.1}",
                 percent,
                 median(&ours),
                 median(&theirs),
-                median(&theirs) / median(&ours),
+                speedup,
                 format!("({:.2}..{:.2})", min(&ratios), max(&ratios)),
                 changed as f64 / MIB,
                 wire as f64 / MIB,
-                wire as f64 / (changed + hashes) as f64,
+                wire_ratio,
                 hashes as f64 / 1024.0,
                 rwire as f64 / MIB,
             );
         }
 
         // Full copy into a new, empty target, against reading the disk directly: alternating.
-        let (mut full, mut read) = (Vec::new(), Vec::new());
+        let (mut full, mut read, mut full_secs, mut read_secs, mut wa) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let serve = master.pid().to_string();
         for round in 0..self.rounds {
             let target = dir.join(format!("target-full-{round}.img"));
             std::fs::File::create(&target)?.set_len(size)?;
@@ -378,8 +485,13 @@ impl ResyncBench {
             .ignore_stdout()
             .run()?;
             master.allow(sh, &agent, &sender, &group)?;
-            read.push(direct_read_mib_s(sh, &base, size)?);
+            let r = direct_read_mib_s(sh, &base, size)?;
+            read.push(r);
+            read_secs.push(size as f64 / MIB / r);
             warm(&base)?;
+            // What serve (running) and send (a child waited for) send to the storage layer.
+            let written = || -> Result<u64> { Ok(process_written(&serve)? + children_written()) };
+            let before = written()?;
             let t = Instant::now();
             cmd!(
                 sh,
@@ -389,21 +501,47 @@ impl ResyncBench {
             .ignore_stdout()
             .ignore_stderr()
             .run()?;
-            full.push(size as f64 / MIB / t.elapsed().as_secs_f64());
+            let secs = t.elapsed().as_secs_f64();
+            wa.push((written()? - before) as f64 / size as f64);
+            full_secs.push(secs);
+            full.push(size as f64 / MIB / secs);
             same(&base, &target)?;
             std::fs::remove_file(&target)?;
         }
         let ratios: Vec<f64> = full.iter().zip(&read).map(|(f, r)| f / r).collect();
+        let ratio = median(&full) / median(&read);
         println!(
-            "full copy: {:.0} MiB/s through the journal (fsynced); direct read of the disk {:.0} MiB/s; ratio {:.2} (rounds {:.2}..{:.2})",
+            "full copy: {:.0} MiB/s through the journal (fsynced); direct read of the disk {:.0} MiB/s; ratio {:.2} (rounds {:.2}..{:.2}); write amplification {:.2}",
             median(&full),
             median(&read),
-            median(&full) / median(&read),
+            ratio,
             min(&ratios),
-            max(&ratios)
+            max(&ratios),
+            median(&wa)
         );
+        goals.push(format!(
+            "full copy {}, its write amplification {}",
+            GOAL_FULL.judge(ratio, "x"),
+            GOAL_WA_FIRST_COPY.judge(median(&wa), "")
+        ));
+        println!("goals: {}", goals.join("; "));
+        entries.push(Entry {
+            workload: "full copy vs direct read".into(),
+            values: vec![
+                Some(ratio),
+                None,
+                Some(median(&wa)),
+                Some(median(&full_secs)),
+                Some(median(&read_secs)),
+                None,
+                None,
+                None,
+                None,
+            ],
+            params,
+        });
         drop(master);
         sh.remove_path(&dir)?;
-        Ok(())
+        super::history::record(sh, &HISTORY, &entries)
     }
 }

@@ -1,8 +1,10 @@
 //! `cargo xtask bench vmdk`: our stream-optimized VMDK writer against
 //! `qemu-img convert -O vmdk -o subformat=streamOptimized` on the same raw image, alternating,
-//! both as child processes measured the same way. Also the hidden `cargo xtask vmdk-convert`
-//! verb that runs our writer as such a child.
+//! both as child processes measured the same way; the figures are appended to the history
+//! (`docs/benchmarks.md`). Also the hidden `cargo xtask vmdk-convert` verb that runs our writer
+//! as such a child.
 
+use super::history::{Better, Entry, Figure, Schema};
 use super::{measure, median, Measured};
 use anyhow::{ensure, Context, Result};
 use appliance::units::{ByteSize, GIB, MIB};
@@ -10,6 +12,71 @@ use appliance::vmdk::{write_stream_optimized, VmdkOptions};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::os::unix::fs::FileExt;
 use xshell::cmd;
+
+/// The bench's table in `docs/benchmarks.md`.
+pub(super) const HISTORY: Schema = Schema {
+    bench: "vmdk",
+    about:
+        "`cargo xtask bench vmdk`: our stream-optimized VMDK writer against `qemu-img convert`; \
+            speed and CPU are qemu-img's time / ours (higher is better), size and RSS ours / \
+            qemu-img's (lower is better); times are medians, RSS the peak of the runs.",
+    figures: &[
+        Figure {
+            name: "speed vs qemu-img",
+            decimals: 2,
+            suffix: "x",
+            compare: Some(Better::Higher),
+        },
+        Figure {
+            name: "CPU vs qemu-img",
+            decimals: 2,
+            suffix: "x",
+            compare: Some(Better::Higher),
+        },
+        Figure {
+            name: "size vs qemu-img",
+            decimals: 4,
+            suffix: "x",
+            compare: Some(Better::Lower),
+        },
+        Figure {
+            name: "RSS vs qemu-img",
+            decimals: 2,
+            suffix: "x",
+            compare: Some(Better::Lower),
+        },
+        Figure {
+            name: "ours s",
+            decimals: 2,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "qemu-img s",
+            decimals: 2,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "ours CPU s",
+            decimals: 2,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "ours MiB",
+            decimals: 1,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "ours RSS MiB",
+            decimals: 1,
+            suffix: "",
+            compare: None,
+        },
+    ],
+};
 
 /// Convert a raw image and compare with qemu-img (time, size, peak memory).
 #[derive(clap::Args)]
@@ -151,7 +218,25 @@ impl BenchVmdk {
             (ours_size as f64 / qemu_size as f64 - 1.0) * 100.0,
             ro as f64 / rq as f64
         );
-        Ok(())
+        let entry = Entry {
+            workload: "stream-optimized VMDK".into(),
+            values: vec![
+                Some(tq / to),
+                Some(cpu(&qemu) / cpu(&ours)),
+                Some(ours_size as f64 / qemu_size as f64),
+                Some(ro as f64 / rq as f64),
+                Some(to),
+                Some(tq),
+                Some(cpu(&ours)),
+                Some(ours_size as f64 / MIB as f64),
+                Some(ro as f64 / MIB as f64),
+            ],
+            params: format!(
+                "size={} holes={}% runs={} threads={} cores={cores}",
+                self.size, self.holes, self.runs, self.threads
+            ),
+        };
+        super::history::record(sh, &HISTORY, &[entry])
     }
 }
 

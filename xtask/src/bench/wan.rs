@@ -5,10 +5,12 @@
 //! Rounds alternate the contenders; the median of each is reported, with MiB/s, the ratio of the
 //! full copies, the delta's time and wire bytes, and the CPU seconds per GiB on each end (for
 //! mt-agent the `send` and `serve` processes, for the plain copy its two threads). Both sides
-//! start from a warm page cache; the journal is on the disk of the images.
+//! start from a warm page cache; the journal is on the disk of the images. Then the goal, and
+//! the figures are appended to the history (`docs/benchmarks.md`).
 
-use super::median;
+use super::history::{Better, Entry, Figure, Schema};
 use super::resync::{change_blocks, random_image, same, warm, Master, Rng, BLOCK};
+use super::{median, Goal};
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::io::{BufWriter, Read};
@@ -22,6 +24,53 @@ const MIB: f64 = (1 << 20) as f64;
 const GIB: f64 = (1 << 30) as f64;
 /// The share of blocks the delta resync finds changed.
 const DELTA_PERCENT: u64 = 1;
+/// Goal: the full copy's throughput / the plain TCP copy's.
+const GOAL_FULL: Goal = Goal::AtLeast(0.9);
+
+/// The bench's table in `docs/benchmarks.md`.
+pub(super) const HISTORY: Schema = Schema {
+    bench: "wan",
+    about: "`cargo xtask bench wan`: vs plain copy = the plain TCP copy's time / this \
+            contender's; CPU per GiB of the image.",
+    figures: &[
+        Figure {
+            name: "vs plain copy",
+            decimals: 2,
+            suffix: "x",
+            compare: Some(Better::Higher),
+        },
+        Figure {
+            name: "sender CPU s/GiB",
+            decimals: 2,
+            suffix: "",
+            compare: Some(Better::Lower),
+        },
+        Figure {
+            name: "receiver CPU s/GiB",
+            decimals: 2,
+            suffix: "",
+            compare: Some(Better::Lower),
+        },
+        Figure {
+            name: "seconds",
+            decimals: 2,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "MiB/s",
+            decimals: 0,
+            suffix: "",
+            compare: None,
+        },
+        Figure {
+            name: "wire MiB",
+            decimals: 1,
+            suffix: "",
+            compare: None,
+        },
+    ],
+};
 
 /// Full copy and delta resync by mt-agent through a WAN-like link vs a plain TCP copy.
 #[derive(clap::Args)]
@@ -155,7 +204,32 @@ impl WanBench {
             ("mt-agent send --full", &full),
             ("mt-agent send --delta", &delta),
         ];
-        for (name, v) in rows {
+        let params = format!(
+            "size={} rtt={}ms bandwidth={} delta={DELTA_PERCENT}% rounds={}",
+            appliance::units::ByteSize(size),
+            self.rtt_ms,
+            self.bandwidth.map_or("none".into(), |b| b.to_string()),
+            self.rounds
+        );
+        let plain_secs = col(&plain, &|t| t.secs);
+        let delta_secs = col(&delta, &|t| t.secs);
+        let ratio = col(&full, &|t| mib_s(t)) / col(&plain, &|t| mib_s(t));
+        // Against the plain copy, as the lines under the table say it.
+        let vs_plain = [None, Some(ratio), Some(plain_secs / delta_secs)];
+        let mut entries = Vec::new();
+        for ((name, v), vs_plain) in rows.into_iter().zip(vs_plain) {
+            entries.push(Entry {
+                workload: name.into(),
+                values: vec![
+                    vs_plain,
+                    Some(col(v, &|t| per_gib(t.sender_cpu))),
+                    Some(col(v, &|t| per_gib(t.receiver_cpu))),
+                    Some(col(v, &|t| t.secs)),
+                    Some(col(v, &|t| mib_s(t))),
+                    Some(col(v, &|t| t.wire as f64 / MIB)),
+                ],
+                params: params.clone(),
+            });
             println!(
                 "{:<24} {:>9.2} {:>9.0} {:>10.1} {:>17.2} {:>19.2}",
                 name,
@@ -171,22 +245,20 @@ impl WanBench {
             .zip(&plain)
             .map(|(f, p)| p.secs / f.secs)
             .collect();
-        let ratio = col(&full, &|t| mib_s(t)) / col(&plain, &|t| mib_s(t));
         println!(
-            "full copy: mt-agent/plain {ratio:.2}x (rounds {:.2}..{:.2}; goal >= 0.9x: {})",
+            "full copy: mt-agent/plain {ratio:.2}x (rounds {:.2}..{:.2}; {})",
             ratios.iter().copied().fold(f64::INFINITY, f64::min),
             ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            if ratio >= 0.9 { "met" } else { "MISSED" }
+            GOAL_FULL.verdict(ratio, "x")
         );
-        let delta_secs = col(&delta, &|t| t.secs);
         println!(
             "delta resync: {DELTA_PERCENT}% changed ({:.1} MiB) in {delta_secs:.2} s, {:.1} MiB on the wire, {:.1}x faster than the plain copy of the whole image",
             changed as f64 / MIB,
             col(&delta, &|t| t.wire as f64 / MIB),
-            col(&plain, &|t| t.secs) / delta_secs,
+            plain_secs / delta_secs,
         );
         sh.remove_path(&dir)?;
-        Ok(())
+        super::history::record(sh, &HISTORY, &entries)
     }
 }
 
