@@ -667,3 +667,53 @@ fn block_device_targets_work_like_files() {
         );
     }
 }
+
+/// Bytes the file system allocated for a file (what it costs on the retention volume).
+fn allocated(path: &Utf8Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn the_open_undo_log_has_space_reserved_ahead_and_a_point_gives_back_what_its_epoch_did_not_use() {
+    let env = Env::new("reserve");
+    let cap = 4 << 20;
+    create_group(&env, cap);
+    let now = Timestamp::from_secs(SystemClock.now().0 / 1_000_000);
+    let tags = [
+        (1, TagKind::App),
+        (100, TagKind::Crash),
+        (200, TagKind::Crash),
+    ];
+    let stream = env.p("stream.mtf");
+    let model = record(&stream, cap, 260, now.plus_secs(-3600), &tags, 7, 8);
+    let from = stream.as_str();
+    env.ok(&["apply", "g", "--from", from]);
+    check_targets(&env, &model, Lsn(260));
+    let dir = env.p("retention/groups/g");
+    let mut undo: Vec<Utf8PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| Utf8PathBuf::try_from(e.unwrap().path()).unwrap())
+        .filter(|p| p.file_name().unwrap().starts_with("undo-"))
+        .collect();
+    undo.sort();
+    // The epochs closed by the points at LSN 100 and 200, and the open one after 200.
+    assert_eq!(undo.len(), 3, "{undo:?}");
+    let open = undo.pop().unwrap();
+    let size = |p: &Utf8Path| std::fs::metadata(p).unwrap().len();
+    for closed in &undo {
+        assert!(size(closed) > 64 << 10, "{closed}: {} bytes", size(closed));
+        assert!(
+            allocated(closed) <= size(closed).next_multiple_of(4096),
+            "{closed} keeps {} bytes allocated for {} bytes of records",
+            allocated(closed),
+            size(closed)
+        );
+    }
+    assert!(
+        allocated(&open) >= size(&open) + (32 << 20),
+        "{open}: {} bytes allocated for {} bytes of records: no space reserved ahead",
+        allocated(&open),
+        size(&open)
+    );
+}

@@ -32,10 +32,14 @@ pub struct GroupJournal {
     pub(super) targets: Vec<Arc<dyn FsFile>>,
     /// Blocks whose pre-epoch content is already in the open epoch's undo log.
     pub(super) saved: SavedBlocks,
-    /// Gathers adjacent writes for the targets (allocated at the first commit).
-    pub(super) staging: Option<jio::AlignedBuf>,
+    /// Gathers adjacent writes for the targets (allocated at the first commit; used by the
+    /// flush of one batch at a time).
+    pub(super) staging: Arc<std::sync::Mutex<Option<jio::AlignedBuf>>>,
     pub(super) pending: Vec<PendingWrite>,
     pub(super) pending_bytes: u64,
+    /// How far the open epoch's undo log has space reserved (epoch id, end): see
+    /// [`super::ingest::UNDO_RESERVE_BYTES`].
+    pub(super) undo_reserved: (u64, u64),
     /// The batch whose flush and commit record are under way (at most one).
     /// Declared before the lock: dropping the handle waits for that flush before letting go.
     pub(super) in_flight: Option<InFlight>,
@@ -114,9 +118,10 @@ impl GroupJournal {
             rollbacks,
             targets,
             saved: SavedBlocks::new(&state.disks),
-            staging: None,
+            staging: Arc::default(),
             pending: Vec::new(),
             pending_bytes: 0,
+            undo_reserved: (0, 0),
             in_flight: None,
             failed: None,
             notes,

@@ -90,6 +90,12 @@ pub trait FsFile: Send + Sync {
     /// background (`posix_fadvise(POSIX_FADV_WILLNEED)`), so many scattered reads queue at the
     /// device together instead of one at a time. Only a hint: nothing changes if it is ignored.
     fn will_need(&self, _offset: u64, _len: u64) {}
+    /// Reserves disk space for `len` bytes at `offset` without changing the file's size
+    /// (`fallocate(FALLOC_FL_KEEP_SIZE)`, Linux 2.6.23 on): an append into reserved space costs
+    /// the file system no block allocation at its flush. Only a hint: a file system without
+    /// it, or without the room, leaves the file as it is. `set_len` to the size gives back
+    /// what was reserved past it.
+    fn reserve(&self, _offset: u64, _len: u64) {}
     /// The size in bytes (for a block device, its capacity).
     fn len(&self) -> io::Result<u64>;
     fn set_len(&self, len: u64) -> io::Result<()>;
@@ -167,6 +173,14 @@ impl FsFile for RealFile {
         };
         // SAFETY: a hint on a descriptor we own; its result changes nothing we rely on.
         unsafe { libc::posix_fadvise(self.file.as_raw_fd(), o, l, libc::POSIX_FADV_WILLNEED) };
+    }
+    fn reserve(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(o), Ok(l)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+            return;
+        };
+        // SAFETY: fallocate on a descriptor we own; a refusal changes nothing.
+        unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, o, l) };
     }
     fn len(&self) -> io::Result<u64> {
         let meta = self.file.metadata()?;

@@ -67,6 +67,8 @@ impl GroupJournal {
         let new_id = self.state.next_epoch_id;
         let path = self.undo_path(new_id);
         let new_undo = create_log(self.fs(), &path, FileKind::Undo, new_id)?;
+        let (closed_len, closed_path) =
+            (self.state.open.undo_len, self.undo_path(self.state.open.id));
         let point = RecoveryPoint {
             lsn,
             kind,
@@ -84,6 +86,11 @@ impl GroupJournal {
         self.append_timeline(&rec)?;
         rec.apply(&mut self.state)
             .map_err(|e| JournalError::damaged(&self.timeline_path(), self.timeline_len, &e))?;
+        // The closed epoch's log ends at its committed length (nothing is in flight): give
+        // back the space reserved past it.
+        self.undo
+            .set_len(closed_len)
+            .map_err(|e| JournalError::io(&closed_path, "trim", e))?;
         self.undo = new_undo;
         self.saved.clear();
         if self.state.points.len() == 1 {
