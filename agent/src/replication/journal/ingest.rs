@@ -155,6 +155,15 @@ impl Flush {
             .map_err(|e| JournalError::Rejected(format!("cannot start a flush thread: {e}")))
     }
 
+    fn is_done(&self) -> bool {
+        match self {
+            Flush::Thread(h) => h.as_ref().is_none_or(|h| h.is_finished()),
+            Flush::Done(_) => true,
+            // Runs only when waited for.
+            Flush::Later(_) => true,
+        }
+    }
+
     fn wait(&mut self) -> Result<()> {
         match self {
             Flush::Thread(h) => match h.take().map(|h| h.join()) {
@@ -358,6 +367,12 @@ impl GroupJournal {
         self.check_usable()?;
         let r = self.settle();
         self.guard(r).map(|()| self.state.tip)
+    }
+
+    /// Whether the batch in flight has finished its flush (`None`: no batch is in flight);
+    /// [`GroupJournal::finish_in_flight`] then returns without waiting.
+    pub fn in_flight_done(&self) -> Option<bool> {
+        self.in_flight.as_ref().map(|f| f.flush.is_done())
     }
 
     /// The last LSN written to the targets: in flight or acknowledged (a resend of it is

@@ -533,6 +533,40 @@ fn wait_for_room(jr: &mut GroupJournal, ctx: &Ctx<'_>, why: &str) -> Result<()> 
     }
 }
 
+/// How often a journal thread with nothing to take looks whether its batch in flight is done.
+const IDLE_POLL: Duration = Duration::from_millis(2);
+
+/// The journal thread's next operation (`None`: the network side is gone). While none waits,
+/// the batch in flight is acknowledged as soon as its flush is done, rather than with the next
+/// batch (which a slow link or an idle source may bring much later), without waiting for that
+/// flush when frames come first.
+fn next_op(
+    jr: &mut GroupJournal,
+    ops: &std::sync::mpsc::Receiver<Op>,
+    ack: &mut dyn FnMut(&GroupJournal) -> Result<()>,
+) -> Result<Option<Op>> {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    loop {
+        match ops.try_recv() {
+            Ok(op) => return Ok(Some(op)),
+            Err(TryRecvError::Disconnected) => return Ok(None),
+            Err(TryRecvError::Empty) => {}
+        }
+        match jr.in_flight_done() {
+            None => return Ok(ops.recv().ok()),
+            Some(true) => {
+                jr.finish_in_flight().map_err(|e| anyhow!("{e}"))?;
+                ack(jr)?;
+            }
+            Some(false) => match ops.recv_timeout(IDLE_POLL) {
+                Ok(op) => return Ok(Some(op)),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(None),
+            },
+        }
+    }
+}
+
 /// The journal thread: applies frames in order, acknowledges what is durable, and returns
 /// credit while the retention volume has room (withholding it, committing and waiting for
 /// pruning when it does not).
@@ -563,19 +597,8 @@ fn journal_loop(
     };
     let commit = |jr: &mut GroupJournal| with_room(jr, ctx, |j| j.commit(), |j| j.commit());
     loop {
-        let op = match ops.try_recv() {
-            Ok(op) => op,
-            Err(std::sync::mpsc::TryRecvError::Empty) => {
-                // Nothing waiting: the batch in flight is acknowledged now rather than with the
-                // next one (which a slow link or an idle source may bring much later).
-                jr.finish_in_flight().map_err(|e| anyhow!("{e}"))?;
-                ack(jr, &mut last_ack, false)?;
-                match ops.recv() {
-                    Ok(op) => op,
-                    Err(_) => break,
-                }
-            }
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+        let Some(op) = next_op(jr, &ops, &mut |jr| ack(jr, &mut last_ack, false))? else {
+            break;
         };
         match op {
             Op::Frame { frame, index, size } => {
