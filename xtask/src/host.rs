@@ -43,13 +43,21 @@ pub fn ensure(sh: &Shell, verb: &str, tools: &[&str]) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()
         .context("apt-get update failed: is a Debian mirror reachable?")?;
-    cmd!(
-        sh,
-        "apt-get install -y -q --no-install-recommends {missing...}"
-    )
-    .env("DEBIAN_FRONTEND", "noninteractive")
-    .run()
-    .with_context(|| format!("apt-get could not install {list}"))?;
+    apt_install(sh, &missing)?;
+    // apt may remove a package to make room for one it installs: a fresh machine of the CI's
+    // kind has qemu-utils from backports, which Debian's qemu-system-x86 replaces. The tools
+    // that went missing that way come back in the version that fits what is now installed.
+    let gone: Vec<&str> = tools.iter().copied().filter(|t| !present(t)).collect();
+    if !gone.is_empty() {
+        let mut again: Vec<&'static str> = gone.iter().map(|t| package_of(t)).collect();
+        again.sort();
+        again.dedup();
+        eprintln!(
+            "{verb}: installing again what apt removed meanwhile: {}",
+            again.join(" ")
+        );
+        apt_install(sh, &again)?;
+    }
     let still: Vec<&str> = tools.iter().copied().filter(|t| !present(t)).collect();
     if !still.is_empty() {
         bail!(
@@ -58,6 +66,16 @@ pub fn ensure(sh: &Shell, verb: &str, tools: &[&str]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn apt_install(sh: &Shell, packages: &[&str]) -> Result<()> {
+    cmd!(
+        sh,
+        "apt-get install -y -q --no-install-recommends {packages...}"
+    )
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .run()
+    .with_context(|| format!("apt-get could not install {}", packages.join(" ")))
 }
 
 /// The static agent is built for musl; rustup adds the target once.
