@@ -68,10 +68,6 @@ pub(super) fn boot_and_check(
     result
 }
 
-/// How long a kernel booting under KVM may take to print its banner before `auto` gives up on
-/// KVM (it takes a second or two where KVM works).
-const KVM_KERNEL_BANNER: Duration = Duration::from_secs(60);
-
 /// Starts the VM under the accelerator asked for; `auto` is what the KVM probe allows. A probe
 /// guest is not the appliance's kernel: under `auto`, a KVM VM whose kernel does not print its
 /// banner in time is stopped and the VM starts again under TCG.
@@ -87,7 +83,7 @@ fn start_vm(
     if accel == Accel::Kvm {
         eprintln!("boot-test: booting under KVM");
         let vm = Machine::start(sh, hw, seed, work, fwd, Accel::Kvm).and_then(|mut vm| {
-            vm.wait_for("Linux version", 0, KVM_KERNEL_BANNER)?;
+            vm.wait_for("Linux version", 0, accel::KVM_KERNEL_START)?;
             Ok(vm)
         });
         match vm {

@@ -160,24 +160,52 @@ pub fn install_disks(
     install::create_disk(&retention_disk, def.retention_disk.size.bytes())?;
     let console_log = work.join("install-console.log");
     let append = kernel_append();
-    let accel = crate::qemu::accel::choose(sh, opts.accel, work)?;
-    let result = install::run(
-        sh,
-        &install::Install {
-            kernel: &boot.kernel,
-            initrd: &patched,
-            append: &append,
-            iso: &iso,
-            extras: &extras_iso,
-            os_disk: &os_disk,
-            retention_disk: &retention_disk,
-            console_log: &console_log,
-            accel,
-            memory_mib: opts.install_memory_mib,
-            cpus: opts.install_cpus,
-            limits: opts.install_limits,
-        },
-    );
+    use crate::qemu::accel::{self, Accel};
+    let accel = accel::choose(sh, opts.accel, work)?;
+    let run = |accel: Accel, limits: install::Limits| {
+        install::run(
+            sh,
+            &install::Install {
+                kernel: &boot.kernel,
+                initrd: &patched,
+                append: &append,
+                iso: &iso,
+                extras: &extras_iso,
+                os_disk: &os_disk,
+                retention_disk: &retention_disk,
+                console_log: &console_log,
+                accel,
+                memory_mib: opts.install_memory_mib,
+                cpus: opts.install_cpus,
+                limits,
+            },
+        )
+    };
+    let result = if accel == Accel::Kvm && opts.accel == Accel::Auto {
+        // The probe passed, but a kernel may still not run under KVM here: one that shows no
+        // sign of life in time is given up on, and the install starts again under TCG.
+        let quick = install::Limits {
+            idle: opts.install_limits.idle.min(accel::KVM_KERNEL_START),
+            ..opts.install_limits
+        };
+        let r = run(Accel::Kvm, quick);
+        let silent = std::fs::metadata(&console_log).map_or(true, |m| m.len() == 0);
+        match r {
+            Err(e) if silent => {
+                let first = format!("{e:#}");
+                let first = first.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                eprintln!(
+                    "the installer's kernel did not start under KVM ({first}); falling back to TCG (slower, emulated CPU)"
+                );
+                install::create_disk(&os_disk, def.os_disk.size.bytes())?;
+                install::create_disk(&retention_disk, def.retention_disk.size.bytes())?;
+                run(Accel::Tcg, opts.install_limits)
+            }
+            r => r,
+        }
+    } else {
+        run(accel, opts.install_limits)
+    };
     if let Err(e) = result {
         // Half-installed disks must not be mistaken for a result.
         let _ = std::fs::remove_file(&os_disk);

@@ -13,6 +13,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use xshell::Shell;
 
+/// How long a kernel booting under KVM may take to show it runs (its banner, any console line)
+/// before `auto` gives up on KVM and starts the VM again under TCG: where KVM works it takes a
+/// second or two. The probe guest is not a kernel; on some hosts it runs and kernels do not.
+pub const KVM_KERNEL_START: Duration = Duration::from_secs(60);
+
 /// How long a working KVM may take to print the probe's byte (it takes milliseconds).
 const PROBE_WAIT: Duration = Duration::from_secs(5);
 const PROBE_BYTE: u8 = b'K';
