@@ -1,3 +1,6 @@
+//! The benchmark history's file format on real files: round trip, which earlier row a run is
+//! compared with, and lines it cannot read (kept, skipped with a warning).
+
 use super::*;
 
 const TEST: Schema = Schema {
