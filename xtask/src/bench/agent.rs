@@ -53,30 +53,10 @@ pub(super) const HISTORY: Schema = Schema {
             suffix: "",
             compare: Some(Better::Lower),
         },
-        Figure {
-            name: "raw MiB/s",
-            decimals: 0,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "agent MiB/s",
-            decimals: 0,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "fio MiB/s",
-            decimals: 0,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "WA raw",
-            decimals: 2,
-            suffix: "",
-            compare: None,
-        },
+        Figure::shown("raw MiB/s", 0),
+        Figure::shown("agent MiB/s", 0),
+        Figure::shown("fio MiB/s", 0),
+        Figure::shown("WA raw", 2),
     ],
 };
 

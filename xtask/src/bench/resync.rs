@@ -56,42 +56,12 @@ pub(super) const HISTORY: Schema = Schema {
             suffix: "",
             compare: Some(Better::Lower),
         },
-        Figure {
-            name: "mt-agent s",
-            decimals: 2,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "baseline s",
-            decimals: 2,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "changed MiB",
-            decimals: 1,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "wire MiB",
-            decimals: 1,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "hash KiB",
-            decimals: 1,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "rsync MiB",
-            decimals: 1,
-            suffix: "",
-            compare: None,
-        },
+        Figure::shown("mt-agent s", 2),
+        Figure::shown("baseline s", 2),
+        Figure::shown("changed MiB", 1),
+        Figure::shown("wire MiB", 1),
+        Figure::shown("hash KiB", 1),
+        Figure::shown("rsync MiB", 1),
     ],
 };
 

@@ -45,36 +45,11 @@ pub(super) const HISTORY: Schema = Schema {
             suffix: "x",
             compare: Some(Better::Lower),
         },
-        Figure {
-            name: "ours s",
-            decimals: 2,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "qemu-img s",
-            decimals: 2,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "ours CPU s",
-            decimals: 2,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "ours MiB",
-            decimals: 1,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "ours RSS MiB",
-            decimals: 1,
-            suffix: "",
-            compare: None,
-        },
+        Figure::shown("ours s", 2),
+        Figure::shown("qemu-img s", 2),
+        Figure::shown("ours CPU s", 2),
+        Figure::shown("ours MiB", 1),
+        Figure::shown("ours RSS MiB", 1),
     ],
 };
 

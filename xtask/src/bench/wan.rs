@@ -51,24 +51,9 @@ pub(super) const HISTORY: Schema = Schema {
             suffix: "",
             compare: Some(Better::Lower),
         },
-        Figure {
-            name: "seconds",
-            decimals: 2,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "MiB/s",
-            decimals: 0,
-            suffix: "",
-            compare: None,
-        },
-        Figure {
-            name: "wire MiB",
-            decimals: 1,
-            suffix: "",
-            compare: None,
-        },
+        Figure::shown("seconds", 2),
+        Figure::shown("MiB/s", 0),
+        Figure::shown("wire MiB", 1),
     ],
 };
 

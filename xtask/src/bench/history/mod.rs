@@ -50,6 +50,18 @@ pub struct Figure {
     pub compare: Option<Better>,
 }
 
+impl Figure {
+    /// A figure kept for the reader and never compared (an absolute time or size).
+    pub const fn shown(name: &'static str, decimals: usize) -> Figure {
+        Figure {
+            name,
+            decimals,
+            suffix: "",
+            compare: None,
+        }
+    }
+}
+
 /// A benchmark's section: its heading and its fixed columns of figures (between the workload
 /// and the parameters, commit and date that every table has).
 pub struct Schema {
