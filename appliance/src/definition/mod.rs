@@ -18,7 +18,7 @@ pub use mt_contract::guest::RETENTION_MOUNT_POINT;
 pub use mt_contract::network::NetworkMode;
 pub use mt_contract::rules::{prefix_to_mask, valid_hostname};
 pub use validate::check_sha512_crypt;
-pub use vsphere::{guest_id_introduced, DigestAlgorithm, VsphereCompat};
+pub use vsphere::{guest_id_introduced, DigestAlgorithm, ManifestRisk, VsphereCompat};
 
 use crate::units::ByteSize;
 use camino::Utf8Path;

@@ -48,18 +48,20 @@ impl VsphereCompat {
             _ => DigestAlgorithm::Sha256,
         }
     }
-    /// The vSphere guest OS identifier known to this release for the base, and the CIM
-    /// OperatingSystemSection id.
+    /// The newest vSphere guest OS identifier this release knows for the base (by
+    /// [`guest_id_introduced`]), and the CIM OperatingSystemSection id (107: CentOS 64-bit,
+    /// 96: Debian 64-bit).
     pub fn guest_os(self, base: Base) -> (&'static str, u32) {
         match base {
             Base::Centos6 => match self {
-                VsphereCompat::V6_0 | VsphereCompat::V6_5 => ("centos64Guest", 107),
+                // centos6_64Guest since API 6.5; before it, the CentOS 4/5 id.
+                VsphereCompat::V6_0 => ("centos64Guest", 107),
                 _ => ("centos6_64Guest", 107),
             },
             Base::Debian12 => match self {
                 VsphereCompat::V6_0 => ("debian8_64Guest", 96),
-                VsphereCompat::V6_5 | VsphereCompat::V6_7 => ("debian9_64Guest", 96),
-                VsphereCompat::V7_0 => ("debian10_64Guest", 96),
+                VsphereCompat::V6_5 | VsphereCompat::V6_7 => ("debian10_64Guest", 96),
+                VsphereCompat::V7_0 => ("debian11_64Guest", 96),
                 VsphereCompat::V8_0 => ("debian12_64Guest", 96),
             },
         }
@@ -80,21 +82,28 @@ impl VsphereCompat {
         VsphereCompat::ALL.into_iter().find(|c| c.as_str() == name)
     }
 
-    /// Whether a manifest digest is accepted by every product of this release's era, and if
-    /// not, why: SHA-1 is refused by some 6.5/6.7 builds and by vSphere 8; SHA-256 breaks the
-    /// 6.0-era C# client and PowerCLI; SHA-512 is only written by tools for vmx-15 and newer.
-    pub fn manifest_algorithm_problem(self, alg: DigestAlgorithm) -> Option<&'static str> {
+    /// Whether a manifest digest is a risk for this release's era, and if so, why: SHA-256
+    /// breaks the 6.0-era C# client and PowerCLI (the import fails); SHA-1 from 6.5 on is
+    /// deprecated but reported to import, vCenter 8 included; SHA-512 is only written by tools
+    /// for vmx-15 and newer. [`ManifestRisk`] says which of these fails the import.
+    pub fn manifest_algorithm_problem(
+        self,
+        alg: DigestAlgorithm,
+    ) -> Option<(ManifestRisk, &'static str)> {
         match (self, alg) {
             (VsphereCompat::V6_0, DigestAlgorithm::Sha1) => None,
-            (VsphereCompat::V6_0, _) => Some(
+            (VsphereCompat::V6_0, _) => Some((
+                ManifestRisk::FailsImport,
                 "the vSphere 6.0-era C# client and PowerCLI accept only SHA1 manifests",
-            ),
-            (_, DigestAlgorithm::Sha1) => Some(
-                "some vCenter 6.5/6.7 builds and vSphere 8 reject SHA1 manifests (\"Invalid OVF checksum algorithm: SHA1\")",
-            ),
-            (VsphereCompat::V6_5 | VsphereCompat::V6_7, DigestAlgorithm::Sha512) => Some(
+            )),
+            (_, DigestAlgorithm::Sha1) => Some((
+                ManifestRisk::Imports,
+                "SHA1 manifests are deprecated from 6.5 on but are reported to import (vCenter 8 included); ovftool warns, and SHA256 is what every product of this era writes",
+            )),
+            (VsphereCompat::V6_5 | VsphereCompat::V6_7, DigestAlgorithm::Sha512) => Some((
+                ManifestRisk::Imports,
                 "SHA512 manifests are only known to import from vSphere 6.7U2 (vmx-15) on; use SHA256",
-            ),
+            )),
             _ => None,
         }
     }
@@ -106,9 +115,12 @@ impl VsphereCompat {
     }
 }
 
-/// The oldest release (of the ones a template can target) that lists a Linux guest OS id
-/// (vSphere API `VirtualMachineGuestOsIdentifier`, "Since" of each value; ids older than 6.0
-/// map to 6.0). Only ids a Linux appliance would plausibly carry are listed.
+/// The oldest release (of the ones a template can target) that lists a Linux guest OS id.
+/// Source: the vSphere Web Services API reference, enum `VirtualMachineGuestOsIdentifier`
+/// (as govmomi's `vim25/types/enum.go` carries it), the API version each value appeared in
+/// ("Since"); ids older than API 6.0 map to 6.0. An id that appeared in an update release
+/// maps to the first target that has it for sure: 7.0 U1 (API 7.0.1.0) to 8.0. Only ids a
+/// Linux appliance would plausibly carry are listed.
 pub fn guest_id_introduced(guest_id: &str) -> Option<VsphereCompat> {
     use VsphereCompat::*;
     let since = match guest_id {
@@ -118,8 +130,6 @@ pub fn guest_id_introduced(guest_id: &str) -> Option<VsphereCompat> {
         | "rhel6_64Guest"
         | "rhel7_64Guest"
         | "oracleLinux64Guest"
-        | "oracleLinux6_64Guest"
-        | "oracleLinux7_64Guest"
         | "debian5_64Guest"
         | "debian6_64Guest"
         | "debian7_64Guest"
@@ -134,6 +144,8 @@ pub fn guest_id_introduced(guest_id: &str) -> Option<VsphereCompat> {
         | "otherGuest64" => V6_0,
         "centos6_64Guest"
         | "centos7_64Guest"
+        | "oracleLinux6_64Guest"
+        | "oracleLinux7_64Guest"
         | "debian9_64Guest"
         | "debian10_64Guest"
         | "vmwarePhoton64Guest" => V6_5,
@@ -143,11 +155,22 @@ pub fn guest_id_introduced(guest_id: &str) -> Option<VsphereCompat> {
         | "sles15_64Guest"
         | "oracleLinux8_64Guest"
         | "asianux8_64Guest" => V6_7,
-        "debian11_64Guest" | "other5xLinux64Guest" | "rhel9_64Guest" => V7_0,
+        "debian11_64Guest" => V7_0,
+        // API 7.0.1.0 (7.0 U1): not in 7.0 GA.
+        "other5xLinux64Guest" | "rhel9_64Guest" => V8_0,
         "debian12_64Guest" => V8_0,
         _ => return None,
     };
     Some(since)
+}
+
+/// What a manifest digest a release dislikes does to the import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestRisk {
+    /// The import is refused.
+    FailsImport,
+    /// The import goes through, with a warning or on some builds only.
+    Imports,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,5 +231,43 @@ mod tests {
             Some(false)
         );
         assert_eq!(VsphereCompat::V8_0.knows_guest_id("ubuntu-64"), None);
+        // The newest id each release knows for the base.
+        let ids = |base| VsphereCompat::ALL.map(|c| c.guest_os(base).0);
+        assert_eq!(
+            ids(Base::Debian12),
+            [
+                "debian8_64Guest",
+                "debian10_64Guest",
+                "debian10_64Guest",
+                "debian11_64Guest",
+                "debian12_64Guest"
+            ]
+        );
+        assert_eq!(ids(Base::Centos6)[0], "centos64Guest");
+        assert!(ids(Base::Centos6)[1..]
+            .iter()
+            .all(|&i| i == "centos6_64Guest"));
+        // Ids of update releases count from the first target that has them for sure.
+        assert_eq!(
+            VsphereCompat::V7_0.knows_guest_id("rhel9_64Guest"),
+            Some(false)
+        );
+        assert_eq!(
+            VsphereCompat::V6_0.knows_guest_id("oracleLinux7_64Guest"),
+            Some(false)
+        );
+        // SHA1 on a 6.5-or-later target imports; SHA256 on 6.0 does not.
+        assert_eq!(
+            VsphereCompat::V8_0
+                .manifest_algorithm_problem(DigestAlgorithm::Sha1)
+                .map(|p| p.0),
+            Some(ManifestRisk::Imports)
+        );
+        assert_eq!(
+            VsphereCompat::V6_0
+                .manifest_algorithm_problem(DigestAlgorithm::Sha256)
+                .map(|p| p.0),
+            Some(ManifestRisk::FailsImport)
+        );
     }
 }

@@ -400,11 +400,11 @@ fn check_guest_os(cx: &mut Ctx, ovf: &TarEntry, d: &OvfDescriptor) {
         Some(id) => match compat.knows_guest_id(id) {
             Some(true) => {}
             Some(false) => cx.add(
-                Severity::Error,
+                Severity::Warning,
                 m,
                 "OperatingSystemSection",
                 os_at,
-                format!("guest id {id} is unknown to vSphere {}: \"The guest operating system '{id}' is not supported\"", compat.as_str()),
+                format!("guest id {id} is unknown to vSphere {}: the import goes on, but ovftool warns and the VM becomes \"Other (32-bit)\" (32-bit defaults, the wrong guest type in vSphere); use an id this release lists", compat.as_str()),
             ),
             None => cx.add(
                 Severity::Warning,

@@ -2,7 +2,7 @@
 //! member it names, and members it leaves out.
 
 use super::{Ctx, Severity, MAX_TEXT_MEMBER};
-use crate::definition::DigestAlgorithm;
+use crate::definition::ManifestRisk;
 use crate::manifest::{digest_reader, Manifest};
 use crate::ova::{MemberReader, TarEntry};
 use crate::ovf::OvfDescriptor;
@@ -45,15 +45,14 @@ pub(super) fn check_manifest(cx: &mut Ctx, descriptor: Option<&OvfDescriptor>) {
             return;
         }
     };
-    if let Some(why) = cx
+    if let Some((risk, why)) = cx
         .opts
         .compat
         .manifest_algorithm_problem(manifest.algorithm)
     {
-        let sev = if manifest.algorithm == DigestAlgorithm::Sha512 {
-            Severity::Warning
-        } else {
-            Severity::Error
+        let sev = match risk {
+            ManifestRisk::FailsImport => Severity::Error,
+            ManifestRisk::Imports => Severity::Warning,
         };
         cx.add(
             sev,

@@ -790,7 +790,7 @@ fn ovf_guest_id_not_in_the_table() {
     ovf_case("ovf_guest_id_not_in_the_table", |t| {
         edit(
             t,
-            "vmw:osType=\"debian9_64Guest\"",
+            "vmw:osType=\"debian10_64Guest\"",
             "vmw:osType=\"fooLinux64Guest\"",
         )
     });
@@ -801,7 +801,7 @@ fn ovf_guest_id_of_a_vmx_file() {
     ovf_case("ovf_guest_id_of_a_vmx_file", |t| {
         edit(
             t,
-            "vmw:osType=\"debian9_64Guest\"",
+            "vmw:osType=\"debian10_64Guest\"",
             "vmw:osType=\"debian9-64\"",
         )
     });
@@ -812,7 +812,7 @@ fn ovf_guest_id_too_new() {
     ovf_case("ovf_guest_id_too_new", |t| {
         edit(
             t,
-            "vmw:osType=\"debian9_64Guest\"",
+            "vmw:osType=\"debian10_64Guest\"",
             "vmw:osType=\"debian12_64Guest\"",
         )
     });
@@ -821,7 +821,7 @@ fn ovf_guest_id_too_new() {
 #[test]
 fn ovf_no_guest_id() {
     ovf_case("ovf_no_guest_id", |t| {
-        edit(t, " vmw:osType=\"debian9_64Guest\"", "")
+        edit(t, " vmw:osType=\"debian10_64Guest\"", "")
     });
 }
 
