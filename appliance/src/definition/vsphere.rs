@@ -98,7 +98,7 @@ impl VsphereCompat {
             )),
             (_, DigestAlgorithm::Sha1) => Some((
                 ManifestRisk::Imports,
-                "SHA1 manifests are deprecated from 6.5 on but are reported to import (vCenter 8 included); ovftool warns, and SHA256 is what every product of this era writes",
+                "SHA1 manifests are deprecated from 6.5 on but are reported to import (vCenter 8 included); SHA256 is what every product of this era writes and accepts",
             )),
             (VsphereCompat::V6_5 | VsphereCompat::V6_7, DigestAlgorithm::Sha512) => Some((
                 ManifestRisk::Imports,
