@@ -4,7 +4,9 @@
 //! launcher's business (`xtask`'s `qemu`).
 
 use crate::definition::{NicKind, ScsiController, OS_DISK_SCSI_UNIT};
-use crate::ovf::OvfDescriptor;
+use crate::ovf::{
+    offers_ovf_environment, ControllerKind, OvfDescriptor, CDROM_IDE_BUS, CDROM_IDE_UNIT,
+};
 use crate::Definition;
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -17,8 +19,20 @@ pub struct VmHardware {
     pub nic: NicKind,
     /// In SCSI unit order.
     pub disks: Vec<VmDisk>,
-    /// An ISO image on an IDE CD-ROM (the OVF `iso` transport carries `ovf-env.xml` this way).
-    pub cdrom: Option<Utf8PathBuf>,
+    /// The CD-ROM drive the hardware declares, if any (the OVF `iso` transport carries
+    /// `ovf-env.xml` in it).
+    pub cdrom: Option<CdromDrive>,
+}
+
+/// A CD-ROM drive on an IDE channel, empty or holding an ISO image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdromDrive {
+    /// The IDE channel (0 primary, 1 secondary): the controller's `rasd:Address`.
+    pub ide_bus: u32,
+    /// Master (0) or slave (1) on the channel.
+    pub unit: u32,
+    /// The medium in the drive; `None` for an empty drive, as a VM is imported.
+    pub iso: Option<Utf8PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,7 +131,7 @@ impl VmHardware {
             scsi,
             nic,
             disks,
-            cdrom: None,
+            cdrom: cdrom_of(ovf)?,
         })
     }
 
@@ -139,9 +153,43 @@ impl VmHardware {
                     unit,
                 })
                 .collect(),
-            cdrom: None,
+            cdrom: offers_ovf_environment(def).then_some(CdromDrive {
+                ide_bus: CDROM_IDE_BUS,
+                unit: CDROM_IDE_UNIT,
+                iso: None,
+            }),
         }
     }
+}
+
+/// The first CD-ROM drive the OVF declares, on the IDE channel and unit it names. An IDE channel
+/// has two units and a PC two channels; a drive elsewhere (SATA, or an address a PC does not
+/// have) has no device here.
+fn cdrom_of(ovf: &OvfDescriptor) -> Result<Option<CdromDrive>> {
+    let Some(cd) = ovf.cdroms.first() else {
+        return Ok(None);
+    };
+    let ctl = ovf.controller(&cd.controller_instance).with_context(|| {
+        format!(
+            "the CD-ROM drive's parent {:?} is no controller the OVF declares",
+            cd.controller_instance
+        )
+    })?;
+    if ctl.kind != ControllerKind::Ide {
+        bail!(
+            "the CD-ROM drive is on a {:?} controller: only IDE CD-ROM drives have a QEMU model here",
+            ctl.kind
+        );
+    }
+    let (ide_bus, unit) = (ctl.bus.unwrap_or(0), cd.unit.unwrap_or(0));
+    if ide_bus > 1 || unit > 1 {
+        bail!("the CD-ROM drive is at IDE {ide_bus}:{unit}; a PC has IDE 0:0 to 1:1");
+    }
+    Ok(Some(CdromDrive {
+        ide_bus,
+        unit,
+        iso: None,
+    }))
 }
 
 #[cfg(test)]
@@ -187,6 +235,22 @@ mod tests {
         assert_eq!(units, vec![OS_DISK_SCSI_UNIT, d.retention_disk.scsi_unit]);
         assert_eq!(hw.disks[0].image, dir.join(&names[0]));
         assert_eq!(hw.disks[0].format, DiskFormat::Vmdk);
+        assert_eq!(
+            hw.cdrom,
+            Some(CdromDrive {
+                ide_bus: CDROM_IDE_BUS,
+                unit: CDROM_IDE_UNIT,
+                iso: None
+            }),
+            "the iso transport's drive"
+        );
+        d.deploy.properties = false;
+        let bare = OvfDescriptor::parse(&render(&d, &files, &build).unwrap()).unwrap();
+        assert!(bare.transports.is_empty() && bare.cdroms.is_empty());
+        assert_eq!(
+            VmHardware::from_ovf(&bare, dir, &names).unwrap().cdrom,
+            None
+        );
         let err = VmHardware::from_ovf(&ovf, dir, &names[..1])
             .unwrap_err()
             .to_string();
@@ -210,5 +274,36 @@ mod tests {
             ]
         );
         assert_eq!(hw.scsi, d.hardware.scsi_controller);
+        assert_eq!(
+            hw.cdrom.map(|c| (c.ide_bus, c.unit)),
+            Some((CDROM_IDE_BUS, CDROM_IDE_UNIT))
+        );
+    }
+
+    #[test]
+    fn a_cdrom_a_pc_cannot_have_is_refused_with_its_place() {
+        let xml = |bus: u32, unit: u32, kind: u32| {
+            format!(
+                r#"<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"><References><File ovf:id="f" ovf:href="d.vmdk"/></References><DiskSection><Disk ovf:diskId="d" ovf:fileRef="f" ovf:capacity="1"/></DiskSection><VirtualSystem ovf:id="v"><OperatingSystemSection ovf:id="36"/><VirtualHardwareSection>
+<Item><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+<Item><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>512</rasd:VirtualQuantity></Item>
+<Item><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceType>6</rasd:ResourceType><rasd:ResourceSubType>VirtualSCSI</rasd:ResourceSubType></Item>
+<Item><rasd:InstanceID>4</rasd:InstanceID><rasd:ResourceType>{kind}</rasd:ResourceType><rasd:Address>{bus}</rasd:Address></Item>
+<Item><rasd:HostResource>ovf:/disk/d</rasd:HostResource><rasd:Parent>3</rasd:Parent><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:ResourceType>17</rasd:ResourceType></Item>
+<Item><rasd:ResourceType>10</rasd:ResourceType><rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType></Item>
+<Item><rasd:Parent>4</rasd:Parent><rasd:AddressOnParent>{unit}</rasd:AddressOnParent><rasd:ResourceType>15</rasd:ResourceType></Item>
+</VirtualHardwareSection></VirtualSystem></Envelope>"#
+            )
+        };
+        let hw = |x: String| {
+            let ovf = OvfDescriptor::parse(&x).unwrap();
+            VmHardware::from_ovf(&ovf, Utf8Path::new("/x"), &["d.vmdk".to_string()])
+        };
+        let ok = hw(xml(0, 1, 5)).unwrap().cdrom.unwrap();
+        assert_eq!((ok.ide_bus, ok.unit), (0, 1));
+        let err = hw(xml(2, 0, 5)).unwrap_err().to_string();
+        assert!(err.contains("IDE 2:0"), "{err}");
+        let err = hw(xml(0, 0, 20)).unwrap_err().to_string();
+        assert!(err.contains("Sata"), "{err}");
     }
 }

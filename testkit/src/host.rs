@@ -34,6 +34,8 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     // Setup and first boot in an image root.
     ("patch", "patch"),
     ("ssh-keygen", "openssh-client"),
+    // The boot test's SSH login with the deploy-time key.
+    ("ssh", "openssh-client"),
     // Independent readers of what the writers produce.
     ("qemu-img", "qemu-utils"),
     ("xmllint", "libxml2-utils"),
@@ -54,6 +56,17 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("grub-mkimage", "grub-pc-bin"),
     ("/usr/lib/grub/i386-pc/boot.img", "grub-pc-bin"),
     ("qemu-system-x86_64", "qemu-system-x86"),
+    // The vSphere simulator test: a Go program built in GOPATH mode against Debian's govmomi
+    // (its vCenter simulator) and govmomi's one dependency, sources under /usr/share/gocode.
+    ("go", "golang-go"),
+    (
+        "/usr/share/gocode/src/github.com/vmware/govmomi/simulator",
+        "golang-github-vmware-govmomi-dev",
+    ),
+    (
+        "/usr/share/gocode/src/github.com/google/uuid",
+        "golang-github-google-uuid-dev",
+    ),
     // Not run by the tests: what `cargo xtask bench` compares the agent with.
     ("rsync", "rsync"),
     ("fio", "fio"),

@@ -7,7 +7,7 @@ use crate::common;
 
 use appliance::definition::{DeployProperty, DEPLOY_PRODUCT_CLASS};
 use camino::{Utf8Path, Utf8PathBuf};
-use mt_agent::guest::ovfenv::{self, Distro, IpConfig, Runner, Transport};
+use mt_agent::guest::ovfenv::{self, Content, Distro, IpConfig, Runner, Transport};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
@@ -346,28 +346,35 @@ fn debian_gets_a_static_ifupdown_stanza_that_survives_reboot() {
             .last(),
         Some("NTP=ntp.dr.example.com")
     );
-    let record = ovfenv::RECORD_PATH.trim_start_matches('/');
-    let config = common::write_config(root.parent().unwrap(), &common::agent_config());
-    let retention = root.parent().unwrap().join("retention");
-    std::fs::create_dir_all(&retention).unwrap();
-    let status = |record: &Utf8Path| {
-        let o = Command::new(common::MT_AGENT)
-            .args(["status"])
-            .env("MT_AGENT_CONFIG", &config)
-            .env("MT_AGENT_RETENTION", &retention)
-            .env("MT_AGENT_OVFENV_RECORD", record)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    };
-    let out = status(&root.join("nonexistent"));
+    let out = status(&root, &root.join("nonexistent"));
     assert!(out.contains("configuration: build-time defaults"), "{out}");
-    let out = status(&root.join(record));
+    let out = status(&root, &root.join(record_in(&root)));
     assert!(
         out.contains("configuration: OVF environment via file "),
         "{out}"
     );
+}
+
+/// Where `apply` keeps its record under `root`.
+fn record_in(root: &Utf8Path) -> Utf8PathBuf {
+    root.join(ovfenv::RECORD_PATH.trim_start_matches('/'))
+}
+
+/// `mt-agent status` of an agent beside `root` whose applied configuration `record` describes.
+fn status(root: &Utf8Path, record: &Utf8Path) -> String {
+    let dir = root.parent().unwrap();
+    let config = common::write_config(dir, &common::agent_config());
+    let retention = dir.join("retention");
+    std::fs::create_dir_all(&retention).unwrap();
+    let o = Command::new(common::MT_AGENT)
+        .args(["status"])
+        .env("MT_AGENT_CONFIG", &config)
+        .env("MT_AGENT_RETENTION", &retention)
+        .env("MT_AGENT_OVFENV_RECORD", record)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
 }
 
 #[test]
@@ -483,13 +490,27 @@ fn dhcp_writes_a_dhcp_configuration_and_leaves_the_resolver_to_the_lease() {
 // ---------------------------------------------------------------------------------------------
 // Transports
 
-/// Stands in for the guest's programs: `vmtoolsd` answers with `guestinfo` (or fails like
-/// "No value found"), `blkid` lists `cdroms`, and `mount` of one of them puts `ovf-env.xml`
-/// into the mount point as the real CD would show it.
+/// Stands in for the guest's programs: `vmtoolsd` answers `guestinfo.ovfEnv` with `guestinfo`
+/// and the guest variables from `variables` (or fails like "No value found"; it is not
+/// installed at all with `no_tools`), `blkid` lists `cdroms`, and `mount` of one of them puts
+/// `ovf-env.xml` into the mount point as the real CD would show it.
+#[derive(Default)]
 struct FakeGuest {
+    no_tools: bool,
     guestinfo: Option<String>,
+    /// The guest variables set, by property key (`guestinfo.mt.<key>`).
+    variables: Vec<(&'static str, &'static str)>,
     cdroms: Vec<(&'static str, Option<String>)>,
     calls: std::cell::RefCell<Vec<String>>,
+}
+
+impl FakeGuest {
+    /// The guest variables it was asked for.
+    fn variables_asked(&self) -> usize {
+        let prefix = format!("vmtoolsd --cmd info-get guestinfo.{DEPLOY_PRODUCT_CLASS}.");
+        let calls = self.calls.borrow();
+        calls.iter().filter(|c| c.starts_with(&prefix)).count()
+    }
 }
 
 impl Runner for FakeGuest {
@@ -498,10 +519,22 @@ impl Runner for FakeGuest {
             .borrow_mut()
             .push(format!("{program} {}", args.join(" ")));
         match program {
-            "vmtoolsd" => {
-                assert_eq!(args, ["--cmd", "info-get guestinfo.ovfEnv"]);
-                Ok(match &self.guestinfo {
-                    Some(x) => (true, x.clone()),
+            "vmtoolsd" if !self.no_tools => {
+                assert_eq!(args.len(), 2, "{args:?}");
+                assert_eq!(args[0], "--cmd");
+                let name = args[1].strip_prefix("info-get ").unwrap();
+                if name == "guestinfo.ovfEnv" {
+                    return Ok(match &self.guestinfo {
+                        Some(x) => (true, x.clone()),
+                        None => (false, String::new()),
+                    });
+                }
+                let key = name
+                    .strip_prefix(&format!("guestinfo.{DEPLOY_PRODUCT_CLASS}."))
+                    .unwrap_or_else(|| panic!("asked for {name}"));
+                assert!(ovfenv::KEYS.contains(&key), "asked for {name}");
+                Ok(match self.variables.iter().find(|(k, _)| *k == key) {
+                    Some((_, v)) => (true, format!("{v}\n")),
                     None => (false, String::new()),
                 })
             }
@@ -537,11 +570,11 @@ fn vmware_tools_is_asked_first() {
     let guest = FakeGuest {
         guestinfo: Some(xml.clone()),
         cdroms: vec![("/dev/sr0", Some("<not-this/>".into()))],
-        calls: Default::default(),
+        ..FakeGuest::default()
     };
-    let (t, text) = ovfenv::read_environment(&guest).unwrap().unwrap();
+    let (t, content) = ovfenv::read_environment(&guest).unwrap().unwrap();
     assert_eq!(t, Transport::GuestInfo);
-    assert_eq!(text, xml);
+    assert_eq!(content, Content::Document(xml));
     assert_eq!(guest.calls.borrow().len(), 1);
 }
 
@@ -549,29 +582,24 @@ fn vmware_tools_is_asked_first() {
 fn without_vmware_tools_the_cdrom_carrying_ovf_env_xml_is_read_and_unmounted() {
     let xml = env_xml(&static_props());
     let guest = FakeGuest {
-        guestinfo: None,
         cdroms: vec![("/dev/sr0", None), ("/dev/sr1", Some(xml.clone()))],
-        calls: Default::default(),
+        ..FakeGuest::default()
     };
-    let (t, text) = ovfenv::read_environment(&guest).unwrap().unwrap();
+    let (t, content) = ovfenv::read_environment(&guest).unwrap().unwrap();
     assert_eq!(
         t,
         Transport::Iso {
             device: "/dev/sr1".into()
         }
     );
-    assert_eq!(text, xml);
+    assert_eq!(content, Content::Document(xml));
     let calls = guest.calls.borrow();
     assert_eq!(
         calls.iter().filter(|c| c.starts_with("umount")).count(),
         2,
         "{calls:?}"
     );
-    let none = FakeGuest {
-        guestinfo: None,
-        cdroms: vec![],
-        calls: Default::default(),
-    };
+    let none = FakeGuest::default();
     assert_eq!(ovfenv::read_environment(&none).unwrap(), None);
 }
 
@@ -579,11 +607,7 @@ fn without_vmware_tools_the_cdrom_carrying_ovf_env_xml_is_read_and_unmounted() {
 fn a_new_host_name_is_made_the_running_one_and_an_unchanged_one_is_not() {
     let root = scratch("activate");
     let env = ovfenv::parse(&env_xml(&static_props())).unwrap();
-    let guest = FakeGuest {
-        guestinfo: None,
-        cdroms: vec![],
-        calls: Default::default(),
-    };
+    let guest = FakeGuest::default();
     let changes = ovfenv::apply(&root, Distro::Debian12, &env, &Transport::GuestInfo).unwrap();
     ovfenv::activate(&guest, &changes, &env.config).unwrap();
     let again = ovfenv::apply(&root, Distro::Debian12, &env, &Transport::GuestInfo).unwrap();
@@ -606,4 +630,291 @@ fn show_prints_the_configuration_with_the_passphrase_masked() {
         out.contains("agent passphrase: (set)") && !out.contains("horse"),
         "{out}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guest variables: a standalone ESXi host delivers no OVF environment
+
+/// The static configuration as guest variables, by property key.
+fn static_variables() -> Vec<(&'static str, &'static str)> {
+    static_props()
+        .into_iter()
+        .map(|(k, v)| {
+            let key = k
+                .strip_prefix(DEPLOY_PRODUCT_CLASS)
+                .and_then(|k| k.strip_prefix('.'))
+                .unwrap();
+            (key, v)
+        })
+        .collect()
+}
+
+fn guest_with(variables: Vec<(&'static str, &'static str)>) -> FakeGuest {
+    FakeGuest {
+        variables,
+        ..FakeGuest::default()
+    }
+}
+
+#[test]
+fn guest_variables_are_applied_when_no_environment_is_delivered() {
+    let guest = guest_with(static_variables());
+    let (t, content) = ovfenv::read_environment(&guest).unwrap().unwrap();
+    assert_eq!(t, Transport::GuestVariables);
+    assert_eq!(guest.variables_asked(), ovfenv::KEYS.len());
+    assert!(
+        !format!("{content:?}").contains("horse"),
+        "Debug must not print the passphrase: {content:?}"
+    );
+    let from_document = ovfenv::parse(&env_xml(&static_props())).unwrap();
+    assert_eq!(
+        content.parse().unwrap().config,
+        from_document.config,
+        "the same values mean the same configuration, whichever way they arrived"
+    );
+
+    let root = scratch("guestvars").join("root");
+    let out = ovfenv::run_apply(&root, Distro::Debian12, None, &guest).unwrap();
+    let source = format!("guest variables (guestinfo.{DEPLOY_PRODUCT_CLASS}.*, VMware tools)");
+    assert!(
+        out.contains(&format!("{source} applied:")) && out.contains("wrote /etc/hostname"),
+        "{out}"
+    );
+    assert_eq!(read(&root, "etc/hostname"), "mt7\n");
+    assert_eq!(
+        read(&root, "etc/mt-agent/passphrase"),
+        "correct horse battery\n"
+    );
+    assert!(
+        read(&root, "etc/network/interfaces").contains("address 192.168.10.20/24\n"),
+        "{}",
+        read(&root, "etc/network/interfaces")
+    );
+
+    let before = snapshot(&root);
+    let out = ovfenv::run_apply(&root, Distro::Debian12, None, &guest).unwrap();
+    assert!(
+        out.contains(&format!("{source}: unchanged, nothing written")),
+        "{out}"
+    );
+    assert_eq!(snapshot(&root), before, "an unchanged set writes nothing");
+
+    let shown = ovfenv::show(None, &guest).unwrap();
+    assert!(
+        shown.contains(&format!("source: {source} (blake3 ")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("agent passphrase: (set)") && !shown.contains("horse"),
+        "{shown}"
+    );
+    let line = ovfenv::describe_source(&record_in(&root));
+    assert!(
+        line.starts_with(&format!("configuration: {source} (blake3 ")),
+        "{line}"
+    );
+    let out = status(&root, &record_in(&root));
+    assert!(out.contains(&line), "status must name the source:\n{out}");
+}
+
+#[test]
+fn an_ovf_environment_wins_over_guest_variables() {
+    let xml = env_xml(&with(&static_props(), "mt.hostname", "from-env"));
+    let by_tools = FakeGuest {
+        guestinfo: Some(xml.clone()),
+        ..guest_with(static_variables())
+    };
+    let (t, content) = ovfenv::read_environment(&by_tools).unwrap().unwrap();
+    assert_eq!(
+        (t, content),
+        (Transport::GuestInfo, Content::Document(xml.clone()))
+    );
+    assert_eq!(by_tools.variables_asked(), 0);
+
+    let by_cd = FakeGuest {
+        cdroms: vec![("/dev/sr0", Some(xml.clone()))],
+        ..guest_with(static_variables())
+    };
+    let (t, content) = ovfenv::read_environment(&by_cd).unwrap().unwrap();
+    assert_eq!(
+        (t, content),
+        (
+            Transport::Iso {
+                device: "/dev/sr0".into()
+            },
+            Content::Document(xml)
+        )
+    );
+    assert_eq!(by_cd.variables_asked(), 0);
+}
+
+#[test]
+fn an_invalid_guest_variable_writes_nothing_and_names_the_variable() {
+    let root = scratch("guestvars-invalid").join("root");
+    ovfenv::run_apply(&root, Distro::El6, None, &guest_with(static_variables())).unwrap();
+    let before = snapshot(&root);
+    let bad = guest_with(
+        static_variables()
+            .into_iter()
+            .map(|(k, v)| match k {
+                "ip_address" => (k, "192.168.10.256"),
+                "hostname" => (k, "mt8.dr.example.com"),
+                _ => (k, v),
+            })
+            .collect(),
+    );
+    let err = format!(
+        "{:#}",
+        ovfenv::run_apply(&root, Distro::El6, None, &bad).unwrap_err()
+    );
+    let variable = format!(
+        "guestinfo.{DEPLOY_PRODUCT_CLASS}.ip_address: \"192.168.10.256\" is not an IPv4 address"
+    );
+    assert!(
+        err.contains(&variable) && err.contains("previous configuration stays in force"),
+        "{err}"
+    );
+    assert_eq!(
+        snapshot(&root),
+        before,
+        "the valid host name must not be written beside the invalid address"
+    );
+}
+
+#[test]
+fn without_vmtoolsd_guest_variables_are_not_this_transport() {
+    let el6 = FakeGuest {
+        no_tools: true,
+        ..guest_with(static_variables())
+    };
+    assert_eq!(ovfenv::read_environment(&el6).unwrap(), None);
+    let vmtoolsd: Vec<String> = el6
+        .calls
+        .borrow()
+        .iter()
+        .filter(|c| c.starts_with("vmtoolsd"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        vmtoolsd.len(),
+        1,
+        "one failed spawn, not one per key: {vmtoolsd:?}"
+    );
+    let root = scratch("guestvars-absent").join("root");
+    let out = ovfenv::run_apply(&root, Distro::El6, None, &el6).unwrap();
+    assert!(
+        out.contains("no guestinfo.ovfEnv, no CD-ROM with ovf-env.xml, no guestinfo.")
+            && out.contains("keeping the current configuration"),
+        "{out}"
+    );
+    assert!(!root.exists(), "nothing written");
+
+    // VMware tools present but no variable set: the same as no environment.
+    let unset = FakeGuest::default();
+    assert_eq!(ovfenv::read_environment(&unset).unwrap(), None);
+    assert_eq!(unset.variables_asked(), ovfenv::KEYS.len());
+}
+
+/// Writes an executable script and runs it once before use: a file this process has just
+/// written can be "busy" for a moment while a child forked concurrently by another test still
+/// holds it open for writing, until that child execs.
+fn install_script(path: &Utf8Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for _ in 0..200 {
+        match Command::new(path).output() {
+            Ok(_) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => panic!("cannot run {path}: {e}"),
+        }
+    }
+    panic!("{path} stayed busy");
+}
+
+/// A directory to be the whole PATH, with a `vmtoolsd` answering `info-get` of the guest
+/// variables in `variables` (by property key) and "No value found" (exit 1) for anything else,
+/// as VMware tools does. Nothing else is on it: no `blkid`, so no CD-ROM of the host is read.
+fn fake_tools(dir: &Utf8Path, variables: &[(&str, &str)]) -> Utf8PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mut script = String::from("#!/bin/sh\n[ \"$1\" = --cmd ] || exit 2\ncase \"$2\" in\n");
+    for (key, value) in variables {
+        assert!(!value.contains('\''), "{value}");
+        let name = ovfenv::guest_variable(key);
+        script.push_str(&format!("\"info-get {name}\") echo '{value}' ;;\n"));
+    }
+    script.push_str("*) echo 'No value found' >&2; exit 1 ;;\nesac\n");
+    install_script(&bin.join("vmtoolsd"), &script);
+    bin
+}
+
+fn apply_with_path(root: &Utf8Path, path: &Utf8Path) -> Output {
+    Command::new(common::MT_AGENT)
+        .args(["ovfenv", "apply", "--root", root.as_str()])
+        .args(["--distro", "debian12"])
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_binary_applies_guest_variables_from_vmware_tools() {
+    let dir = scratch("bin-guestvars");
+    let root = dir.join("root");
+    let source = format!("guest variables (guestinfo.{DEPLOY_PRODUCT_CLASS}.*, VMware tools)");
+
+    let valid = fake_tools(&dir.join("valid"), &static_variables());
+    let o = apply_with_path(&root, &valid);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains(&format!("{source} applied:")), "{out}");
+    assert_eq!(read(&root, "etc/hostname"), "mt7\n");
+    assert_eq!(
+        read(&root, "etc/mt-agent/passphrase"),
+        "correct horse battery\n",
+        "the value as set, without the line end vmtoolsd prints"
+    );
+    assert!(read(&root, "root/.ssh/authorized_keys").contains(KEY));
+    let out = status(&root, &record_in(&root));
+    assert!(
+        out.contains(&format!("configuration: {source} (blake3 ")),
+        "{out}"
+    );
+
+    let before = snapshot(&root);
+    let o = apply_with_path(&root, &valid);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("unchanged, nothing written"), "{out}");
+    assert_eq!(snapshot(&root), before);
+
+    let mut bad = static_variables();
+    bad.retain(|(k, _)| *k != "gateway");
+    bad.push(("gateway", "10.0.0.1"));
+    let o = apply_with_path(&root, &fake_tools(&dir.join("invalid"), &bad));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!(
+            "guestinfo.{DEPLOY_PRODUCT_CLASS}.gateway: 10.0.0.1 is outside the subnet"
+        )) && err.contains("previous configuration stays in force"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&root), before);
+
+    // No VMware tools at all (el6): nothing to read, nothing written.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = apply_with_path(&root, &empty);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.starts_with("no OVF environment and no guest variable"),
+        "{out}"
+    );
+    assert_eq!(snapshot(&root), before);
 }

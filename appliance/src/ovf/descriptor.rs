@@ -46,6 +46,8 @@ pub struct OvfDescriptor {
     pub controllers: Vec<OvfController>,
     /// Ethernet adapters.
     pub nics: Vec<OvfNic>,
+    /// CD/DVD drives (`ResourceType` 15 and 16), in document order.
+    pub cdroms: Vec<OvfCdrom>,
     /// `vmw:Config` key/value pairs of the VirtualHardwareSection (e.g. `firmware`).
     pub config: Vec<OvfKeyValue>,
     /// `vmw:ExtraConfig` key/value pairs (e.g. `disk.EnableUUID`), anywhere in the hardware section.
@@ -123,6 +125,16 @@ pub struct OvfController {
     pub offset: usize,
 }
 
+/// A CD or DVD drive Item (`ResourceType` 15 or 16): the controller and the unit on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvfCdrom {
+    /// `rasd:Parent`: the controller's InstanceID.
+    pub controller_instance: String,
+    /// `rasd:AddressOnParent` (master 0, slave 1 on IDE).
+    pub unit: Option<u32>,
+    pub offset: usize,
+}
+
 /// An ethernet adapter Item (`ResourceType` 10).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OvfNic {
@@ -169,6 +181,18 @@ impl OvfDescriptor {
         self.controllers
             .iter()
             .find(|c| c.instance_id == instance_id)
+    }
+    /// Whether the OVF environment may reach the guest on a CD (the `iso` transport).
+    pub fn offers_iso_transport(&self) -> bool {
+        self.transports.iter().any(|t| t == "iso")
+    }
+    /// The CD/DVD drives attached to an IDE or SATA controller the descriptor declares: where
+    /// vSphere can insert the `iso` transport's `ovf-env.xml`.
+    pub fn attached_cdroms(&self) -> impl Iterator<Item = (&OvfCdrom, &OvfController)> {
+        self.cdroms.iter().filter_map(|c| {
+            let ctl = self.controller(&c.controller_instance)?;
+            matches!(ctl.kind, ControllerKind::Ide | ControllerKind::Sata).then_some((c, ctl))
+        })
     }
     pub fn extra_config(&self, key: &str) -> Option<&str> {
         self.extra_config

@@ -19,8 +19,8 @@ mod parser;
 mod writer;
 
 pub use descriptor::{
-    ControllerKind, DiskAttachment, OperatingSystem, OvfController, OvfDescriptor, OvfDisk,
-    OvfFile, OvfKeyValue, OvfNic, OvfProduct, OvfProperty,
+    ControllerKind, DiskAttachment, OperatingSystem, OvfCdrom, OvfController, OvfDescriptor,
+    OvfDisk, OvfFile, OvfKeyValue, OvfNic, OvfProduct, OvfProperty,
 };
 pub use parser::{allocation_unit_bytes, OvfParseError};
 pub use writer::{render, BuildInfo, DiskFile, OvfWriteError, OVF_ENV_TRANSPORTS};
@@ -42,6 +42,20 @@ pub const STREAM_OPTIMIZED_FORMAT: &str =
 pub const NETWORK_NAME: &str = "VM Network";
 /// The ExtraConfig key that exposes disk UUIDs to the guest (`/dev/disk/by-id/scsi-3…`).
 pub const DISK_ENABLE_UUID: &str = "disk.EnableUUID";
+
+/// The IDE bus (`rasd:Address` of the IDE controller) and unit of the CD-ROM drive the OVF
+/// declares for the `iso` transport: the secondary channel's master, as VMware's own templates
+/// place it (the primary is where a guest expects a hard disk).
+pub const CDROM_IDE_BUS: u32 = 1;
+pub const CDROM_IDE_UNIT: u32 = 0;
+
+/// Whether the OVF offers the OVF environment transports (`com.vmware.guestInfo iso`), and with
+/// them a CD-ROM drive on IDE for the `iso` transport: whenever it offers deploy-time properties.
+/// vSphere hands the `iso` transport's `ovf-env.xml` to the guest in the VM's CD-ROM drive, so
+/// the transport without the drive would deliver nothing (el6 has no VMware tools).
+pub fn offers_ovf_environment(def: &Definition) -> bool {
+    def.deploy.properties
+}
 
 /// Which of the appliance's two disks a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

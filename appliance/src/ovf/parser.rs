@@ -5,8 +5,8 @@
 //! `verify`'s question. No I/O.
 
 use super::descriptor::{
-    ControllerKind, DiskAttachment, OperatingSystem, OvfController, OvfDescriptor, OvfDisk,
-    OvfFile, OvfKeyValue, OvfNic, OvfProduct, OvfProperty,
+    ControllerKind, DiskAttachment, OperatingSystem, OvfCdrom, OvfController, OvfDescriptor,
+    OvfDisk, OvfFile, OvfKeyValue, OvfNic, OvfProduct, OvfProperty,
 };
 use super::{NS_OVF, NS_VMW, NS_VSSD};
 
@@ -189,6 +189,7 @@ impl OvfDescriptor {
                 .ok_or_else(|| x.err(hw_at, "no memory Item (rasd:ResourceType 4)"))?,
             controllers: items.controllers,
             nics: items.nics,
+            cdroms: items.cdroms,
             config: items.config,
             extra_config: items.extra_config,
             config_before_items: items.config_before_items,
@@ -348,6 +349,7 @@ struct HardwareItems {
     memory_bytes: Option<u64>,
     controllers: Vec<OvfController>,
     nics: Vec<OvfNic>,
+    cdroms: Vec<OvfCdrom>,
     /// (disk id, the Item that attaches it), in document order.
     attachments: Vec<(String, DiskAttachment)>,
     config: Vec<OvfKeyValue>,
@@ -392,7 +394,8 @@ fn hardware_items(x: Xml, hw: Node) -> Parsed<HardwareItems> {
 }
 
 /// One Item, by its `rasd:ResourceType`: CPU (3), memory (4), a disk controller (5 IDE,
-/// 6 SCSI, 20 SATA), an ethernet adapter (10) or a disk (17); others are ignored.
+/// 6 SCSI, 20 SATA), an ethernet adapter (10), a CD or DVD drive (15, 16) or a disk (17); others
+/// are ignored.
 fn hardware_item(x: Xml, n: Node, items: &mut HardwareItems) -> Parsed<()> {
     let rasd = |name: &str| {
         n.children()
@@ -442,6 +445,17 @@ fn hardware_item(x: Xml, n: Node, items: &mut HardwareItems) -> Parsed<()> {
             connection: rasd("Connection"),
             offset: at,
         }),
+        15 | 16 => {
+            let unit = match rasd("AddressOnParent") {
+                Some(a) if !a.is_empty() => Some(x.num(n, "rasd:AddressOnParent", &a)? as u32),
+                _ => None,
+            };
+            items.cdroms.push(OvfCdrom {
+                controller_instance: rasd("Parent").unwrap_or_default(),
+                unit,
+                offset: at,
+            });
+        }
         17 => {
             let host = rasd("HostResource").unwrap_or_default();
             let disk_id = host

@@ -4,8 +4,8 @@
 //! virtual hardware). No I/O.
 
 use super::{
-    DiskRole, DISK_ENABLE_UUID, NETWORK_NAME, NS_OVF, NS_RASD, NS_VMW, NS_VSSD, NS_XSI,
-    STREAM_OPTIMIZED_FORMAT,
+    offers_ovf_environment, DiskRole, CDROM_IDE_BUS, CDROM_IDE_UNIT, DISK_ENABLE_UUID,
+    NETWORK_NAME, NS_OVF, NS_RASD, NS_VMW, NS_VSSD, NS_XSI, STREAM_OPTIMIZED_FORMAT,
 };
 use crate::definition::{Definition, DeployProperty, DeployType, DEPLOY_PRODUCT_CLASS};
 use crate::units::MIB;
@@ -284,7 +284,7 @@ fn virtual_hardware_section(w: &mut W, def: &Definition, ordered: &[&DiskFile]) 
     let name = def.appliance.name.as_str();
     let hw = &def.hardware;
     let mut hardware = w.create_element("VirtualHardwareSection");
-    if def.deploy.properties {
+    if offers_ovf_environment(def) {
         hardware = hardware.with_attribute(("ovf:transport", OVF_ENV_TRANSPORTS));
     }
     hardware.write_inner_content(|w| {
@@ -319,7 +319,8 @@ fn virtual_hardware_section(w: &mut W, def: &Definition, ordered: &[&DiskFile]) 
     Ok(())
 }
 
-/// The CPU, memory, SCSI controller, disk and NIC Items.
+/// The CPU, memory, SCSI controller, disk and NIC Items, and with the OVF environment an IDE
+/// controller and its CD-ROM drive (the `iso` transport's `ovf-env.xml` goes into that drive).
 fn hardware_items(w: &mut W, def: &Definition, ordered: &[&DiskFile]) -> io::Result<()> {
     let hw = &def.hardware;
     let mem_mib = hw.memory.bytes() / MIB;
@@ -389,5 +390,39 @@ fn hardware_items(w: &mut W, def: &Definition, ordered: &[&DiskFile]) -> io::Res
             ("ResourceType", "10".into()),
         ],
     )?;
+    if offers_ovf_environment(def) {
+        let ide = (5 + ordered.len()).to_string();
+        item(
+            w,
+            vec![
+                ("Address", CDROM_IDE_BUS.to_string()),
+                ("Description", "IDE Controller".into()),
+                (
+                    "ElementName",
+                    format!("VirtualIDEController {CDROM_IDE_BUS}"),
+                ),
+                ("InstanceID", ide.clone()),
+                ("ResourceType", "5".into()),
+            ],
+        )?;
+        // Not connected at power-on: vSphere inserts and connects the transport's ISO itself
+        // (a remote-passthrough backing is what VMware's own exports declare for an empty drive).
+        item(
+            w,
+            vec![
+                ("AddressOnParent", CDROM_IDE_UNIT.to_string()),
+                ("AutomaticAllocation", "false".into()),
+                (
+                    "Description",
+                    "CD-ROM drive for the OVF environment (iso transport)".into(),
+                ),
+                ("ElementName", "CD/DVD drive 1".into()),
+                ("InstanceID", (6 + ordered.len()).to_string()),
+                ("Parent", ide),
+                ("ResourceSubType", "vmware.cdrom.remotepassthrough".into()),
+                ("ResourceType", "15".into()),
+            ],
+        )?;
+    }
     Ok(())
 }

@@ -512,6 +512,15 @@ fn check_product_and_foreign_sections(cx: &mut Ctx, ovf: &TarEntry, d: &OvfDescr
             );
         }
     }
+    if d.offers_iso_transport() && d.attached_cdroms().next().is_none() {
+        cx.add(
+            Severity::Error,
+            m,
+            "VirtualHardwareSection",
+            hw_at,
+            "the iso transport is offered but no CD-ROM drive is declared on an IDE or SATA controller: vSphere hands ovf-env.xml to the guest in the VM's CD-ROM drive, so a guest without VMware tools never gets its properties (declare an IDE controller and a CD-ROM Item, rasd:ResourceType 15)",
+        );
+    }
     if let Some(o) = d.boot_order_section {
         cx.add(
             Severity::Warning,

@@ -1011,6 +1011,18 @@ fn ovf_password_default_without_transport() {
 }
 
 #[test]
+fn ovf_iso_transport_without_a_cdrom_drive() {
+    ovf_case("ovf_iso_transport_without_a_cdrom_drive", |t| {
+        let at = t
+            .find("<rasd:ResourceType>15</rasd:ResourceType>")
+            .expect("the OVF declares a CD-ROM drive");
+        let start = t[..at].rfind("<Item>").unwrap();
+        let end = at + t[at..].find("</Item>").unwrap() + "</Item>".len();
+        edit(t, &t[start..end], "")
+    });
+}
+
+#[test]
 fn ovf_boot_order_and_virtualbox_sections() {
     ovf_case("ovf_boot_order_and_virtualbox_sections", |t| {
         edit(

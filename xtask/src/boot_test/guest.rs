@@ -6,6 +6,7 @@
 use crate::qemu;
 use appliance::definition::LogicalPackage;
 use appliance::Definition;
+use mt_agent::guest::ovfenv::DeployConfig;
 
 /// The command whose presence proves a runbook package is installed.
 pub fn probe_command(p: LogicalPackage) -> &'static str {
@@ -26,8 +27,9 @@ pub(super) fn package_services(def: &Definition) -> Vec<String> {
     appliance::packages::PackageManifest::shipped(def.appliance.base).services_for(def)
 }
 
-/// Read-only commands run in the guest; each result line starts with `MTCHK `.
-pub(super) fn guest_script(def: &Definition, ovf: bool) -> String {
+/// Read-only commands run in the guest; each result line starts with `MTCHK `. With `ovf`, the
+/// deploy-time configuration the test's OVF environment carries, also what it set.
+pub(super) fn guest_script(def: &Definition, ovf: Option<&DeployConfig>) -> String {
     let tools: Vec<&str> = def.packages.iter().map(|p| probe_command(*p)).collect();
     let services = package_services(def).join(" ");
     format!(
@@ -55,7 +57,7 @@ echo MTCHK-''END\n",
         firewall = firewall_guest_lines(),
         crash = CRASH_GUEST_LINES,
         retention = retention_guest_lines(def),
-        ovf_lines = if ovf { ovf_guest_lines(&def.network.device) } else { String::new() },
+        ovf_lines = ovf.map(|c| ovf_guest_lines(&def.network.device, c)).unwrap_or_default(),
     )
 }
 
@@ -88,8 +90,21 @@ echo \"MTCHK ret-adopted $(journalctl -b -o cat -u {unit} | grep 'adopted, not f
     )
 }
 
-/// The guest's view of what the OVF environment sets; the passphrase only as its SHA-256.
-fn ovf_guest_lines(device: &str) -> String {
+/// The guest's view of what the OVF environment sets; the passphrase only as its SHA-256, the
+/// NTP servers as timesyncd has them (not the file that says so), root's key as the number of
+/// `authorized_keys` lines that hold it.
+fn ovf_guest_lines(device: &str, c: &DeployConfig) -> String {
+    let key = c
+        .root_ssh_key
+        .as_deref()
+        .map(super::ovf_env::key_body)
+        .unwrap_or("");
+    // A key body is base64 ([A-Za-z0-9+/=]): safe inside single quotes.
+    let key_check = if key.is_empty() {
+        String::new()
+    } else {
+        format!("echo \"MTCHK ovf-sshkey $(grep -c -F '{key}' /root/.ssh/authorized_keys)\"; ")
+    };
     format!(
         "echo \"MTCHK ovf-addr $(ip -4 -o addr show dev {device} | sed 's/^[0-9]*: //')\"; \
 echo \"MTCHK ovf-iface $(grep '^iface {device} ' /etc/network/interfaces)\"; \
@@ -99,7 +114,8 @@ echo \"MTCHK ovf-passmode $(stat -c '%a %U' {pass})\"; \
 echo \"MTCHK ovf-passhash $(sha256sum < {pass} | cut -d' ' -f1)\"; \
 echo \"MTCHK ovf-source $(mt-agent status 2>&1 | grep '^configuration:')\"; \
 echo \"MTCHK ovf-unit $(systemctl is-active mt-agent-ovfenv.service)\"; \
-",
+echo \"MTCHK ovf-ntp $(timedatectl show-timesync --property=SystemNTPServers --value 2>&1)\"; \
+{key_check}",
         pass = mt_contract::guest::PASSPHRASE_PATH,
     )
 }

@@ -66,12 +66,14 @@ pub struct BootTest {
     /// Work directory (default: build/boot-test-<name>/); console.log stays there.
     #[arg(long)]
     work: Option<Utf8PathBuf>,
-    /// Attach this ovf-env.xml on a CD-ROM (the OVF iso transport) and check that the guest
-    /// applied it: host name, static address, route, resolver, the agent's passphrase.
+    /// Put this ovf-env.xml on a CD into the CD-ROM drive the OVF declares (the OVF iso
+    /// transport) and check that the guest applied every value it carries: host name, static
+    /// address, route, resolver, NTP server, root's SSH key, the agent's passphrase.
     #[arg(long, value_name = "FILE.xml")]
     ovf_env: Option<Utf8PathBuf>,
     /// Like --ovf-env with a document built from test values that fit QEMU's user network
-    /// (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3) and a passphrase with XML specials.
+    /// (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3), an NTP server, a passphrase with XML
+    /// specials and a fresh SSH key, with which root then logs in over SSH.
     #[arg(long, conflicts_with = "ovf_env")]
     ovf_env_test: bool,
 }
@@ -185,23 +187,37 @@ impl BootTestOptions {
                 ],
             ),
         };
+        if self.ovf_env.is_some() {
+            host::ensure(sh, "boot-test --ovf-env", &ovf_env::TOOLS)?;
+        }
         let ovf = match &self.ovf_env {
             Some(OvfEnvSource::File(f)) => {
                 let f = crate::build_ova::absolute(f);
                 let xml = std::fs::read_to_string(&f)
                     .with_context(|| format!("cannot read the OVF environment {f}"))?;
-                Some(OvfEnvTest::prepare(sh, &xml, f.as_ref(), &work)?)
+                Some(OvfEnvTest::prepare(sh, &xml, f.as_ref(), &work, None)?)
             }
-            Some(OvfEnvSource::TestValues) => Some(OvfEnvTest::prepare(
-                sh,
-                &test_environment(),
-                "the test values",
-                &work,
-            )?),
+            Some(OvfEnvSource::TestValues) => {
+                let (identity, public) = ovf_env::test_key_pair(sh, &work)?;
+                Some(OvfEnvTest::prepare(
+                    sh,
+                    &test_environment(&public),
+                    "the test values",
+                    &work,
+                    Some(identity),
+                )?)
+            }
             None => None,
         };
+        // Only what the OVF declares: the environment goes into its CD-ROM drive, as vSphere
+        // inserts it, and an OVF without one cannot take the iso transport.
         if let Some(o) = &ovf {
-            hw.cdrom = Some(o.iso.clone());
+            let Some(drive) = hw.cdrom.as_mut() else {
+                bail!(
+                    "--ovf-env: the OVF declares no CD-ROM drive, so the iso transport has nowhere to put ovf-env.xml (the OVF must declare an IDE controller and a CD-ROM Item whenever it offers the iso transport)"
+                );
+            };
+            drive.iso = Some(o.iso.clone());
         }
         let result = session::boot_and_check(sh, self, &def, &hw, &work, ovf.as_ref());
         // Overlays and extracted disks are large and worthless afterwards; the console log stays.

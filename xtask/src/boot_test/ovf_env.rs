@@ -1,6 +1,7 @@
-//! The `--ovf-env` mode: the `ovf-env.xml` CD (the OVF iso transport) and its test values,
-//! the host-side enrolment with the deploy-time passphrase, and the judging of what the guest
-//! reports the environment set.
+//! The `--ovf-env` mode: the `ovf-env.xml` CD (the OVF iso transport, in the CD-ROM drive the
+//! OVF declares) and its test values, the host-side enrolment with the deploy-time passphrase
+//! and SSH login with the deploy-time key, and the judging of what the guest reports the
+//! environment set (every property it carries).
 
 use super::session::Outcome;
 use crate::util;
@@ -20,11 +21,20 @@ pub(super) struct OvfEnvTest {
     /// The workspace's own `mt-agent`, the sender side.
     pub(super) sender: Utf8PathBuf,
     pub(super) state: Utf8PathBuf,
+    /// The private half of the environment's `root_ssh_key`, when the test made the pair (the
+    /// test values): root logs in over SSH with it.
+    pub(super) identity: Option<Utf8PathBuf>,
 }
 
-/// An environment with QEMU user-network values, so the forwarded agent port keeps working,
-/// and a passphrase with characters XML must escape.
-pub fn test_environment() -> String {
+/// The host tools `--ovf-env` runs besides QEMU: the CD's ISO, and the SSH key and login.
+pub(super) const TOOLS: [&str; 3] = ["xorriso", "ssh-keygen", "ssh"];
+
+/// The NTP server of the test values: a name, which timesyncd keeps as configured.
+const TEST_NTP_SERVER: &str = "ntp.drill.test";
+
+/// An environment with QEMU user-network values, so the forwarded agent port keeps working, a
+/// passphrase with characters XML must escape, an NTP server and `root_ssh_key` for root's login.
+pub fn test_environment(root_ssh_key: &str) -> String {
     let props = [
         ("hostname", "mt-ovf.drill.test"),
         ("ip_mode", "static"),
@@ -33,7 +43,9 @@ pub fn test_environment() -> String {
         ("gateway", "10.0.2.2"),
         ("dns_servers", "10.0.2.3"),
         ("dns_search", "drill.test"),
+        ("ntp_server", TEST_NTP_SERVER),
         ("agent_passphrase", "fail&back <drill> \"7\""),
+        ("root_ssh_key", root_ssh_key),
     ];
     let mut x = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Environment xmlns=\"http://schemas.dmtf.org/ovf/environment/1\" xmlns:oe=\"http://schemas.dmtf.org/ovf/environment/1\" oe:id=\"\">\n  <PlatformSection>\n    <Kind>QEMU boot-test</Kind>\n  </PlatformSection>\n  <PropertySection>\n",
@@ -80,12 +92,30 @@ pub(super) fn build_sender(sh: &Shell) -> Result<Utf8PathBuf> {
     Ok(target.join("debug/mt-agent"))
 }
 
+/// A fresh ed25519 key pair in `work` for the test values' `root_ssh_key`: (private key file,
+/// public key line).
+pub(super) fn test_key_pair(sh: &Shell, work: &Utf8Path) -> Result<(Utf8PathBuf, String)> {
+    let key = work.join("root-login-key");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(key.with_extension("pub"));
+    cmd!(
+        sh,
+        "ssh-keygen -q -t ed25519 -N '' -C mt-boot-test -f {key}"
+    )
+    .run()
+    .with_context(|| format!("cannot make the key pair {key} (Debian package: openssh-client)"))?;
+    let public = std::fs::read_to_string(format!("{key}.pub"))
+        .with_context(|| format!("cannot read {key}.pub"))?;
+    Ok((key, public.trim().to_string()))
+}
+
 impl OvfEnvTest {
     pub(super) fn prepare(
         sh: &Shell,
         xml: &str,
         origin: &str,
         work: &Utf8Path,
+        identity: Option<Utf8PathBuf>,
     ) -> Result<OvfEnvTest> {
         let env = mt_agent::guest::ovfenv::parse(xml)
             .with_context(|| format!("the OVF environment from {origin} is not valid"))?;
@@ -111,7 +141,59 @@ impl OvfEnvTest {
             wrong,
             sender: build_sender(sh)?,
             state: work.join("sender-state"),
+            identity,
         })
+    }
+
+    /// Root logs in over SSH through the forwarded port with the environment's key (only when
+    /// the test holds its private half).
+    pub(super) fn ssh_login_check(&self, host_port: u16) -> Vec<Outcome> {
+        let Some(identity) = &self.identity else {
+            return Vec::new();
+        };
+        let out = std::process::Command::new("ssh")
+            .args(["-i", identity.as_str()])
+            .args(["-p", &host_port.to_string()])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=30",
+                "-o",
+                "LogLevel=ERROR",
+                "root@127.0.0.1",
+                "echo MTSSH $(id -un)",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output();
+        let (ok, detail) = match out {
+            Ok(o) => {
+                let stdout = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                let ok = o.status.success() && stdout == "MTSSH root";
+                let detail = if ok {
+                    stdout
+                } else {
+                    format!(
+                        "ssh {}: {stdout} {}",
+                        o.status,
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )
+                };
+                (ok, detail)
+            }
+            Err(e) => (false, format!("cannot run ssh: {e}")),
+        };
+        vec![Outcome {
+            what: "root logs in over SSH with the OVF key".into(),
+            ok,
+            detail,
+        }]
     }
 
     pub(super) fn enrol(&self, host_port: u16, passphrase: &Utf8Path) -> (bool, String) {
@@ -217,6 +299,22 @@ impl OvfEnvTest {
                 detail: format!("mode {mode}, sha256 {}", &hash[..hash.len().min(16)]),
             });
         }
+        if let Some(ntp) = &c.ntp_server {
+            let got = line("ovf-ntp");
+            out.push(Outcome {
+                what: format!("timesyncd uses the NTP server {ntp}"),
+                ok: got.split_whitespace().eq([ntp.as_str()]),
+                detail: got,
+            });
+        }
+        if let Some(key) = c.root_ssh_key.as_deref().filter(|k| !k.is_empty()) {
+            let got = line("ovf-sshkey");
+            out.push(Outcome {
+                what: "root's authorized_keys holds the OVF key".into(),
+                ok: got == "1",
+                detail: format!("{got} line(s) with {}", key_body(key)),
+            });
+        }
         let source = line("ovf-source");
         out.push(Outcome {
             what: "mt-agent status: from the OVF environment via iso".into(),
@@ -231,4 +329,9 @@ impl OvfEnvTest {
         });
         out
     }
+}
+
+/// The base64 part of an OpenSSH public key line (what identifies the key; the comment does not).
+pub(super) fn key_body(key: &str) -> &str {
+    key.split_whitespace().nth(1).unwrap_or(key)
 }

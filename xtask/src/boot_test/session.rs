@@ -47,8 +47,19 @@ pub(super) fn boot_and_check(
             guest: SSH_PORT,
         },
     ];
+    let cdrom = match &hw.cdrom {
+        Some(cd) => format!(
+            ", CD-ROM on IDE {}:{} ({})",
+            cd.ide_bus,
+            cd.unit,
+            cd.iso
+                .as_deref()
+                .map_or("empty", |i| i.file_name().unwrap_or("iso"))
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "boot-test: {} vCPU, {} MiB, {} + {}, {} disk(s); console log {work}/console.log",
+        "boot-test: {} vCPU, {} MiB, {} + {}, {} disk(s){cdrom}; console log {work}/console.log",
         hw.cpus,
         hw.memory_mib,
         qemu::scsi_device(hw.scsi),
@@ -144,11 +155,14 @@ pub(super) fn checks(
 
     let start = Instant::now();
     login(vm, &opts.password, 0, at)?;
-    let report = run_guest_script(vm, &guest_script(def, ovf.is_some()))?;
+    let report = run_guest_script(vm, &guest_script(def, ovf.map(|o| &o.config)))?;
     outcomes.extend(judge_report(def, hw, &report, ovf));
     // The script waited for the boot to finish, so sshd is up: it must answer through the
     // firewall as the agent did.
     outcomes.push(ssh_port_check(ports.ssh, ""));
+    if let Some(o) = ovf {
+        outcomes.extend(o.ssh_login_check(ports.ssh));
+    }
     let first = RetentionView::parse(&report);
     outcomes.extend(reboot_checks(opts, def, vm, ports, &first, ovf)?);
     let pos = vm.buffer.len();

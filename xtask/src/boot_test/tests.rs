@@ -241,7 +241,7 @@ fn the_plain_test_restarts_through_a_kernel_crash_and_finds_the_dump() {
 fn the_guest_scripts_ask_the_retention_disk_by_its_wwn_and_the_firstboot_journal() {
     let d = def();
     let (_, wwn) = qemu::disk_identity(&d.appliance.name, d.retention_disk.scsi_unit);
-    let script = guest_script(&d, false);
+    let script = guest_script(&d, None);
     assert!(script.contains(&format!(
         "blkid -p -o value -s UUID /dev/disk/by-id/scsi-3{wwn:016x}"
     )));
@@ -258,8 +258,11 @@ fn the_guest_scripts_ask_the_retention_disk_by_its_wwn_and_the_firstboot_journal
 fn the_guest_scripts_are_valid_shell() {
     let d = def();
     for (name, script) in [
-        ("first boot", guest_script(&d, false)),
-        ("first boot, ovf", guest_script(&d, true)),
+        ("first boot", guest_script(&d, None)),
+        (
+            "first boot, ovf",
+            guest_script(&d, Some(&ovf_test().config)),
+        ),
         ("after the reboot", reboot_script(&d, Restart::Clean, false)),
         (
             "after the crash",
@@ -387,8 +390,11 @@ fn a_missing_mount_tool_link_or_inactive_agent_fails() {
     }
 }
 
+const TEST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILVEmBxrznU42fpk9rKZu9ivwnUeuQJqEwJ65YtUSCkP mt-boot-test";
+
 fn ovf_test() -> OvfEnvTest {
-    let env = mt_agent::guest::ovfenv::parse(&test_environment()).unwrap();
+    let env = mt_agent::guest::ovfenv::parse(&test_environment(TEST_KEY)).unwrap();
     OvfEnvTest {
         iso: "ovf-env.iso".into(),
         config: env.config,
@@ -396,6 +402,7 @@ fn ovf_test() -> OvfEnvTest {
         wrong: "wrong".into(),
         sender: "mt-agent".into(),
         state: "state".into(),
+        identity: None,
     }
 }
 
@@ -414,12 +421,14 @@ fn ovf_report(passphrase: &str) -> Vec<String> {
         format!("ovf-passhash {hash}"),
         "ovf-source configuration: OVF environment via iso (CD-ROM /dev/sr0) (blake3 0123456789abcdef)".into(),
         "ovf-unit active".into(),
+        "ovf-ntp ntp.drill.test".into(),
+        "ovf-sshkey 1".into(),
     ]
 }
 
 #[test]
 fn the_test_environment_is_valid_and_escapes_its_passphrase() {
-    let xml = test_environment();
+    let xml = test_environment(TEST_KEY);
     assert!(
         xml.contains("fail&amp;back &lt;drill&gt; &quot;7&quot;"),
         "{xml}"
@@ -430,6 +439,8 @@ fn the_test_environment_is_valid_and_escapes_its_passphrase() {
         Some("fail&back <drill> \"7\"")
     );
     assert_eq!(o.config.hostname.as_deref(), Some("mt-ovf.drill.test"));
+    assert_eq!(o.config.root_ssh_key.as_deref(), Some(TEST_KEY));
+    assert!(o.config.ntp_server.is_some());
 }
 
 #[test]
@@ -454,6 +465,13 @@ fn the_ovf_checks_pass_only_when_the_environment_took_effect() {
     defaults[6] =
         "ovf-source configuration: build-time defaults (no OVF environment applied)".into();
     assert!(failed(&defaults)[0].contains("mt-agent status"));
+    // timesyncd without the deploy-time server (the file unread, or no timesyncd at all).
+    let mut ntp = ovf_report(&pass);
+    ntp[8] = "ovf-ntp ".into();
+    assert!(failed(&ntp)[0].contains("NTP server"));
+    let mut key = ovf_report(&pass);
+    key[9] = "ovf-sshkey 0".into();
+    assert!(failed(&key)[0].contains("authorized_keys"));
 }
 
 #[test]
@@ -461,7 +479,7 @@ fn the_transport_cd_carries_ovf_env_xml() {
     let dir = util::workspace_root().join("target/tmp-ovf-iso-test");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("root")).unwrap();
-    std::fs::write(dir.join("root/ovf-env.xml"), test_environment()).unwrap();
+    std::fs::write(dir.join("root/ovf-env.xml"), test_environment(TEST_KEY)).unwrap();
     let sh = Shell::new().unwrap();
     make_iso(&sh, &dir.join("root"), &dir.join("e.iso")).unwrap();
     let iso = std::fs::read(dir.join("e.iso")).unwrap();

@@ -6,7 +6,7 @@
 
 use super::{nic_device, scsi_device, strip_escapes, Accel, QemuCommand};
 use anyhow::{bail, Context, Result};
-use appliance::vm_hardware::VmHardware;
+use appliance::vm_hardware::{CdromDrive, VmHardware};
 use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -25,6 +25,16 @@ pub fn disk_identity(seed: &str, unit: u32) -> (String, u64) {
     let wwn = (0x5u64 << 60) | (0x000c29u64 << 36) | tail;
     let serial = format!("MT{unit:02}{:010X}", tail);
     (serial, wwn)
+}
+
+/// The QEMU drive of a declared CD-ROM: on the `pc` board's own IDE controller at the channel and
+/// unit the OVF names (QEMU numbers IDE drives channel * 2 + unit), empty or holding its ISO.
+pub fn cdrom_drive(cd: &CdromDrive) -> String {
+    let index = cd.ide_bus * 2 + cd.unit;
+    match &cd.iso {
+        Some(iso) => format!("file={iso},if=ide,index={index},media=cdrom,readonly=on,format=raw"),
+        None => format!("if=ide,index={index},media=cdrom,readonly=on"),
+    }
 }
 
 /// What the console has printed so far, filled by a reader thread.
@@ -126,12 +136,8 @@ impl Machine {
                 ),
             );
         }
-        if let Some(iso) = &hw.cdrom {
-            // The `pc` board's own IDE controller, as vSphere attaches the transport's CD.
-            qemu.opt(
-                "-drive",
-                format!("file={iso},if=ide,index=2,media=cdrom,readonly=on,format=raw"),
-            );
+        if let Some(cd) = &hw.cdrom {
+            qemu.opt("-drive", cdrom_drive(cd));
         }
         let fwd: String = forwards
             .iter()
@@ -277,5 +283,21 @@ mod tests {
         assert_ne!(s0, s1);
         assert_eq!(w0 >> 36, 0x5000c29);
         assert!(s0.len() <= 20, "SCSI serials are short: {s0}");
+    }
+
+    #[test]
+    fn the_declared_cdrom_is_the_ide_drive_at_its_channel_and_unit() {
+        let mut cd = CdromDrive {
+            ide_bus: 1,
+            unit: 0,
+            iso: None,
+        };
+        assert_eq!(cdrom_drive(&cd), "if=ide,index=2,media=cdrom,readonly=on");
+        cd.unit = 1;
+        cd.iso = Some("/w/ovf-env.iso".into());
+        assert_eq!(
+            cdrom_drive(&cd),
+            "file=/w/ovf-env.iso,if=ide,index=3,media=cdrom,readonly=on,format=raw"
+        );
     }
 }

@@ -1,12 +1,16 @@
-//! Deploy-time configuration from the OVF environment (`ovf-env.xml`, DSP0243 section 11): the
-//! values vSphere's deploy wizard collected for the ProductSection properties (class `mt`).
+//! Deploy-time configuration: the values of the ProductSection properties (class `mt`), from the
+//! OVF environment (`ovf-env.xml`, DSP0243 section 11) vSphere's deploy wizard fills in, or,
+//! on a standalone ESXi host that ignores the properties, from guest variables of the same keys.
 //!
-//! Reading finds the document on whichever transport is present (VMware tools'
-//! `guestinfo.ovfEnv`, or a CD-ROM carrying `ovf-env.xml`) through an injectable command runner
-//! (`transport`); parsing and validation (`parse`) happen completely before anything is written,
-//! so a malformed or invalid environment leaves the previous configuration in place. `apply`
-//! writes only files whose contents differ (each atomically), so an unchanged environment changes
-//! nothing; `verbs` are `mt-agent ovfenv show|apply` and the `status` line.
+//! Reading finds the values on whichever transport is present, in this order: VMware tools'
+//! `guestinfo.ovfEnv`, a CD-ROM carrying `ovf-env.xml`, then the guest variables
+//! `guestinfo.mt.<key>` (VM advanced settings), all through an injectable command runner
+//! (`transport`). An OVF environment comes first because it is what vCenter delivers, complete
+//! (every property, defaults included); the guest variables are the fallback of a host that
+//! delivers none. Parsing and validation (`parse`, one validator for both) happen completely
+//! before anything is written, so a malformed or invalid set leaves the previous configuration in
+//! place. `apply` writes only files whose contents differ (each atomically), so an unchanged set
+//! changes nothing; `verbs` are `mt-agent ovfenv show|apply` and the `status` line.
 //! The property keys and value rules are the contract's (`mt_contract::deploy`, `::rules`), the
 //! network files its renderer's (`mt_contract::network`), shared with the image build.
 //! This module must not restart services or bring interfaces up: first boot orders itself
@@ -18,11 +22,13 @@ mod transport;
 mod verbs;
 
 pub use apply::{activate, apply, Changes, Record};
-pub use parse::parse;
-pub use transport::{read_environment, Runner, SystemRunner};
+pub use parse::{from_guest_variables, parse};
+pub use transport::{guest_variable, read_environment, Runner, SystemRunner};
 pub use verbs::{describe_source, load, run_apply, show};
 
+use mt_contract::deploy::DeployProperty;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -43,7 +49,10 @@ pub use crate::guest::setup::Distro;
 /// The interface's addressing from `mt.ip_mode` and the static properties.
 pub use mt_contract::network::Addressing as IpConfig;
 
-/// How the document reached the guest.
+/// The prefix VMware tools gives a guest variable (a VM advanced setting the guest may read).
+pub const GUESTINFO_PREFIX: &str = "guestinfo.";
+
+/// How the values reached the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
@@ -53,6 +62,16 @@ pub enum Transport {
     Iso { device: String },
     /// A file given on the command line.
     File { path: String },
+    /// No OVF environment: one guest variable per property, `guestinfo.mt.<key>`, read through
+    /// VMware tools (a standalone ESXi host ignores the properties and delivers no environment).
+    GuestVariables,
+}
+
+impl Transport {
+    /// Whether this transport carries an OVF environment document (the guest variables do not).
+    pub fn carries_document(&self) -> bool {
+        !matches!(self, Transport::GuestVariables)
+    }
 }
 
 impl fmt::Display for Transport {
@@ -61,6 +80,49 @@ impl fmt::Display for Transport {
             Transport::GuestInfo => f.write_str("com.vmware.guestInfo (VMware tools)"),
             Transport::Iso { device } => write!(f, "iso (CD-ROM {device})"),
             Transport::File { path } => write!(f, "file {path}"),
+            Transport::GuestVariables => write!(
+                f,
+                "guest variables ({GUESTINFO_PREFIX}{PRODUCT_CLASS}.*, VMware tools)"
+            ),
+        }
+    }
+}
+
+/// What a transport delivered, before validation.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Content {
+    /// An OVF environment document.
+    Document(String),
+    /// The guest variables that are set, by property key (without class and prefix).
+    GuestVariables(BTreeMap<&'static str, String>),
+}
+
+impl Content {
+    /// Parses and validates what was delivered, by the one validator of both kinds.
+    pub fn parse(&self) -> anyhow::Result<Environment> {
+        match self {
+            Content::Document(xml) => parse(xml),
+            Content::GuestVariables(values) => from_guest_variables(values),
+        }
+    }
+}
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // The document may hold the passphrase: its size says enough in a log.
+            Content::Document(xml) => write!(f, "Document({} bytes)", xml.len()),
+            Content::GuestVariables(values) => f
+                .debug_map()
+                .entries(values.iter().map(|(k, v)| {
+                    let shown = if *k == DeployProperty::AgentPassphrase.key() {
+                        "(set)"
+                    } else {
+                        v.as_str()
+                    };
+                    (k, shown)
+                }))
+                .finish(),
         }
     }
 }
@@ -96,11 +158,13 @@ impl fmt::Debug for DeployConfig {
     }
 }
 
-/// A parsed environment: the configuration, and warnings (unknown keys) for the log.
+/// A parsed environment (or set of guest variables): the configuration, and warnings (unknown
+/// keys) for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Environment {
     pub config: DeployConfig,
     pub warnings: Vec<String>,
-    /// BLAKE3 of the document, recorded so `status` can tell which environment is in force.
+    /// BLAKE3 of the document (of the sorted guest variables and their values), recorded so
+    /// `status` can tell which configuration is in force and an unchanged one writes nothing.
     pub hash: String,
 }

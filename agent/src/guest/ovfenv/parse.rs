@@ -1,9 +1,11 @@
-//! Parsing and validating an OVF environment document: every problem is reported at once, each
-//! naming the property (`mt.ip_address`) or the line and column. The rules are the contract's
-//! (`mt_contract::rules`), the same the build applies to the definition; the wording is the
-//! guest's, naming the properties.
+//! Parsing and validating an OVF environment document or a set of guest variables: every problem
+//! is reported at once, each naming the property as it was set (`mt.ip_address` in a document,
+//! `guestinfo.mt.ip_address` as a guest variable) or the line and column. Both go through one
+//! validator ([`environment`]), so a value means the same whichever way it arrived. The rules are
+//! the contract's (`mt_contract::rules`), the same the build applies to the definition; the
+//! wording is the guest's, naming the properties.
 
-use super::{DeployConfig, Environment, IpConfig, NS_OE, PRODUCT_CLASS};
+use super::{DeployConfig, Environment, IpConfig, GUESTINFO_PREFIX, NS_OE, PRODUCT_CLASS};
 use anyhow::{bail, Result};
 use mt_contract::deploy::DeployProperty;
 use mt_contract::network::NetworkMode;
@@ -59,22 +61,100 @@ pub fn parse(xml: &str) -> Result<Environment> {
             None => warnings.push(format!("ignoring unknown OVF property {key:?}")),
         }
     }
-    let config = validate(&values, &mut errors);
+    environment(
+        Origin::Document,
+        &values,
+        errors,
+        warnings,
+        blake3::hash(xml.as_bytes()).to_hex().to_string(),
+    )
+}
+
+/// Validates the guest variables that are set (by property key, without class and prefix) as
+/// an OVF environment carrying the same properties would be. Every problem is reported at once,
+/// each naming the guest variable (`guestinfo.mt.ip_address`).
+pub fn from_guest_variables(values: &BTreeMap<&str, String>) -> Result<Environment> {
+    let mut known = BTreeMap::new();
+    let mut warnings = Vec::new();
+    for (key, value) in values {
+        match DeployProperty::from_key(key) {
+            Some(p) => {
+                known.insert(p.key(), value.clone());
+            }
+            None => warnings.push(format!(
+                "ignoring unknown guest variable {}",
+                Origin::GuestVariables.name(key)
+            )),
+        }
+    }
+    let hash = variables_hash(&known);
+    environment(Origin::GuestVariables, &known, Vec::new(), warnings, hash)
+}
+
+/// BLAKE3 of the variables sorted by name, each name and value length-prefixed so no two sets
+/// encode alike: the same set gives the same record, and an unchanged set writes nothing.
+fn variables_hash(values: &BTreeMap<&str, String>) -> String {
+    let mut h = blake3::Hasher::new();
+    for (key, value) in values {
+        for part in [
+            Origin::GuestVariables.name(key).as_bytes(),
+            value.as_bytes(),
+        ] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// How the values arrived, which decides how a problem names its property.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// An OVF environment: `oe:key="mt.hostname"`.
+    Document,
+    /// Guest variables: `guestinfo.mt.hostname`.
+    GuestVariables,
+}
+
+impl Origin {
+    fn name(self, key: &str) -> String {
+        match self {
+            Origin::Document => format!("{PRODUCT_CLASS}.{key}"),
+            Origin::GuestVariables => format!("{GUESTINFO_PREFIX}{PRODUCT_CLASS}.{key}"),
+        }
+    }
+
+    fn invalid(self) -> &'static str {
+        match self {
+            Origin::Document => "the OVF environment is invalid",
+            Origin::GuestVariables => "the guest variables are invalid",
+        }
+    }
+}
+
+/// The one path from property values (by key, without class) to an [`Environment`]: all or
+/// nothing, so the caller never sees a configuration with a problem in it. `errors` are the
+/// problems found before (in the document's structure).
+fn environment(
+    origin: Origin,
+    values: &BTreeMap<&str, String>,
+    mut errors: Vec<String>,
+    warnings: Vec<String>,
+    hash: String,
+) -> Result<Environment> {
+    let config = validate(origin, values, &mut errors);
     if !errors.is_empty() {
-        bail!(
-            "the OVF environment is invalid:\n  - {}",
-            errors.join("\n  - ")
-        );
+        bail!("{}:\n  - {}", origin.invalid(), errors.join("\n  - "));
     }
     Ok(Environment {
         config,
         warnings,
-        hash: blake3::hash(xml.as_bytes()).to_hex().to_string(),
+        hash,
     })
 }
 
-fn validate(v: &BTreeMap<&str, String>, errors: &mut Vec<String>) -> DeployConfig {
-    let mut err = |key: &str, msg: String| errors.push(format!("{PRODUCT_CLASS}.{key}: {msg}"));
+fn validate(origin: Origin, v: &BTreeMap<&str, String>, errors: &mut Vec<String>) -> DeployConfig {
+    let mut err = |key: &str, msg: String| errors.push(format!("{}: {msg}", origin.name(key)));
     let get = |k: &str| v.get(k).map(|s| s.trim());
 
     let hostname = get("hostname").map(str::to_string);
@@ -238,5 +318,86 @@ fn validate(v: &BTreeMap<&str, String>, errors: &mut Vec<String>) -> DeployConfi
         ntp_server,
         agent_passphrase,
         root_ssh_key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, String> {
+        pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    }
+
+    #[test]
+    fn guest_variables_and_a_document_with_the_same_values_give_the_same_configuration() {
+        let pairs = [
+            ("hostname", "mt01.example.com"),
+            ("ip_mode", "static"),
+            ("ip_address", "10.1.2.3"),
+            ("ip_prefix", "24"),
+            ("gateway", "10.1.2.1"),
+            ("dns_servers", "10.1.2.2"),
+        ];
+        let mut xml =
+            format!("<Environment xmlns=\"{NS_OE}\" xmlns:oe=\"{NS_OE}\"><PropertySection>");
+        for (k, v) in pairs {
+            xml.push_str(&format!(
+                "<Property oe:key=\"{PRODUCT_CLASS}.{k}\" oe:value=\"{v}\"/>"
+            ));
+        }
+        xml.push_str("</PropertySection></Environment>");
+        let document = parse(&xml).unwrap();
+        let variables = from_guest_variables(&vars(&pairs)).unwrap();
+        assert_eq!(variables.config, document.config);
+        assert_ne!(variables.hash, document.hash);
+    }
+
+    #[test]
+    fn every_invalid_guest_variable_is_named_as_it_was_set() {
+        let err = from_guest_variables(&vars(&[
+            ("hostname", "Bad_Host"),
+            ("ip_mode", "static"),
+            ("ip_address", "10.1.2.300"),
+            ("ip_prefix", "24"),
+            ("gateway", "10.1.2.1"),
+            ("dns_servers", "10.1.2.2"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("the guest variables are invalid:"), "{err}");
+        let host = format!("{GUESTINFO_PREFIX}{PRODUCT_CLASS}.hostname: \"Bad_Host\"");
+        let ip = format!("{GUESTINFO_PREFIX}{PRODUCT_CLASS}.ip_address: \"10.1.2.300\" is not");
+        assert!(err.contains(&host) && err.contains(&ip), "{err}");
+    }
+
+    #[test]
+    fn the_hash_of_guest_variables_changes_with_any_value_and_only_then() {
+        let hash =
+            |pairs: &[(&'static str, &str)]| from_guest_variables(&vars(pairs)).unwrap().hash;
+        let base = hash(&[("hostname", "mt01"), ("ntp_server", "ntp1")]);
+        assert_eq!(base, hash(&[("hostname", "mt01"), ("ntp_server", "ntp1")]));
+        assert_ne!(base, hash(&[("hostname", "mt02"), ("ntp_server", "ntp1")]));
+        // An empty value (root_ssh_key="" removes the key) is not the same as an unset one.
+        assert_ne!(
+            base,
+            hash(&[
+                ("hostname", "mt01"),
+                ("ntp_server", "ntp1"),
+                ("root_ssh_key", "")
+            ])
+        );
+    }
+
+    #[test]
+    fn an_unknown_guest_variable_is_a_warning() {
+        let env = from_guest_variables(&vars(&[("hostname", "mt01"), ("colour", "blue")])).unwrap();
+        assert_eq!(
+            env.warnings,
+            [format!(
+                "ignoring unknown guest variable {GUESTINFO_PREFIX}{PRODUCT_CLASS}.colour"
+            )]
+        );
+        assert_eq!(env.config.hostname.as_deref(), Some("mt01"));
     }
 }

@@ -1,14 +1,16 @@
-//! `mt-agent ovfenv show|apply` and the `status` line: reading the document (a file or the
-//! transports), reporting what it says (the passphrase masked) and applying it.
+//! `mt-agent ovfenv show|apply` and the `status` line: reading the values (a file or the
+//! transports), reporting what they say and where they came from (the passphrase masked) and
+//! applying them.
 
 use super::{
-    activate, apply, parse, read_environment, Distro, IpConfig, Record, Runner, Transport,
+    activate, apply, read_environment, Content, Distro, IpConfig, Record, Runner, Transport,
+    GUESTINFO_PREFIX, PRODUCT_CLASS,
 };
 use anyhow::{Context, Result};
 use camino::Utf8Path;
 
-/// The document from `--from FILE`, or from the transports.
-pub fn load(from: Option<&Utf8Path>, runner: &dyn Runner) -> Result<Option<(Transport, String)>> {
+/// The document from `--from FILE`, or what the transports deliver.
+pub fn load(from: Option<&Utf8Path>, runner: &dyn Runner) -> Result<Option<(Transport, Content)>> {
     match from {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -17,21 +19,38 @@ pub fn load(from: Option<&Utf8Path>, runner: &dyn Runner) -> Result<Option<(Tran
                 Transport::File {
                     path: path.to_string(),
                 },
-                text,
+                Content::Document(text),
             )))
         }
         None => read_environment(runner),
     }
 }
 
-/// `mt-agent ovfenv show`: the validated configuration, the passphrase masked.
+/// What none of the three transports carries, for the messages that say so.
+fn nothing_found() -> String {
+    format!(
+        "no OVF environment and no guest variable: no guestinfo.ovfEnv, no CD-ROM with ovf-env.xml, no {GUESTINFO_PREFIX}{PRODUCT_CLASS}.* variable"
+    )
+}
+
+/// How messages name what a transport delivered: an OVF environment from its transport, or
+/// the guest variables (whose transport's name says what they are).
+fn delivered(transport: &Transport) -> String {
+    if transport.carries_document() {
+        format!("OVF environment from {transport}")
+    } else {
+        transport.to_string()
+    }
+}
+
+/// `mt-agent ovfenv show`: the validated configuration and its source, the passphrase masked.
 pub fn show(from: Option<&Utf8Path>, runner: &dyn Runner) -> Result<String> {
-    let Some((transport, text)) = load(from, runner)? else {
-        return Ok(
-            "no OVF environment: neither guestinfo.ovfEnv nor a CD-ROM with ovf-env.xml\n".into(),
-        );
+    let Some((transport, content)) = load(from, runner)? else {
+        return Ok(format!("{}\n", nothing_found()));
     };
-    let env = parse(&text).with_context(|| format!("from {transport}"))?;
+    let env = content
+        .parse()
+        .with_context(|| format!("from {transport}"))?;
     let mut out = String::new();
     for w in &env.warnings {
         out.push_str(&format!("warning: {w}\n"));
@@ -83,11 +102,19 @@ pub fn run_apply(
     from: Option<&Utf8Path>,
     runner: &dyn Runner,
 ) -> Result<String> {
-    let Some((transport, text)) = load(from, runner)? else {
-        return Ok("no OVF environment (no guestinfo.ovfEnv, no CD-ROM with ovf-env.xml): keeping the current configuration\n".into());
+    let Some((transport, content)) = load(from, runner)? else {
+        return Ok(format!(
+            "{}: keeping the current configuration\n",
+            nothing_found()
+        ));
     };
-    let env = parse(&text).with_context(|| {
-        format!("the OVF environment from {transport} was not applied; the previous configuration stays in force")
+    let env = content.parse().with_context(|| {
+        let what = if transport.carries_document() {
+            format!("the OVF environment from {transport} was")
+        } else {
+            format!("the {transport} were")
+        };
+        format!("{what} not applied; the previous configuration stays in force")
     })?;
     let mut out = String::new();
     for w in &env.warnings {
@@ -100,10 +127,11 @@ pub fn run_apply(
     }
     if changes.is_empty() {
         out.push_str(&format!(
-            "OVF environment from {transport}: unchanged, nothing written\n"
+            "{}: unchanged, nothing written\n",
+            delivered(&transport)
         ));
     } else {
-        out.push_str(&format!("OVF environment from {transport} applied:\n"));
+        out.push_str(&format!("{} applied:\n", delivered(&transport)));
         for p in &changes.written {
             out.push_str(&format!("  wrote {p}\n"));
         }
@@ -111,7 +139,8 @@ pub fn run_apply(
     Ok(out)
 }
 
-/// Where the running configuration came from, for `mt-agent status`.
+/// Where the running configuration came from, for `mt-agent status`: the OVF environment and
+/// its transport, the guest variables, or the build-time defaults.
 pub fn describe_source(record: &Utf8Path) -> String {
     match std::fs::read_to_string(record) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -120,8 +149,12 @@ pub fn describe_source(record: &Utf8Path) -> String {
         Err(e) => format!("configuration: unknown (cannot read {record}: {e})"),
         Ok(text) => match serde_json::from_str::<Record>(&text) {
             Ok(r) => format!(
-                "configuration: OVF environment via {} (blake3 {})",
-                r.transport,
+                "configuration: {} (blake3 {})",
+                if r.transport.carries_document() {
+                    format!("OVF environment via {}", r.transport)
+                } else {
+                    r.transport.to_string()
+                },
                 &r.blake3[..r.blake3.len().min(16)]
             ),
             Err(e) => format!("configuration: unknown ({record} is damaged: {e})"),
