@@ -9,6 +9,10 @@ use std::net::Ipv4Addr;
 /// property in the OVF environment `<class>.<key>`, so the guest reads `mt.hostname` etc.
 pub const DEPLOY_PRODUCT_CLASS: &str = "mt";
 
+/// The namespace of the OVF environment document (`oe:`, DSP0243 section 11) that carries the
+/// properties' values to the guest.
+pub const OVF_ENV_NAMESPACE: &str = "http://schemas.dmtf.org/ovf/environment/1";
+
 /// The value type of a deploy-time property, as the OVF declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeployType {

@@ -5,6 +5,7 @@ mod bench;
 mod boot_test;
 mod build_ova;
 mod centos;
+mod deploy_spec;
 mod fetch_packages;
 mod host;
 mod kickstart;
@@ -36,6 +37,7 @@ enum Verb {
     #[command(hide = true)]
     VmdkConvert(bench::vmdk::VmdkConvert),
     Ova(ova::Ova),
+    DeploySpec(deploy_spec::DeploySpec),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Verb::Bench(v) => v.run(&sh),
         Verb::VmdkConvert(v) => v.run(&sh),
         Verb::Ova(v) => v.run(&sh),
+        Verb::DeploySpec(v) => v.run(&sh),
     }
 }

@@ -918,3 +918,25 @@ fn the_binary_applies_guest_variables_from_vmware_tools() {
     );
     assert_eq!(snapshot(&root), before);
 }
+
+/// el6 has no VMware tools: the OVF environment reaches it only on the CD-ROM drive the OVF
+/// declares for the iso transport, and applying it from there writes el6's own files.
+#[test]
+fn an_el6_guest_without_vmware_tools_applies_the_environment_from_the_cdrom() {
+    let root = scratch("el6-iso");
+    let guest = FakeGuest {
+        no_tools: true,
+        cdroms: vec![("/dev/sr0", Some(env_xml(&static_props())))],
+        ..FakeGuest::default()
+    };
+    ovfenv::run_apply(&root, Distro::El6, None, &guest).unwrap();
+    let ifcfg = read(&root, "etc/sysconfig/network-scripts/ifcfg-eth0");
+    assert!(ifcfg.contains("BOOTPROTO=none"), "{ifcfg}");
+    assert!(ifcfg.contains("ONBOOT=yes"), "{ifcfg}");
+    let record = std::fs::read_to_string(record_in(&root)).unwrap();
+    assert!(record.contains("/dev/sr0"), "{record}");
+    assert_eq!(
+        mode(&root.join(mt_contract::guest::PASSPHRASE_PATH.trim_start_matches('/'))),
+        0o600
+    );
+}

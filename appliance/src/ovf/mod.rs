@@ -11,10 +11,11 @@
 //! roxmltree (namespace-aware, keeps byte positions for messages). This module never does I/O.
 //!
 //! `writer` renders the descriptor, `descriptor` holds the [`OvfDescriptor`] types and `parser`
-//! reads any descriptor into them; this file keeps the names both sides share (namespaces,
+//! reads any descriptor into them; `environment` writes the OVF environment a guest receives; this file keeps the names both sides share (namespaces,
 //! the disk roles and their file names).
 
 mod descriptor;
+mod environment;
 mod parser;
 mod writer;
 
@@ -22,6 +23,7 @@ pub use descriptor::{
     ControllerKind, DiskAttachment, OperatingSystem, OvfCdrom, OvfController, OvfDescriptor,
     OvfDisk, OvfFile, OvfKeyValue, OvfNic, OvfProduct, OvfProperty,
 };
+pub use environment::{render_environment, NS_OE};
 pub use parser::{allocation_unit_bytes, OvfParseError};
 pub use writer::{render, BuildInfo, DiskFile, OvfWriteError, OVF_ENV_TRANSPORTS};
 

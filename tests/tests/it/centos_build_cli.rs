@@ -108,6 +108,40 @@ fn a_double_that_reads_the_kickstart_and_powers_off_gives_a_verified_ova() {
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
+    // el6 has no VMware tools: the iso transport is its only way to the OVF environment, so
+    // its OVF must declare the CD-ROM drive vSphere inserts ovf-env.xml into.
+    let ovf = ovf_of(&ova);
+    assert!(ovf.offers_iso_transport(), "{:?}", ovf.transports);
+    let (cd, controller) = ovf
+        .attached_cdroms()
+        .next()
+        .expect("the el6 OVF declares no CD-ROM drive");
+    assert_eq!(
+        (controller.kind, controller.bus, cd.unit),
+        (
+            appliance::ovf::ControllerKind::Ide,
+            Some(appliance::ovf::CDROM_IDE_BUS),
+            Some(appliance::ovf::CDROM_IDE_UNIT)
+        )
+    );
+}
+
+/// The descriptor inside `ova`, read through the one tar reader.
+fn ovf_of(ova: &Utf8Path) -> appliance::ovf::OvfDescriptor {
+    use std::io::Read;
+    let file = std::fs::File::open(ova).unwrap();
+    let len = file.metadata().unwrap().len();
+    let index = appliance::ova::read_index(&mut &file, len).unwrap();
+    let entry = index
+        .entries
+        .iter()
+        .find(|e| e.name.ends_with(".ovf"))
+        .expect("no .ovf in the OVA");
+    let mut text = String::new();
+    appliance::ova::MemberReader::new(&file, entry)
+        .read_to_string(&mut text)
+        .unwrap();
+    appliance::ovf::OvfDescriptor::parse(&text).unwrap()
 }
 
 #[test]

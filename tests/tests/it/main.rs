@@ -11,7 +11,9 @@ mod support;
 
 mod build_and_boot;
 mod centos_build_cli;
+mod deploy_spec_cli;
 mod fetch_packages_cli;
 mod kickstart_cli;
 mod tidy;
+mod vcsim_import;
 mod verify_ova_cli;

@@ -91,8 +91,10 @@ echo \"MTCHK ret-adopted $(journalctl -b -o cat -u {unit} | grep 'adopted, not f
 }
 
 /// The guest's view of what the OVF environment sets; the passphrase only as its SHA-256, the
-/// NTP servers as timesyncd has them (not the file that says so), root's key as the number of
-/// `authorized_keys` lines that hold it.
+/// NTP server as timesyncd's merged configuration has it (the last `NTP=` of the main file and
+/// its drop-ins, as systemd reads them; `timedatectl` would need D-Bus, which the image does not
+/// carry) and whether timesyncd runs, root's key as the number of `authorized_keys` lines that
+/// hold it.
 fn ovf_guest_lines(device: &str, c: &DeployConfig) -> String {
     let key = c
         .root_ssh_key
@@ -114,7 +116,7 @@ echo \"MTCHK ovf-passmode $(stat -c '%a %U' {pass})\"; \
 echo \"MTCHK ovf-passhash $(sha256sum < {pass} | cut -d' ' -f1)\"; \
 echo \"MTCHK ovf-source $(mt-agent status 2>&1 | grep '^configuration:')\"; \
 echo \"MTCHK ovf-unit $(systemctl is-active mt-agent-ovfenv.service)\"; \
-echo \"MTCHK ovf-ntp $(timedatectl show-timesync --property=SystemNTPServers --value 2>&1)\"; \
+echo \"MTCHK ovf-ntp $(systemctl is-active systemd-timesyncd) $(systemd-analyze cat-config systemd/timesyncd.conf 2>&1 | sed -n 's/^NTP=//p' | tail -n 1)\"; \
 {key_check}",
         pass = mt_contract::guest::PASSPHRASE_PATH,
     )

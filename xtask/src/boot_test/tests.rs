@@ -421,7 +421,7 @@ fn ovf_report(passphrase: &str) -> Vec<String> {
         format!("ovf-passhash {hash}"),
         "ovf-source configuration: OVF environment via iso (CD-ROM /dev/sr0) (blake3 0123456789abcdef)".into(),
         "ovf-unit active".into(),
-        "ovf-ntp ntp.drill.test".into(),
+        "ovf-ntp active ntp.drill.test".into(),
         "ovf-sshkey 1".into(),
     ]
 }
@@ -467,7 +467,9 @@ fn the_ovf_checks_pass_only_when_the_environment_took_effect() {
     assert!(failed(&defaults)[0].contains("mt-agent status"));
     // timesyncd without the deploy-time server (the file unread, or no timesyncd at all).
     let mut ntp = ovf_report(&pass);
-    ntp[8] = "ovf-ntp ".into();
+    ntp[8] = "ovf-ntp active ".into();
+    assert!(failed(&ntp)[0].contains("NTP server"));
+    ntp[8] = "ovf-ntp inactive ntp.drill.test".into();
     assert!(failed(&ntp)[0].contains("NTP server"));
     let mut key = ovf_report(&pass);
     key[9] = "ovf-sshkey 0".into();

@@ -32,10 +32,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
-/// The OVF environment namespace (`oe:`).
-pub const NS_OE: &str = "http://schemas.dmtf.org/ovf/environment/1";
 /// The ProductSection class of the appliance's properties: the environment calls them `mt.<key>`.
 pub use mt_contract::deploy::DEPLOY_PRODUCT_CLASS as PRODUCT_CLASS;
+/// The OVF environment namespace (`oe:`).
+pub use mt_contract::deploy::OVF_ENV_NAMESPACE as NS_OE;
 /// What was last applied (transport and document hash): `mt-agent status` reads it.
 pub use mt_contract::guest::OVF_ENV_RECORD_PATH as RECORD_PATH;
 /// The name of the document on the `iso` transport's CD-ROM.
