@@ -48,6 +48,17 @@ fn scratch_root() -> Utf8PathBuf {
     target_dir().join("test-scratch")
 }
 
+/// The names of the entries of `dir`, sorted: what a test expects a directory to hold (and
+/// nothing half-written beside it).
+pub fn names_in(dir: &camino::Utf8Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// A fresh, empty directory for one test: `target/test-scratch/<pid>/<name>-<n>`.
 ///
 /// On the file system that holds `target/` (never a tmpfs such as /dev/shm), so that fsync,

@@ -47,15 +47,6 @@ fn passphrase_file(dir: &Utf8Path) -> Utf8PathBuf {
     f
 }
 
-fn names_in(dir: &Utf8Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// The options file as govc's JSON decoder would see it, flattened by Python's `json`:
 /// `prop:<Key>` and `net:<Name>` for the mappings (each entry exactly the fields govc has), the
 /// other fields as JSON text.
@@ -110,7 +101,7 @@ fn writes_a_private_options_file_with_defaults_overrides_and_the_passphrase() {
     assert!(o.status.success(), "{}", testkit::run::text(&o));
     assert_eq!(mode(&out), 0o600, "the options file holds the passphrase");
     assert_eq!(
-        names_in(out.parent().unwrap()),
+        testkit::names_in(out.parent().unwrap()),
         ["spec.json"],
         "no temporary file is left behind"
     );
@@ -225,7 +216,7 @@ fn invalid_values_are_refused_naming_the_key_and_nothing_is_written() {
             }
         }
     }
-    assert_eq!(names_in(&dir), ["passphrase", "spec.json"]);
+    assert_eq!(testkit::names_in(&dir), ["passphrase", "spec.json"]);
 }
 
 #[test]

@@ -173,15 +173,6 @@ fn verify(def: &Definition, ova: &Utf8Path, sha256: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn names_in(dir: &Utf8Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
     #[test]
     fn only_a_packed_and_verified_ova_gets_the_final_name() {
         let root = crate::util::workspace_root();
@@ -211,7 +202,7 @@ mod tests {
         // A pack that fails leaves nothing under either name.
         let err = format!("{:#}", finish(&sh, &f, &mut Vec::new()).unwrap_err());
         assert!(err.contains("missing.raw"), "{err}");
-        assert_eq!(names_in(&out), Vec::<String>::new());
+        assert_eq!(testkit::names_in(&out), Vec::<String>::new());
 
         // What an interrupted run left is removed; the OVA gets its name only at the end.
         let abandoned = format!(".{name}.ova{STAGING_MARK}999999999");
@@ -220,7 +211,7 @@ mod tests {
         let mut timings = Vec::new();
         let ova = finish(&sh, &f, &mut timings).unwrap();
         assert_eq!(ova, out.join(format!("{name}.ova")));
-        assert_eq!(names_in(&out), [format!("{name}.ova")]);
+        assert_eq!(testkit::names_in(&out), [format!("{name}.ova")]);
         let stages: Vec<&str> = timings.iter().map(|t| t.0.as_str()).collect();
         assert_eq!(stages, ["pack + verify"]);
         std::fs::remove_dir_all(dir).unwrap();
