@@ -154,7 +154,9 @@ fn setup_on_a_debian_root_twice() {
         &[
             "wrote /etc/systemd/system/mt-agent-firstboot.service",
             "wrote /etc/default/kdump-tools",
-            "linked /etc/systemd/system/basic.target.wants/kdump-tools.service -> /lib/systemd/system/kdump-tools.service",
+            "wrote /etc/systemd/system/kdump-tools.service",
+            "wrote /etc/systemd/system/kdump-tools-dump.service",
+            "linked /etc/systemd/system/basic.target.wants/kdump-tools.service -> /etc/systemd/system/kdump-tools.service",
             "wrote /etc/nftables.conf",
             "linked /etc/systemd/system/sysinit.target.wants/nftables.service -> /lib/systemd/system/nftables.service",
         ],

@@ -70,10 +70,12 @@ nft list chain inet filter input 2>&1 | sed 's/^/MTCHK nft /'; ",
     )
 }
 
-/// The kernel command line, and whether kdump-tools loaded the capture kernel into the
-/// reserved memory (and how much is reserved).
+/// The kernel command line, whether kdump-tools loaded the capture kernel into the reserved
+/// memory (and how much is reserved), and how often it had to build the capture kernel's
+/// initramfs this boot (the image brings it: never).
 pub(super) const CRASH_GUEST_LINES: &str = "echo \"MTCHK cmdline $(cat /proc/cmdline)\"; \
-echo \"MTCHK kexec-crash $(cat /sys/kernel/kexec_crash_loaded) $(cat /sys/kernel/kexec_crash_size)\"; ";
+echo \"MTCHK kexec-crash $(cat /sys/kernel/kexec_crash_loaded) $(cat /sys/kernel/kexec_crash_size)\"; \
+echo \"MTCHK kdump-initrd-built $(journalctl -b -o cat -u kdump-tools.service | grep -c 'Generating /var/lib/kdump/initrd.img')\"; ";
 
 /// The retention volume: the UUID of the file system on the retention disk (by its WWN link),
 /// what is mounted at the mount point, its fstab line, and what first boot logged this boot.

@@ -259,7 +259,7 @@ pub(super) fn judge_firewall(def: &Definition, report: &[String]) -> Vec<Outcome
 }
 
 /// With kdump (the definition's kexec-tools), the kernel reserved crash kernel memory and
-/// kdump-tools loaded the capture kernel into it.
+/// kdump-tools loaded the capture kernel into it, with the initramfs the image brings.
 pub(super) fn judge_crash_kernel(def: &Definition, report: &[String], when: &str) -> Vec<Outcome> {
     let Some(param) = crash_kernel(def) else {
         return Vec::new();
@@ -280,6 +280,12 @@ pub(super) fn judge_crash_kernel(def: &Definition, report: &[String], when: &str
         what: format!("{when}capture kernel loaded (kexec_crash_loaded = 1)"),
         ok: flag == "1" && size.parse::<u64>().is_ok_and(|b| b > 0),
         detail: format!("loaded {flag:?}, {size} bytes reserved"),
+    });
+    let built = report_line(report, "kdump-initrd-built");
+    out.push(Outcome {
+        what: format!("{when}capture initramfs from the image, not built at boot"),
+        ok: built == "0",
+        detail: format!("built {built:?} time(s) this boot"),
     });
     out
 }

@@ -62,6 +62,7 @@ fn good_report() -> Vec<String> {
             "nft }",
             "cmdline BOOT_IMAGE=/boot/vmlinuz root=LABEL=root ro console=ttyS0,115200n8 crashkernel=384M-2G:128M,2G-:256M",
             "kexec-crash 1 268435456",
+            "kdump-initrd-built 0",
         ]
         .map(String::from),
     );
@@ -90,6 +91,7 @@ fn after_reboot(uuid: &str) -> Vec<String> {
         format!("ret-adopted UUID={uuid} "),
         format!("ret-marker boot-test {uuid}"),
         "kexec-crash 1 268435456".into(),
+        "kdump-initrd-built 0".into(),
     ]
 }
 
@@ -161,6 +163,15 @@ fn crash_kernel_checks_need_the_parameter_and_a_loaded_capture_kernel() {
             ""
         )),
         ["capture kernel loaded (kexec_crash_loaded = 1)"]
+    );
+    // kdump-tools built the capture initramfs at boot: the image's was missing or discarded.
+    assert_eq!(
+        failures(judge_crash_kernel(
+            &d,
+            &edited("kdump-initrd-built 0", "kdump-initrd-built 1"),
+            ""
+        )),
+        ["capture initramfs from the image, not built at boot"]
     );
     // Without kdump in the definition nothing is reserved, so nothing is expected.
     let mut no_kdump = def();

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 /// Bumped when the recipe (options, hooks) changes what the stage produces.
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 const SUITE: &str = "bookworm";
 const SOURCES: [&str; 3] = [
     "deb http://deb.debian.org/debian bookworm main",
@@ -57,10 +57,23 @@ pub fn initramfs_drivers() -> Vec<&'static str> {
 /// `MODULES=dep`, which needs the running system's mounted root device. Inside mmdebstrap there
 /// is none, so the hook fails, and with it the kernel package's configuration if dpkg happens
 /// to configure the kernel after unpacking kdump-tools. It is diverted to a name run-parts
-/// skips (names with a dot) while the packages are installed and put back afterwards; the
-/// deployed VM then builds that initramfs for its own disk controller when kdump-tools first
-/// loads the capture kernel (as a Debian installation does on its own hardware).
+/// skips (names with a dot) while the packages are installed and put back afterwards.
 const KDUMP_KERNEL_HOOK: &str = "/etc/kernel/postinst.d/kdump-tools";
+
+/// Where kdump-tools keeps the capture kernel's initramfs (`initrd.img-<version>`): at boot
+/// `kdump-config load` builds one only when it is missing, so the one the build puts here saves
+/// every deployed copy that work on its first boot (70 s under emulation).
+const KDUMP_INITRD_DIR: &str = "/var/lib/kdump";
+
+/// The kdump sysctl settings; kdump-config rebuilds the capture initramfs when they differ from
+/// the copy it keeps in `KDUMP_INITRD_DIR` (`latest_sysctls-<version>`).
+const KDUMP_SYSCTLS: &str = "/etc/kdump/sysctl.conf";
+
+/// What the capture kernel needs to find and mount the root file system and write the dump to
+/// `/var/crash`, besides every controller's driver (`initramfs_drivers`, already in the modules
+/// file): SCSI disks, ext4 and the checksum its metadata uses. The build's capture initramfs is
+/// made with `MODULES=list` from these (the hook's `dep` needs a running system).
+const KDUMP_EXTRA_MODULES: [&str; 3] = ["sd_mod", "ext4", "crc32c_generic"];
 
 /// Whether the package list brings kdump-tools (the definition's `kexec-tools` on Debian).
 fn has_kdump(packages: &[String]) -> bool {
@@ -103,7 +116,25 @@ rm -f "$root/vmlinuz.old" "$root/initrd.img.old" "$root"/boot/*.old-dkms
     );
     if has_kdump(packages) {
         hook.push_str(&format!(
-            "chroot \"$root\" dpkg-divert --quiet --local --rename --remove {KDUMP_KERNEL_HOOK}\n"
+            r#"chroot "$root" dpkg-divert --quiet --local --rename --remove {KDUMP_KERNEL_HOOK}
+# The capture kernel's initramfs for the image's kernel, by kdump-tools' own hook, with the
+# module list instead of the running system's (there is none here); the hook itself runs again
+# on every kernel installed later, on the deployed VM, as Debian has it.
+# kdump-config rebuilds it when /etc/kdump/sysctl.conf differs from the copy it keeps beside it
+# (`latest_sysctls-<version>`): the copy is made here as kdump-config would make it.
+conf="$root/etc/initramfs-tools"
+cp -p "$conf/modules" "$root/modules.mt-build"
+printf '%s\n' {extra} >> "$conf/modules"
+echo MODULES=list > "$conf/conf.d/zz-mt-kdump-build"
+for v in $(chroot "$root" linux-version list); do
+    chroot "$root" {KDUMP_KERNEL_HOOK} "$v"
+    cp "$root{KDUMP_SYSCTLS}" "$root{KDUMP_INITRD_DIR}/latest_sysctls-$v"
+done
+mv "$root/modules.mt-build" "$conf/modules"
+rm -f "$conf/conf.d/zz-mt-kdump-build" "$root{KDUMP_INITRD_DIR}/initramfs-tools/conf.d/zz-mt-kdump-build"
+for v in $(chroot "$root" linux-version list); do test -s "$root{KDUMP_INITRD_DIR}/initrd.img-$v"; done
+"#,
+            extra = KDUMP_EXTRA_MODULES.join(" "),
         ));
     }
     hook
@@ -260,6 +291,19 @@ mod tests {
         // run-parts skips names with a dot: the diverted hook cannot run during the install.
         let name = KDUMP_KERNEL_HOOK.rsplit('/').next().unwrap();
         assert!(!name.contains('.') && divert.contains(&format!("{name}.mt-build")));
+        // The capture initramfs is made after the hook is back, with the list, and the build's
+        // settings do not stay behind.
+        let made = customize
+            .find(&format!("chroot \"$root\" {KDUMP_KERNEL_HOOK} \"$v\""))
+            .unwrap();
+        assert!(made > restore, "{customize}");
+        assert!(customize[..made].contains("echo MODULES=list"));
+        assert!(customize[made..].contains("rm -f \"$conf/conf.d/zz-mt-kdump-build\""));
+        assert!(customize[made..].contains(&format!(
+            "test -s \"$root{KDUMP_INITRD_DIR}/initrd.img-$v\""
+        )));
+        // Without the copy of the sysctls beside it, kdump-config deletes and rebuilds it.
+        assert!(customize[made..].contains(&format!("{KDUMP_INITRD_DIR}/latest_sysctls-$v")));
         let without: Vec<String> = vec!["kexec-tools".into()];
         assert!(!essential_hook(&without).contains("kdump"));
         assert!(!customize_hook(&without).contains("dpkg-divert"));

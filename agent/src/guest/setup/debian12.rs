@@ -108,8 +108,9 @@ WantedBy=multi-user.target
 }
 
 /// Only local file systems: first boot runs after this unit and before the network, so with
-/// the default dependencies (after basic.target, which kdump-tools orders after networking)
-/// the two would form an ordering cycle, and systemd would drop first boot's job to break it.
+/// the default dependencies (after basic.target, which kdump-tools' own unit orders after
+/// networking; setup replaces that unit, but an image whose kdump-tools is not configured keeps
+/// it) the two would form an ordering cycle, and systemd would drop first boot's job to break it.
 const HOST_KEYS_UNIT: &str = "[Unit]
 Description=Create this copy's SSH host keys (the template ships none)
 DefaultDependencies=no
@@ -159,11 +160,11 @@ pub fn plan(root: &Root, cfg: &AgentConfig, p: &mut Plan) {
                 contents: kdump::debian_defaults(&cur).into_bytes(),
                 mode: 0o644,
             });
-            // Loads the capture kernel at every boot (and saves a dump when booted as one).
-            p.changes.push(Change::Symlink {
-                path: format!("{UNIT_DIR}/basic.target.wants/{}", kdump::DEBIAN_SERVICE),
-                target: format!("{SYSTEMD_UNITS}/{}", kdump::DEBIAN_SERVICE),
-            });
+            // Loads the capture kernel at every boot (and saves a dump when booted as one),
+            // ordered so that nothing waits for it or for the network because of it.
+            p.changes.push(unit(kdump::DEBIAN_SERVICE, kdump::debian_load_unit()));
+            p.changes.push(unit(kdump::DEBIAN_DUMP_SERVICE, kdump::debian_dump_unit()));
+            p.changes.push(wants("basic.target", kdump::DEBIAN_SERVICE, UNIT_DIR));
         }
         None => p.notes.push(format!(
             "{} is not in the root (kdump-tools is not installed): kernel crash dumps are not configured",

@@ -7,6 +7,55 @@ pub const EL6_CONF: &str = "/etc/kdump.conf";
 pub const DEBIAN_DEFAULTS: &str = "/etc/default/kdump-tools";
 /// Debian's unit that loads the capture kernel at boot (`kdump-config load`).
 pub const DEBIAN_SERVICE: &str = "kdump-tools.service";
+/// Debian's unit the capture kernel boots into (`systemd.unit=` on its command line).
+pub const DEBIAN_DUMP_SERVICE: &str = "kdump-tools-dump.service";
+
+/// What both of kdump-tools' units run: load the capture kernel, or when booted as the capture
+/// kernel (`/proc/vmcore`) save the dump and reboot.
+const DEBIAN_SERVICE_BODY: &str = "[Service]
+Type=oneshot
+StandardOutput=journal+console
+EnvironmentFile=/etc/default/kdump-tools
+ExecStart=/etc/init.d/kdump-tools start
+ExecStop=/etc/init.d/kdump-tools stop
+RemainAfterExit=yes
+";
+
+/// kdump-tools.service as the appliance has it (the same name in `/etc/systemd/system`, which
+/// takes precedence over the package's). The package's orders itself after
+/// `networking.service` and before `basic.target`, so every service with the default
+/// dependencies, the agent and sshd among them, waited for the network and for the capture
+/// kernel to load. The dump target here is the local crash partition: loading needs the local
+/// file systems only, and nothing waits for it (`basic.target` still wants it).
+pub fn debian_load_unit() -> String {
+    format!(
+        "[Unit]
+Description=Load the crash capture kernel (mt-agent setup: dumps go to the local {CRASH_DIR}; nothing waits for it)
+DefaultDependencies=no
+After=local-fs.target
+Before=shutdown.target
+Conflicts=shutdown.target
+
+{DEBIAN_SERVICE_BODY}
+[Install]
+WantedBy=basic.target
+"
+    )
+}
+
+/// kdump-tools-dump.service as the appliance has it: the package's waits for
+/// `network-online.target` before it saves a dump, which the local crash partition does not
+/// need. After kdump-tools.service, which the capture kernel also starts (`basic.target` wants
+/// it) and which saves the dump itself: the two never run the same save at once.
+pub fn debian_dump_unit() -> String {
+    format!(
+        "[Unit]
+Description=Save the kernel crash dump (mt-agent setup: to the local {CRASH_DIR}, without waiting for the network)
+After=local-fs.target {DEBIAN_SERVICE}
+
+{DEBIAN_SERVICE_BODY}"
+    )
+}
 
 pub fn el6_conf() -> String {
     format!(

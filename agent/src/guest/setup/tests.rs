@@ -319,6 +319,36 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
         .any(|l| l.starts_with("Before=network-pre.target ") && l.contains("networking.service")));
     let kd = text(&root, "/etc/default/kdump-tools");
     assert!(kd.contains("USE_KDUMP=1\n") && kd.contains("KDUMP_COREDIR=\"/var/crash\"\n"));
+    // kdump-tools' own units make basic.target (so the agent and sshd) wait for the network
+    // and the capture kernel, and the capture kernel wait for the network before a local dump:
+    // the appliance's replacements wait for the local file systems only.
+    let load = text(&root, "/etc/systemd/system/kdump-tools.service");
+    let dump = text(&root, "/etc/systemd/system/kdump-tools-dump.service");
+    for unit in [&load, &dump] {
+        let ordering = unit.lines().filter(|l| {
+            ["After=", "Before=", "Wants=", "Requires="]
+                .iter()
+                .any(|d| l.starts_with(d))
+        });
+        for l in ordering {
+            assert!(
+                !l.contains("network") && !l.contains("basic.target"),
+                "{unit}"
+            );
+        }
+        assert!(
+            unit.contains("ExecStart=/etc/init.d/kdump-tools start\n"),
+            "{unit}"
+        );
+    }
+    assert!(
+        load.contains("DefaultDependencies=no\nAfter=local-fs.target\n"),
+        "{load}"
+    );
+    assert!(
+        dump.contains("After=local-fs.target kdump-tools.service\n"),
+        "{dump}"
+    );
     let nft = text(&root, "/etc/nftables.conf");
     let input: Vec<&str> = nft
         .lines()
@@ -342,7 +372,7 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
     for (link, target) in [
         (
             "/etc/systemd/system/basic.target.wants/kdump-tools.service",
-            "/lib/systemd/system/kdump-tools.service",
+            "/etc/systemd/system/kdump-tools.service",
         ),
         (
             "/etc/systemd/system/sysinit.target.wants/nftables.service",
@@ -461,7 +491,7 @@ fn an_upgrade_of_a_version_3_debian_root_writes_only_what_changed() {
         [
             "wrote /etc/systemd/system/mt-agent-firstboot.service",
             "wrote /etc/systemd/system/mt-ssh-host-keys.service",
-            "linked /etc/systemd/system/basic.target.wants/kdump-tools.service -> /lib/systemd/system/kdump-tools.service",
+            "linked /etc/systemd/system/basic.target.wants/kdump-tools.service -> /etc/systemd/system/kdump-tools.service",
             "wrote /etc/nftables.conf",
             "wrote /etc/mt-agent/setup.applied",
         ]
