@@ -124,21 +124,16 @@ pub fn quote_ks(field: &str, value: &str) -> Result<String> {
 
 /// Quotes a value for `/bin/sh` in `%post`.
 pub fn quote_sh(field: &str, value: &str) -> Result<String> {
-    quote(field, value, |c| {
-        c.is_ascii_alphanumeric() || "._,:/=+@%-".contains(c)
-    })
+    quote(field, value, crate::shell::sh_plain)
 }
 
-/// POSIX single quoting, which both `sh` and `shlex` read the same way: a value of only `bare`
-/// characters stays as it is; otherwise it goes in single quotes and each `'` becomes `'"'"'`.
+/// POSIX single quoting (`shell::quote_word`), which both `sh` and `shlex` read the same way,
+/// of a value a kickstart line can carry: no control characters.
 fn quote(field: &str, value: &str, bare: impl Fn(char) -> bool) -> Result<String> {
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         bail!("{field}: {value:?} contains the control character {c:?}, which a kickstart line cannot carry");
     }
-    if !value.is_empty() && value.chars().all(bare) {
-        return Ok(value.to_string());
-    }
-    Ok(format!("'{}'", value.replace('\'', r#"'"'"'"#)))
+    Ok(crate::shell::quote_word(value, bare))
 }
 
 #[derive(Serialize)]

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod ova;
 pub mod ovf;
 pub mod packages;
+pub mod shell;
 pub mod units;
 pub mod verify;
 pub mod vm_hardware;

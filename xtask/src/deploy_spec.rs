@@ -19,6 +19,7 @@ use crate::util;
 use anyhow::{bail, Context, Result};
 use appliance::definition::DeployProperty;
 use appliance::ovf::NETWORK_NAME;
+use appliance::shell::sh_word;
 use camino::{Utf8Path, Utf8PathBuf};
 use mt_contract::rules::{self, PassphraseProblem};
 use serde::Serialize;
@@ -372,8 +373,8 @@ struct OvftoolLine<'a> {
 fn ovftool_lines(o: &OvftoolLine) -> Vec<String> {
     let mut first = format!(
         "ovftool --acceptAllEulas --name={} --net:{} --diskMode={} --datastore=DATASTORE",
-        shell_quote(o.name),
-        shell_quote(&format!("{NETWORK_NAME}={}", o.network)),
+        sh_word(o.name),
+        sh_word(&format!("{NETWORK_NAME}={}", o.network)),
         o.disk_provisioning.as_str()
     );
     if o.template {
@@ -384,18 +385,18 @@ fn ovftool_lines(o: &OvftoolLine) -> Vec<String> {
         let key = env_key(*p);
         lines.push(match (*p, o.passphrase) {
             (DeployProperty::AgentPassphrase, Some(PassphraseSource::File(f))) => {
-                format!("--prop:{key}=\"$(head -n 1 {})\"", shell_quote(f.as_str()))
+                format!("--prop:{key}=\"$(head -n 1 {})\"", sh_word(f.as_str()))
             }
             (DeployProperty::AgentPassphrase, _) => {
                 format!("--prop:{key}=\"$MT_AGENT_PASSPHRASE\"")
             }
-            _ => format!("--prop:{key}={}", shell_quote(v)),
+            _ => format!("--prop:{key}={}", sh_word(v)),
         });
     }
     lines.push(format!(
         "{} {}",
-        shell_quote(o.ova.as_str()),
-        shell_quote("vi://USER@VCENTER/DATACENTER/host/CLUSTER")
+        sh_word(o.ova.as_str()),
+        sh_word("vi://USER@VCENTER/DATACENTER/host/CLUSTER")
     ));
     lines
 }
@@ -403,21 +404,10 @@ fn ovftool_lines(o: &OvftoolLine) -> Vec<String> {
 fn govc_line(out: &Utf8Path, name: &str, ova: &Utf8Path) -> String {
     format!(
         "govc import.ova -options={} -name={} {}",
-        shell_quote(out.as_str()),
-        shell_quote(name),
-        shell_quote(ova.as_str())
+        sh_word(out.as_str()),
+        sh_word(name),
+        sh_word(ova.as_str())
     )
-}
-
-/// One word for a POSIX shell: as is when every character is plain, else in single quotes
-/// (a single quote inside becomes `'\''`). The empty word is `''`.
-fn shell_quote(s: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c);
-    if !s.is_empty() && s.chars().all(plain) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }
 
 #[cfg(test)]
@@ -426,17 +416,17 @@ mod tests {
 
     #[test]
     fn deploy_spec_quotes_for_a_posix_shell() {
-        assert_eq!(shell_quote("mt7.dr.example.com"), "mt7.dr.example.com");
-        assert_eq!(shell_quote("10.0.0.1,10.0.0.2"), "10.0.0.1,10.0.0.2");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("VM Network"), "'VM Network'");
-        assert_eq!(shell_quote("a$b`c\"d\\e"), "'a$b`c\"d\\e'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote("x;rm -rf ~"), "'x;rm -rf ~'");
+        assert_eq!(sh_word("mt7.dr.example.com"), "mt7.dr.example.com");
+        assert_eq!(sh_word("10.0.0.1,10.0.0.2"), "10.0.0.1,10.0.0.2");
+        assert_eq!(sh_word(""), "''");
+        assert_eq!(sh_word("VM Network"), "'VM Network'");
+        assert_eq!(sh_word("a$b`c\"d\\e"), "'a$b`c\"d\\e'");
+        assert_eq!(sh_word("it's"), r#"'it'"'"'s'"#);
+        assert_eq!(sh_word("x;rm -rf ~"), "'x;rm -rf ~'");
         // What sh makes of the quoted words is the original text.
         for s in ["it's", "a b", "", "$(id)", "'", "\"'\"", "new\nline"] {
             let out = std::process::Command::new("sh")
-                .args(["-c", &format!("printf %s {}", shell_quote(s))])
+                .args(["-c", &format!("printf %s {}", sh_word(s))])
                 .output()
                 .unwrap();
             assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
