@@ -79,9 +79,10 @@ pub(super) fn boot_and_check(
     result
 }
 
-/// Starts the VM under the accelerator asked for; `auto` is what the KVM probe allows. A probe
-/// guest is not the appliance's kernel: under `auto`, a KVM VM whose kernel does not print its
-/// banner in time is stopped and the VM starts again under TCG.
+/// Starts the VM under the accelerator asked for; `auto` is what the KVM probe allows (or what
+/// was remembered for this host). A probe guest is not the appliance's kernel: under `auto`, a
+/// KVM VM whose kernel does not print its banner in time is stopped, the VM starts again under
+/// TCG, and TCG is remembered, so that the next boot does not wait for KVM again.
 fn start_vm(
     sh: &Shell,
     opts: &BootTestOptions,
@@ -91,6 +92,7 @@ fn start_vm(
     fwd: &[Forward],
 ) -> Result<Machine> {
     let accel = accel::choose(sh, opts.accel, work)?;
+    let mut kvm_failed = None;
     if accel == Accel::Kvm {
         eprintln!("boot-test: booting under KVM");
         let vm = Machine::start(sh, hw, seed, work, fwd, Accel::Kvm).and_then(|mut vm| {
@@ -105,12 +107,20 @@ fn start_vm(
                 eprintln!(
                     "boot-test: the kernel did not start under KVM ({first}); falling back to TCG (slower, emulated CPU)"
                 );
+                kvm_failed = Some(format!(
+                    "the appliance's kernel did not start under KVM ({first})"
+                ));
             }
             Err(e) => return Err(e.context("--accel kvm")),
         }
     }
     eprintln!("boot-test: booting under TCG");
-    Machine::start(sh, hw, seed, work, fwd, Accel::Tcg)
+    let vm = Machine::start(sh, hw, seed, work, fwd, Accel::Tcg)?;
+    // Only once TCG started: a VM that starts under neither says nothing about KVM.
+    if let Some(reason) = kvm_failed {
+        accel::remember(sh, Accel::Tcg, &reason);
+    }
+    Ok(vm)
 }
 
 /// One check's outcome, printed as a table at the end.

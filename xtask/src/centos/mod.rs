@@ -182,8 +182,9 @@ pub fn install_disks(
         )
     };
     let result = if accel == Accel::Kvm && opts.accel == Accel::Auto {
-        // The probe passed, but a kernel may still not run under KVM here: one that shows no
-        // sign of life in time is given up on, and the install starts again under TCG.
+        // The probe passed (now or on an earlier run), but a kernel may still not run under
+        // KVM here: one that shows no sign of life in time is given up on, TCG is remembered
+        // for this host, and the install starts again under TCG.
         let quick = install::Limits {
             idle: opts.install_limits.idle.min(accel::KVM_KERNEL_START),
             ..opts.install_limits
@@ -199,6 +200,13 @@ pub fn install_disks(
                 );
                 install::create_disk(&os_disk, def.os_disk.size.bytes())?;
                 install::create_disk(&retention_disk, def.retention_disk.size.bytes())?;
+                // Remembered before the install, which takes hours under TCG: the next VM on
+                // this host (an install or a boot test) starts under TCG without waiting.
+                accel::remember(
+                    sh,
+                    Accel::Tcg,
+                    &format!("the CentOS installer's kernel did not start under KVM ({first})"),
+                );
                 run(Accel::Tcg, opts.install_limits)
             }
             r => r,
