@@ -14,6 +14,10 @@ pub const OVF_ENV_RECORD_PATH: &str = "/var/lib/mt-agent/ovf-env.json";
 pub const AGENT_STATE_DIR: &str = "/var/lib/mt-agent";
 /// Where kdump saves a crash dump: the OS disk's crash partition.
 pub const CRASH_DIR: &str = "/var/crash";
+/// Where Debian's kdump-tools keeps the capture kernel's initramfs (`initrd.img-<kernel>`) and
+/// the copy of its sysctls (`latest_sysctls-<kernel>`); the build fills it for the image's
+/// kernel and `kdump-config load` rebuilds what is missing for the running one.
+pub const KDUMP_TOOLS_DIR: &str = "/var/lib/kdump";
 /// The mount point the runbook (and the agent) expect for the retention drive.
 pub const RETENTION_MOUNT_POINT: &str = "/mnt/retention";
 

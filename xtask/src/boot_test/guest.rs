@@ -55,7 +55,7 @@ echo MTCHK-''END\n",
         tools = tools.join(" "),
         device = def.network.device,
         firewall = firewall_guest_lines(),
-        crash = CRASH_GUEST_LINES,
+        crash = crash_guest_lines(),
         retention = retention_guest_lines(def),
         ovf_lines = ovf.map(|c| ovf_guest_lines(&def.network.device, c)).unwrap_or_default(),
     )
@@ -73,9 +73,14 @@ nft list chain inet filter input 2>&1 | sed 's/^/MTCHK nft /'; ",
 /// The kernel command line, whether kdump-tools loaded the capture kernel into the reserved
 /// memory (and how much is reserved), and how often it had to build the capture kernel's
 /// initramfs this boot (the image brings it: never).
-pub(super) const CRASH_GUEST_LINES: &str = "echo \"MTCHK cmdline $(cat /proc/cmdline)\"; \
+pub(super) fn crash_guest_lines() -> String {
+    format!(
+        "echo \"MTCHK cmdline $(cat /proc/cmdline)\"; \
 echo \"MTCHK kexec-crash $(cat /sys/kernel/kexec_crash_loaded) $(cat /sys/kernel/kexec_crash_size)\"; \
-echo \"MTCHK kdump-initrd-built $(journalctl -b -o cat -u kdump-tools.service | grep -c 'Generating /var/lib/kdump/initrd.img')\"; ";
+echo \"MTCHK kdump-initrd-built $(journalctl -b -o cat -u kdump-tools.service | grep -c 'Generating {dir}/initrd.img')\"; ",
+        dir = mt_contract::guest::KDUMP_TOOLS_DIR
+    )
+}
 
 /// The retention volume: the UUID of the file system on the retention disk (by its WWN link),
 /// what is mounted at the mount point, its fstab line, and what first boot logged this boot.

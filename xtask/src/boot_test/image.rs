@@ -11,7 +11,7 @@ use std::io::Read;
 
 /// Extracts the `.ovf` descriptor and the `.vmdk` disks of `ova` into `work` and returns the
 /// hardware the descriptor declares, over the extracted disks.
-pub(super) fn ova_hardware(ova: &Utf8Path, work: &Utf8Path) -> Result<VmHardware> {
+pub(crate) fn ova_hardware(ova: &Utf8Path, work: &Utf8Path) -> Result<VmHardware> {
     let file = std::fs::File::open(ova).with_context(|| format!("cannot open {ova}"))?;
     let len = file
         .metadata()

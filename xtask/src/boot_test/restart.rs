@@ -1,9 +1,10 @@
-//! The one restart of every boot test, as a deployed copy restarts: through a kernel panic
-//! whose dump kdump must save (the plain test, with kdump in the image) or a clean reboot
-//! (`--ovf-env`). After it the retention volume must be adopted, not formatted again, and the
-//! agent, SSH, the capture kernel and the OVF settings must still be there.
+//! The one restart of every boot test, as a deployed copy restarts: a clean reboot, or with
+//! `--crash` a kernel panic whose dump kdump must save (after kdump-tools rebuilt the capture
+//! initramfs as it does after a kernel upgrade). After it the retention volume must be adopted,
+//! not formatted again, and the agent, SSH, the capture kernel and the OVF settings must still
+//! be there.
 
-use super::guest::{retention_guest_lines, CRASH_GUEST_LINES};
+use super::guest::{crash_guest_lines, retention_guest_lines};
 use super::judge::{judge_crash_kernel, report_line, RetentionView, RETENTION_MARKER};
 use super::ovf_env::OvfEnvTest;
 use super::session::{
@@ -11,7 +12,7 @@ use super::session::{
 };
 use super::BootTestOptions;
 use crate::qemu::Machine;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use appliance::kernel_cmdline::crash_kernel;
 use appliance::Definition;
 use mt_agent::guest::ovfenv::IpConfig;
@@ -27,15 +28,19 @@ pub(super) enum Restart {
 }
 
 impl Restart {
-    /// The plain boot test restarts through a kernel crash when the image has kdump (the
-    /// strongest proof that dumps work: one is saved); `--ovf-env` reboots cleanly, so that
-    /// its checks see an ordinary reboot.
-    pub(super) fn for_test(def: &Definition, ovf: bool) -> Restart {
-        if !ovf && crash_kernel(def).is_some() {
-            Restart::KernelCrash
-        } else {
-            Restart::Clean
+    /// A clean reboot unless `--crash` asks for a kernel crash, which only an image with kdump
+    /// (the definition's kexec-tools) can survive with a dump: asked of one without, the test
+    /// is refused before anything boots.
+    pub(super) fn for_test(def: &Definition, opts: &BootTestOptions) -> Result<Restart> {
+        if !opts.crash {
+            return Ok(Restart::Clean);
         }
+        if crash_kernel(def).is_none() {
+            bail!(
+                "--crash: the definition has no kexec-tools in its packages, so the image has no capture kernel to save a dump; add kexec-tools or boot without --crash"
+            );
+        }
+        Ok(Restart::KernelCrash)
     }
 
     pub(super) fn command(self) -> &'static str {
@@ -57,7 +62,7 @@ impl Restart {
 /// Every boot test restarts the VM once, as a deployed copy does: the retention volume first
 /// boot formatted must be adopted as it is (a file written before the restart still there),
 /// the capture kernel loaded again and the host still able to reach the agent and SSH. The
-/// plain test restarts through a kernel crash (see `Restart`): the dump must be in
+/// `--crash` test restarts through a kernel crash (see `Restart`): the dump must be in
 /// `/var/crash`. With `--ovf-env` the static address must survive too, and applying the same
 /// environment again must find nothing to change.
 pub(super) fn reboot_checks(
@@ -68,8 +73,17 @@ pub(super) fn reboot_checks(
     first: &RetentionView,
     ovf: Option<&OvfEnvTest>,
 ) -> Result<Vec<Outcome>> {
-    let restart = Restart::for_test(def, ovf.is_some());
+    let restart = Restart::for_test(def, opts)?;
     let when = restart.when();
+    let mut out = Vec::new();
+    if restart == Restart::KernelCrash {
+        // The capture initramfs the crash below uses is then the one kdump-tools built.
+        eprintln!("boot-test: kdump-tools rebuilds the capture initramfs, as after a kernel upgrade (about a minute under TCG)");
+        out.push(judge_kernel_change(&run_guest_script(
+            vm,
+            &kernel_change_script(),
+        )?));
+    }
     let marker = format!("boot-test {}", first.disk_uuid);
     let boot = vm.buffer.len();
     vm.send(&format!(
@@ -90,7 +104,7 @@ pub(super) fn reboot_checks(
         "boot-test: agent ready again {:.0}s after power-on",
         vm.uptime().as_secs_f64()
     );
-    let mut out = vec![agent_port_check(ports.agent, def.agent.port, when)];
+    out.push(agent_port_check(ports.agent, def.agent.port, when));
     login(vm, &opts.password, boot, at)?;
     let report = run_guest_script(vm, &reboot_script(def, restart, ovf.is_some()))?;
     out.push(ssh_port_check(ports.ssh, when));
@@ -121,6 +135,37 @@ pub(super) fn reboot_checks(
         detail: format!("{unchanged} 'unchanged' line(s) in this boot's journal"),
     });
     Ok(out)
+}
+
+/// The path a kernel upgrade takes: Debian's kernel package runs kdump-tools' hook, and the
+/// first boot into the new kernel finds no capture initramfs for it in kdump-tools' directory,
+/// so `kdump-config load` builds one before it loads the capture kernel. The test makes the
+/// running kernel that new kernel by removing its initramfs and the sysctls copy beside it
+/// (which kdump-config compares) and loading again, as kdump-tools.service does at boot.
+pub(super) fn kernel_change_script() -> String {
+    format!(
+        "v=$(uname -r); d={dir}; rm -f $d/initrd.img-$v $d/latest_sysctls-$v; \
+kdump-config unload > /dev/null 2>&1; \
+echo \"MTCHK kchange-built $(kdump-config load 2>&1 | grep -c \"Generating $d/initrd.img-$v\")\"; \
+echo \"MTCHK kchange-initrd $(test -s $d/initrd.img-$v && echo present || echo missing)\"; \
+echo \"MTCHK kchange-loaded $(cat /sys/kernel/kexec_crash_loaded)\"; \
+echo MTCHK-''END\n",
+        dir = mt_contract::guest::KDUMP_TOOLS_DIR
+    )
+}
+
+/// kdump-config built the missing capture initramfs once and loaded the capture kernel with it.
+pub(super) fn judge_kernel_change(report: &[String]) -> Outcome {
+    let built = report_line(report, "kchange-built");
+    let initrd = report_line(report, "kchange-initrd");
+    let loaded = report_line(report, "kchange-loaded");
+    Outcome {
+        what: "a kernel without a capture initramfs gets one built and loaded".into(),
+        ok: built == "1" && initrd == "present" && loaded == "1",
+        detail: format!(
+            "built {built:?} time(s), initramfs {initrd}, kexec_crash_loaded {loaded:?}"
+        ),
+    }
 }
 
 /// The panic's message, which the capture kernel saves with the dump (kdump-tools' `dmesg.*`).
@@ -171,11 +216,12 @@ echo \"MTCHK ovf-unchanged $(journalctl -b -o cat -u {unit} | grep -c 'unchanged
 echo MTCHK-''BEGIN; \
 {retention}\
 echo \"MTCHK ret-marker $(cat {mount}/{RETENTION_MARKER} 2>&1)\"; \
-{CRASH_GUEST_LINES}\
+{crash_kernel}\
 {crash_lines}\
 {ovf_lines}\
 echo MTCHK-''END\n",
         retention = retention_guest_lines(def),
         mount = def.retention_disk.mount,
+        crash_kernel = crash_guest_lines(),
     )
 }

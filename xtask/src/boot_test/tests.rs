@@ -6,7 +6,9 @@ use super::guest::{guest_script, probe_command};
 use super::image;
 use super::judge::{judge_crash_kernel, judge_firewall, judge_report, RetentionView};
 use super::ovf_env::{make_iso, OvfEnvTest};
-use super::restart::{judge_crash_dump, reboot_script, Restart};
+use super::restart::{
+    judge_crash_dump, judge_kernel_change, kernel_change_script, reboot_script, Restart,
+};
 use super::session::Outcome;
 use super::*;
 use crate::qemu;
@@ -228,15 +230,30 @@ fn the_retention_volume_must_be_formatted_once_and_adopted_after_the_reboot() {
 }
 
 #[test]
-fn the_plain_test_restarts_through_a_kernel_crash_and_finds_the_dump() {
+fn only_crash_restarts_through_a_kernel_crash_and_it_finds_the_dump() {
     let d = def();
-    assert_eq!(Restart::for_test(&d, false), Restart::KernelCrash);
-    assert_eq!(Restart::for_test(&d, true), Restart::Clean);
+    let plain = flags(&["x.ova"]).unwrap();
+    let crash = flags(&["x.ova", "--crash"]).unwrap();
+    assert!(crash.crash && !plain.crash);
+    assert_eq!(Restart::for_test(&d, &plain).unwrap(), Restart::Clean);
+    assert_eq!(Restart::for_test(&d, &crash).unwrap(), Restart::KernelCrash);
+    let built = BootTestOptions::of_built_ova("x.ova".into(), "d.toml".into(), "pw");
+    assert_eq!(Restart::for_test(&d, &built).unwrap(), Restart::Clean);
     let mut no_kdump = def();
     no_kdump
         .packages
         .retain(|p| *p != LogicalPackage::KexecTools);
-    assert_eq!(Restart::for_test(&no_kdump, false), Restart::Clean);
+    assert_eq!(
+        Restart::for_test(&no_kdump, &plain).unwrap(),
+        Restart::Clean
+    );
+    let err = Restart::for_test(&no_kdump, &crash)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("--crash: the definition has no kexec-tools"),
+        "{err}"
+    );
     assert!(reboot_script(&d, Restart::KernelCrash, false)
         .contains("grep -l 'sysrq triggered crash' /var/crash/*/dmesg.*"));
     assert!(!reboot_script(&d, Restart::Clean, false).contains("crash-saved"));
@@ -275,6 +292,7 @@ fn the_guest_scripts_are_valid_shell() {
             guest_script(&d, Some(&ovf_test().config)),
         ),
         ("after the reboot", reboot_script(&d, Restart::Clean, false)),
+        ("the kernel change", kernel_change_script()),
         (
             "after the crash",
             reboot_script(&d, Restart::KernelCrash, false),
@@ -555,6 +573,62 @@ fn the_flags_become_the_options_build_ova_fills_in_too() {
         }
     );
     assert_eq!(raw.ovf_env, Some(OvfEnvSource::File("e.xml".into())));
+}
+
+#[test]
+fn a_crash_cannot_be_asked_of_an_ovf_environment_boot() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        boot_test: BootTest,
+    }
+    for other in ["--ovf-env-test", "--ovf-env=e.xml"] {
+        let err = <Cli as clap::Parser>::try_parse_from(["boot-test", "x.ova", "--crash", other])
+            .err()
+            .unwrap_or_else(|| panic!("--crash with {other} was accepted"));
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::ArgumentConflict,
+            "{err}"
+        );
+    }
+}
+
+/// The kernel-upgrade path: the script removes the running kernel's capture initramfs and the
+/// sysctls copy (without which kdump-config would not rebuild), loads as the unit does, and
+/// the judge wants exactly one build, the file, and the capture kernel loaded.
+#[test]
+fn the_kernel_change_makes_kdump_config_build_the_initramfs_it_lacks() {
+    let script = kernel_change_script();
+    assert!(script.contains("rm -f $d/initrd.img-$v $d/latest_sysctls-$v"));
+    assert!(script.contains("d=/var/lib/kdump;"));
+    let (unload, load) = (
+        script.find("kdump-config unload").unwrap(),
+        script.find("kdump-config load").unwrap(),
+    );
+    assert!(unload < load, "kdump-config cannot relink while loaded");
+    let judged = |lines: &[&str]| {
+        judge_kernel_change(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>()).ok
+    };
+    let good = [
+        "kchange-built 1",
+        "kchange-initrd present",
+        "kchange-loaded 1",
+    ];
+    assert!(judged(&good));
+    for (i, bad) in [
+        "kchange-built 0",
+        "kchange-initrd missing",
+        "kchange-loaded 0",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut lines = good;
+        lines[i] = bad;
+        assert!(!judged(&lines), "{bad}");
+    }
+    assert!(!judged(&[]));
 }
 
 #[test]
