@@ -265,10 +265,13 @@ fn put(path: &Utf8Path, contents: &str, mode: u32) -> Result<bool> {
     Ok(true)
 }
 
-/// The host key types to create: what the root's OpenSSH supports (el6's 5.3 has no ed25519).
+/// The host key types first boot creates: el6's (its OpenSSH 5.3 has no ed25519). On Debian
+/// none: `mt-ssh-host-keys.service` (`ssh-keygen -A`, ordered before sshd only) makes them
+/// while first boot runs, so nothing the agent needs waits for key generation (seconds of RSA
+/// under emulation).
 fn host_key_kinds(paths: &SystemPaths) -> &'static [&'static str] {
     if paths.in_root("/etc/debian_version").exists() {
-        &["rsa", "ecdsa", "ed25519"]
+        &[]
     } else {
         &["rsa", "dsa"]
     }

@@ -54,7 +54,7 @@ pub const HOST_KEYS_SERVICE: &str = "mt-ssh-host-keys.service";
 /// The marker of the changes applied (see `Marker`).
 pub const MARKER: &str = "/etc/mt-agent/setup.applied";
 /// Version of the set of changes; raise it whenever `plan` changes what it writes.
-pub const CHANGES_VERSION: u32 = 6;
+pub const CHANGES_VERSION: u32 = 7;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {

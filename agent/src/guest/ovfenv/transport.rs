@@ -39,14 +39,16 @@ impl Runner for SystemRunner {
 /// anything (not deployed with properties, and no variable set).
 pub fn read_environment(runner: &dyn Runner) -> Result<Option<(Transport, Content)>> {
     // "No value found" (exit 1) means: not this transport. No vmtoolsd (a spawn error) means
-    // no VMware tools at all, so the guest variables are not asked for either.
-    let tools = match runner.run("vmtoolsd", &["--cmd", "info-get guestinfo.ovfEnv"]) {
-        Ok((true, out)) if !out.trim().is_empty() => {
-            return Ok(Some((Transport::GuestInfo, Content::Document(out))));
-        }
-        Ok(_) => true,
-        Err(_) => false,
-    };
+    // no VMware tools at all, so the guest variables are not asked for either; neither are
+    // they on another hypervisor, where every vmtoolsd call fails after a timeout.
+    let tools = on_vmware(runner)
+        && match runner.run("vmtoolsd", &["--cmd", "info-get guestinfo.ovfEnv"]) {
+            Ok((true, out)) if !out.trim().is_empty() => {
+                return Ok(Some((Transport::GuestInfo, Content::Document(out))));
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
     if let Ok((true, devices)) = runner.run("blkid", &["-t", "TYPE=iso9660", "-o", "device"]) {
         for device in devices.lines().map(str::trim).filter(|d| !d.is_empty()) {
             if let Some(text) = read_from_cdrom(runner, device)? {
@@ -64,6 +66,13 @@ pub fn read_environment(runner: &dyn Runner) -> Result<Option<(Transport, Conten
     }
     Ok(read_guest_variables(runner)?
         .map(|values| (Transport::GuestVariables, Content::GuestVariables(values))))
+}
+
+/// Whether VMware's hypervisor could answer VMware tools: `vmware-checkvm` (open-vm-tools)
+/// says no on any other hypervisor, and the CD-ROM is then the only transport. Without the
+/// program the answer is not known, and the tools are asked.
+fn on_vmware(runner: &dyn Runner) -> bool {
+    !matches!(runner.run("vmware-checkvm", &[]), Ok((false, _)))
 }
 
 /// The guest variable of a property key: `guestinfo.mt.<key>`.
@@ -144,10 +153,12 @@ mod tests {
     use std::cell::RefCell;
 
     /// VMware tools answering from `variables` (`None`: no vmtoolsd at all), no CD-ROM; every
-    /// call recorded. `fail_after` makes spawns fail once that many have worked.
+    /// call recorded. `fail_after` makes spawns fail once that many have worked; `checkvm` is
+    /// what `vmware-checkvm` answers (`None`: not installed).
     struct Tools {
         variables: Option<Vec<(String, String)>>,
         fail_after: Option<usize>,
+        checkvm: Option<bool>,
         calls: RefCell<Vec<String>>,
     }
 
@@ -160,6 +171,7 @@ mod tests {
                         .collect()
                 }),
                 fail_after: None,
+                checkvm: None,
                 calls: RefCell::default(),
             }
         }
@@ -173,6 +185,10 @@ mod tests {
                 .push(format!("{program} {}", args.join(" ")));
             let enoent = || std::io::Error::new(std::io::ErrorKind::NotFound, program.to_string());
             match (program, &self.variables) {
+                ("vmware-checkvm", _) => match self.checkvm {
+                    Some(yes) => Ok((yes, String::new())),
+                    None => Err(enoent()),
+                },
                 ("vmtoolsd", Some(_)) if self.fail_after.is_some_and(|n| spawned >= n) => {
                     Err(std::io::Error::other("out of processes"))
                 }
@@ -247,6 +263,28 @@ mod tests {
         assert_eq!(asked, want);
     }
 
+    /// On another hypervisor (QEMU, the boot test) VMware tools are installed but nothing
+    /// answers them: not one vmtoolsd call; with the hypervisor VMware's, they are asked.
+    #[test]
+    fn off_vmware_the_tools_are_not_asked() {
+        let mut tools = Tools::new(Some(&[("hostname", "mt01")]));
+        tools.checkvm = Some(false);
+        assert_eq!(read_environment(&tools).unwrap(), None);
+        let calls = tools.calls.borrow();
+        assert!(
+            !calls.iter().any(|c| c.starts_with("vmtoolsd")),
+            "{calls:?}"
+        );
+        assert!(
+            calls.iter().any(|c| c.starts_with("blkid")),
+            "the CD is still read"
+        );
+        let mut tools = Tools::new(Some(&[("hostname", "mt01")]));
+        tools.checkvm = Some(true);
+        let (transport, _) = read_environment(&tools).unwrap().unwrap();
+        assert_eq!(transport, Transport::GuestVariables);
+    }
+
     #[test]
     fn no_variable_set_is_no_environment() {
         let tools = Tools::new(Some(&[]));
@@ -256,8 +294,8 @@ mod tests {
     #[test]
     fn a_spawn_failing_halfway_is_an_error_not_a_partial_set() {
         let mut tools = Tools::new(Some(&[("hostname", "mt01"), ("ntp_server", "ntp1")]));
-        // guestinfo.ovfEnv, blkid, then three keys.
-        tools.fail_after = Some(5);
+        // vmware-checkvm, guestinfo.ovfEnv, blkid, then three keys.
+        tools.fail_after = Some(6);
         let err = read_environment(&tools).unwrap_err().to_string();
         assert!(
             err.contains(&guest_variable(KEYS[3])) && err.contains("not applied"),

@@ -44,8 +44,9 @@ WantedBy=multi-user.target
     )
 }
 
-/// First boot: before the network is configured and sshd reads its host keys; after the
-/// host-key unit so the two never write the same key at once. On Debian multipathd starts
+/// First boot: before the network is configured and sshd reads its host keys. The host-key unit
+/// runs beside it (first boot makes no key on Debian: `firstboot::host_key_kinds`), so the
+/// agent never waits for key generation. On Debian multipathd starts
 /// before the local file systems (which first boot needs), so it is told to re-read the
 /// blacklist afterwards instead of being ordered after first boot (that would be a cycle).
 /// Once first boot has entered the retention volume in fstab, its `nofail` mount is not
@@ -56,9 +57,9 @@ fn firstboot_unit(cfg: &AgentConfig) -> String {
     let mount = mount_unit(cfg.retention_mount.as_str());
     format!(
         "[Unit]
-Description=mt-agent first boot: OS disk blacklist, retention disk, SSH host keys
+Description=mt-agent first boot: OS disk blacklist, retention disk, disk identities
 DefaultDependencies=no
-After=local-fs.target {mount} {HOST_KEYS_SERVICE}
+After=local-fs.target {mount}
 Before=network-pre.target ssh.service {SERVICE} shutdown.target
 Wants=network-pre.target
 Conflicts=shutdown.target

@@ -295,9 +295,9 @@ fn debian_setup_installs_enables_and_seals_and_a_second_run_changes_nothing() {
     // Ordered after the retention volume's fstab mount (not wanting it), never racing it.
     assert!(fb
         .lines()
-        .any(|l| l == "After=local-fs.target mnt-retention.mount mt-ssh-host-keys.service"));
+        .any(|l| l == "After=local-fs.target mnt-retention.mount"));
     assert!(!fb.contains("Wants=mnt-retention.mount"), "{fb}");
-    // The host-key unit runs before first boot, which runs before the network; kdump-tools
+    // The host-key unit runs beside first boot, which runs before the network; kdump-tools
     // orders basic.target after the network, so default dependencies would make a cycle.
     let keys = text(&root, "/etc/systemd/system/mt-ssh-host-keys.service");
     assert!(
@@ -455,8 +455,8 @@ fn as_version_3_left_it(root: &Utf8Path) {
     std::fs::write(inside(root, "/etc/nftables.conf"), nft).unwrap();
     let fb = "/etc/systemd/system/mt-agent-firstboot.service";
     let unit = text(root, fb).replace(
-        "After=local-fs.target mnt-retention.mount ",
-        "After=local-fs.target ",
+        "After=local-fs.target mnt-retention.mount\n",
+        "After=local-fs.target\n",
     );
     std::fs::write(inside(root, fb), unit).unwrap();
     let kdump_link = "/etc/systemd/system/basic.target.wants/kdump-tools.service";
