@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 /// Bumped when the recipe (options, hooks) changes what the stage produces.
-const RECIPE: u32 = 3;
+const RECIPE: u32 = 4;
 const SUITE: &str = "bookworm";
 const SOURCES: [&str; 3] = [
     "deb http://deb.debian.org/debian bookworm main",
@@ -63,17 +63,154 @@ const KDUMP_KERNEL_HOOK: &str = "/etc/kernel/postinst.d/kdump-tools";
 /// Where kdump-tools keeps the capture kernel's initramfs (`initrd.img-<version>`): at boot
 /// `kdump-config load` builds one only when it is missing, so the one the build puts here saves
 /// every deployed copy that work on its first boot (70 s under emulation).
-const KDUMP_INITRD_DIR: &str = "/var/lib/kdump";
+const KDUMP_INITRD_DIR: &str = mt_contract::guest::KDUMP_TOOLS_DIR;
 
 /// The kdump sysctl settings; kdump-config rebuilds the capture initramfs when they differ from
 /// the copy it keeps in `KDUMP_INITRD_DIR` (`latest_sysctls-<version>`).
 const KDUMP_SYSCTLS: &str = "/etc/kdump/sysctl.conf";
 
-/// What the capture kernel needs to find and mount the root file system and write the dump to
-/// `/var/crash`, besides every controller's driver (`initramfs_drivers`, already in the modules
-/// file): SCSI disks, ext4 and the checksum its metadata uses. The build's capture initramfs is
-/// made with `MODULES=list` from these (the hook's `dep` needs a running system).
-const KDUMP_EXTRA_MODULES: [&str; 3] = ["sd_mod", "ext4", "crc32c_generic"];
+/// What both initramfs images need besides every controller's driver (`initramfs_drivers`) to
+/// find and mount the root file system, and for the capture kernel to write the dump to
+/// `/var/crash`: SCSI disks, ext4 and the checksum its metadata uses, and the driver of QEMU's
+/// LSI controller model (the boot test's stand-in for VMware's LSI Logic parallel). Both are
+/// made with `MODULES=list` from the modules file: Debian's default (`most`) packs every
+/// storage and file system driver, a 36 MiB image the kernel spends seconds unpacking at each
+/// boot under emulation, and kdump-tools' `dep` needs a running system.
+const INITRAMFS_EXTRA_MODULES: [&str; 4] = ["sd_mod", "ext4", "crc32c_generic", "sym53c8xx"];
+
+/// Kernel modules (paths under each kernel's `kernel/` directory) for hardware a VMware virtual
+/// machine cannot have: sound, cameras and TV, GPUs other than VMware's SVGA, wireless,
+/// Bluetooth, CAN, ISDN, InfiniBand, sensors, laptop platforms, physical NICs and RAID/FC HBAs
+/// (only reachable through PCI passthrough, which the appliance does not support). What stays:
+/// every storage and network path of VMware's virtual hardware, file systems (xfs, reiserfs
+/// among them), device-mapper and multipath, netfilter, USB and input. About 200 MiB of the
+/// kernel's 384 MiB; a kernel installed later on the VM comes whole.
+const PRUNED_MODULES: [&str; 60] = [
+    "sound",
+    "drivers/media",
+    "drivers/staging",
+    "drivers/comedi",
+    "drivers/iio",
+    "drivers/infiniband",
+    "drivers/mtd",
+    "drivers/mmc",
+    "drivers/memstick",
+    "drivers/isdn",
+    "drivers/nfc",
+    "drivers/bluetooth",
+    "drivers/hwmon",
+    "drivers/platform",
+    "drivers/thunderbolt",
+    "drivers/firewire",
+    "drivers/atm",
+    "drivers/gnss",
+    "drivers/w1",
+    "drivers/gpu/drm/amd",
+    "drivers/gpu/drm/ast",
+    "drivers/gpu/drm/gma500",
+    "drivers/gpu/drm/i915",
+    "drivers/gpu/drm/mgag200",
+    "drivers/gpu/drm/nouveau",
+    "drivers/gpu/drm/radeon",
+    "drivers/gpu/drm/udl",
+    "drivers/net/ethernet",
+    "drivers/net/wireless",
+    "drivers/net/usb",
+    "drivers/net/can",
+    "drivers/net/wan",
+    "drivers/net/wwan",
+    "drivers/net/hamradio",
+    "drivers/net/ieee802154",
+    "drivers/net/arcnet",
+    "drivers/net/fddi",
+    "drivers/net/appletalk",
+    "drivers/net/hippi",
+    "drivers/scsi/aacraid",
+    "drivers/scsi/aic7xxx",
+    "drivers/scsi/aic94xx",
+    "drivers/scsi/be2iscsi",
+    "drivers/scsi/bfa",
+    "drivers/scsi/bnx2fc",
+    "drivers/scsi/lpfc",
+    "drivers/scsi/megaraid",
+    "drivers/scsi/mpi3mr",
+    "drivers/scsi/mpt3sas",
+    "drivers/scsi/qedf",
+    "drivers/scsi/qedi",
+    "drivers/scsi/qla2xxx",
+    "drivers/scsi/qla4xxx",
+    "drivers/scsi/smartpqi",
+    "net/bluetooth",
+    "net/mac80211",
+    "net/wireless",
+    "net/can",
+    "net/nfc",
+    "lib/test_bpf.ko",
+];
+
+/// VMware virtual NICs whose drivers live among the physical ones: E1000, E1000e and the
+/// Flexible adapter (AMD PCnet32).
+const KEPT_IN_PRUNED: [&str; 3] = [
+    "drivers/net/ethernet/intel/e1000",
+    "drivers/net/ethernet/intel/e1000e",
+    "drivers/net/ethernet/amd/pcnet32.ko",
+];
+
+/// Modules the image must keep whatever is pruned: the build checks each with `modinfo`
+/// (besides every controller's driver and what the capture kernel needs).
+const REQUIRED_MODULES: [&str; 8] = [
+    "xfs",
+    "reiserfs",
+    "dm_multipath",
+    "dm_snapshot",
+    "scsi_dh_alua",
+    "sr_mod",
+    "nf_tables",
+    "vmw_vmci",
+];
+
+/// The shell that prunes `PRUNED_MODULES` from every kernel in "$root", then every module that
+/// needs a pruned one (9p over RDMA needs InfiniBand, for one), until none is left that lacks
+/// a dependency: by the kernel package's own `modules.dep`, read before pruning (Debian's
+/// System.map is a placeholder, so depmod cannot check symbols). Every required module must
+/// still be there; depmod then indexes what is left.
+fn prune_modules_script() -> String {
+    let keep: String = KEPT_IN_PRUNED
+        .iter()
+        .map(|k| format!(" ! -path \"$k/{k}\" ! -path \"$k/{k}/*\""))
+        .collect();
+    let required: Vec<&str> = initramfs_drivers()
+        .into_iter()
+        .chain(INITRAMFS_EXTRA_MODULES)
+        .chain(REQUIRED_MODULES)
+        .collect();
+    format!(
+        r#"for v in $(chroot "$root" linux-version list); do
+    m="$root/usr/lib/modules/$v"
+    k="$m/kernel"
+    cp "$m/modules.dep" "$root/modules.dep.whole"
+    for p in {pruned}; do
+        if [ -e "$k/$p" ]; then find "$k/$p" -type f{keep} -delete; fi
+    done
+    find "$k" -type d -empty -delete
+    while :; do
+        broken=$(while IFS=: read -r mod deps; do
+            if [ -e "$m/$mod" ]; then for d in $deps; do [ -e "$m/$d" ] || {{ echo "$mod"; break; }}; done; fi
+        done < "$root/modules.dep.whole")
+        [ -n "$broken" ] || break
+        echo "pruned, needing a pruned module:" $broken
+        for mod in $broken; do rm -f "$m/$mod"; done
+    done
+    rm -f "$root/modules.dep.whole"
+    find "$k" -type d -empty -delete
+    chroot "$root" depmod -a "$v"
+    for mod in {required}; do chroot "$root" modinfo -k "$v" -F filename "$mod" > /dev/null; done
+done
+"#,
+        pruned = PRUNED_MODULES.join(" "),
+        required = required.join(" "),
+    )
+}
 
 /// Whether the package list brings kdump-tools (the definition's `kexec-tools` on Debian).
 fn has_kdump(packages: &[String]) -> bool {
@@ -98,56 +235,101 @@ chroot "$1" dpkg-divert --quiet --local --rename --divert {KDUMP_KERNEL_HOOK}.mt
     hook
 }
 
-/// mmdebstrap's customize hook: runs with the finished tree as "$1", before it is packed.
+/// dpkg's option for the build only: no fsync per unpacked file (a build that dies is built
+/// again; the image is written once, at the end). mmdebstrap keeps every `--dpkgopt` in the
+/// image's dpkg configuration, so the customize hook takes this one out again: on the VM, dpkg
+/// keeps its safe default.
+const BUILD_ONLY_DPKG_OPTION: &str = "force-unsafe-io";
+
+/// mmdebstrap's customize hook: runs with the finished tree as "$1", before it is packed. The
+/// modules are pruned before the initramfs images are made from what is left.
 fn customize_hook(packages: &[String]) -> String {
     let mut hook = format!(
         r#"set -e
 root="$1"
+sed -i '/^{BUILD_ONLY_DPKG_OPTION}$/d' "$root/etc/dpkg/dpkg.cfg.d/99mmdebstrap"
+if grep -q '{BUILD_ONLY_DPKG_OPTION}' "$root"/etc/dpkg/dpkg.cfg.d/*; then echo "{BUILD_ONLY_DPKG_OPTION} would stay in the image" >&2; exit 1; fi
 printf '%s\n' {drivers} >> "$root/etc/initramfs-tools/modules"
+echo MODULES=list > "$root/etc/initramfs-tools/conf.d/modules-list"
 # The image has no hibernation; without this the initramfs waits for a resume device.
 echo RESUME=none > "$root/etc/initramfs-tools/conf.d/resume"
 echo 'en_US.UTF-8 UTF-8' > "$root/etc/locale.gen"
 chroot "$root" locale-gen
 chroot "$root" update-locale LANG=en_US.UTF-8
-chroot "$root" update-initramfs -u -k all
+{prune}chroot "$root" update-initramfs -u -k all
 rm -f "$root/vmlinuz.old" "$root/initrd.img.old" "$root"/boot/*.old-dkms
 "#,
-        drivers = initramfs_drivers().join(" ")
+        drivers = initramfs_drivers()
+            .into_iter()
+            .chain(INITRAMFS_EXTRA_MODULES)
+            .collect::<Vec<_>>()
+            .join(" "),
+        prune = prune_modules_script(),
     );
     if has_kdump(packages) {
         hook.push_str(&format!(
             r#"chroot "$root" dpkg-divert --quiet --local --rename --remove {KDUMP_KERNEL_HOOK}
-# The capture kernel's initramfs for the image's kernel, by kdump-tools' own hook, with the
-# module list instead of the running system's (there is none here); the hook itself runs again
-# on every kernel installed later, on the deployed VM, as Debian has it.
+# The capture kernel's initramfs for the image's kernel, by kdump-tools' own hook (with the
+# image's module list, as it runs again on every kernel installed later on the deployed VM).
 # kdump-config rebuilds it when /etc/kdump/sysctl.conf differs from the copy it keeps beside it
 # (`latest_sysctls-<version>`): the copy is made here as kdump-config would make it.
-conf="$root/etc/initramfs-tools"
-cp -p "$conf/modules" "$root/modules.mt-build"
-printf '%s\n' {extra} >> "$conf/modules"
-echo MODULES=list > "$conf/conf.d/zz-mt-kdump-build"
 for v in $(chroot "$root" linux-version list); do
     chroot "$root" {KDUMP_KERNEL_HOOK} "$v"
     cp "$root{KDUMP_SYSCTLS}" "$root{KDUMP_INITRD_DIR}/latest_sysctls-$v"
 done
-mv "$root/modules.mt-build" "$conf/modules"
-rm -f "$conf/conf.d/zz-mt-kdump-build" "$root{KDUMP_INITRD_DIR}/initramfs-tools/conf.d/zz-mt-kdump-build"
 for v in $(chroot "$root" linux-version list); do test -s "$root{KDUMP_INITRD_DIR}/initrd.img-$v"; done
-"#,
-            extra = KDUMP_EXTRA_MODULES.join(" "),
+"#
         ));
     }
     hook
 }
 
-/// Documentation and translations are left out (copyright files stay, for the licences).
-const DPKG_OPTIONS: [&str; 5] = [
-    "path-exclude=/usr/share/man/*",
-    "path-exclude=/usr/share/locale/*",
-    "path-include=/usr/share/locale/locale.alias",
-    "path-exclude=/usr/share/doc/*",
-    "path-include=/usr/share/doc/*/copyright",
+/// The locale sources `en_US` is compiled from (its `copy` and `include` lines, followed): the
+/// only locale the image generates; the others' sources are left out with the documentation.
+const LOCALE_SOURCES: [&str; 16] = [
+    "en_US",
+    "en_GB",
+    "i18n",
+    "i18n_ctype",
+    "iso14651_t1",
+    "iso14651_t1_common",
+    "translit_circle",
+    "translit_cjk_compat",
+    "translit_combining",
+    "translit_compat",
+    "translit_font",
+    "translit_fraction",
+    "translit_narrow",
+    "translit_neutral",
+    "translit_small",
+    "translit_wide",
 ];
+
+/// dpkg's path filters, as mkosi and debos set them: documentation, manuals, info pages,
+/// translations and every locale but en_US's sources and charmap are never unpacked (the
+/// copyright files stay, for the licences). They stay in the image's dpkg configuration, so
+/// packages upgraded on a VM are filtered the same way.
+fn dpkg_options() -> Vec<String> {
+    let mut o: Vec<String> = [
+        "path-exclude=/usr/share/man/*",
+        "path-exclude=/usr/share/info/*",
+        "path-exclude=/usr/share/locale/*",
+        "path-include=/usr/share/locale/locale.alias",
+        "path-exclude=/usr/share/doc/*",
+        "path-include=/usr/share/doc/*/copyright",
+        "path-exclude=/usr/share/i18n/charmaps/*",
+        "path-include=/usr/share/i18n/charmaps/UTF-8.gz",
+        "path-exclude=/usr/share/i18n/locales/*",
+    ]
+    .map(String::from)
+    .to_vec();
+    o.extend(
+        LOCALE_SOURCES
+            .iter()
+            .map(|l| format!("path-include=/usr/share/i18n/locales/{l}")),
+    );
+    o
+}
 
 pub fn inputs(packages: &[String]) -> StageInputs {
     let mut inputs = StageInputs::new("rootfs", RECIPE);
@@ -157,7 +339,8 @@ pub fn inputs(packages: &[String]) -> StageInputs {
         .add("packages", packages.join(" ").as_bytes())
         .add("essential-hook", essential_hook(packages).as_bytes())
         .add("hook", customize_hook(packages).as_bytes())
-        .add("dpkg", DPKG_OPTIONS.join("\n").as_bytes());
+        .add("dpkg", dpkg_options().join("\n").as_bytes())
+        .add("dpkg-build", BUILD_ONLY_DPKG_OPTION.as_bytes());
     inputs
 }
 
@@ -182,9 +365,10 @@ fn mmdebstrap(
         .arg(format!("--include={}", packages.join(",")))
         .arg(format!("--essential-hook={}", essential_hook(packages)))
         .arg(format!("--customize-hook={}", customize_hook(packages)));
-    for o in DPKG_OPTIONS {
+    for o in dpkg_options() {
         cmd.arg(format!("--dpkgopt={o}"));
     }
+    cmd.arg(format!("--dpkgopt={BUILD_ONLY_DPKG_OPTION}"));
     cmd.arg(SUITE).arg(tar.as_str());
     for s in SOURCES {
         cmd.arg(s);
@@ -291,14 +475,12 @@ mod tests {
         // run-parts skips names with a dot: the diverted hook cannot run during the install.
         let name = KDUMP_KERNEL_HOOK.rsplit('/').next().unwrap();
         assert!(!name.contains('.') && divert.contains(&format!("{name}.mt-build")));
-        // The capture initramfs is made after the hook is back, with the list, and the build's
-        // settings do not stay behind.
+        // The capture initramfs is made after the hook is back, with the image's module list.
         let made = customize
             .find(&format!("chroot \"$root\" {KDUMP_KERNEL_HOOK} \"$v\""))
             .unwrap();
         assert!(made > restore, "{customize}");
         assert!(customize[..made].contains("echo MODULES=list"));
-        assert!(customize[made..].contains("rm -f \"$conf/conf.d/zz-mt-kdump-build\""));
         assert!(customize[made..].contains(&format!(
             "test -s \"$root{KDUMP_INITRD_DIR}/initrd.img-$v\""
         )));
@@ -307,6 +489,96 @@ mod tests {
         let without: Vec<String> = vec!["kexec-tools".into()];
         assert!(!essential_hook(&without).contains("kdump"));
         assert!(!customize_hook(&without).contains("dpkg-divert"));
+    }
+
+    /// What VMware's virtual hardware and the runbook use is never pruned: the kept NIC drivers
+    /// lie inside pruned directories (else keeping them would mean nothing), storage, file
+    /// systems and device-mapper stay whole, and the script is valid shell that checks every
+    /// required module and depmod's unknown symbols.
+    #[test]
+    fn pruning_keeps_what_vmware_hardware_and_the_runbook_use() {
+        for k in KEPT_IN_PRUNED {
+            assert!(
+                PRUNED_MODULES
+                    .iter()
+                    .any(|p| k.starts_with(&format!("{p}/"))),
+                "{k} is not inside a pruned directory"
+            );
+        }
+        for whole in [
+            "fs",
+            "drivers/md",
+            "drivers/scsi/device_handler",
+            "drivers/scsi/sym53c8xx_2",
+            "drivers/message/fusion",
+            "drivers/net/vmxnet3",
+            "drivers/ata",
+            "drivers/nvme",
+            "drivers/usb",
+            "drivers/gpu/drm/vmwgfx",
+            "drivers/gpu/drm/ttm",
+            "net/netfilter",
+            "drivers/misc",
+        ] {
+            for p in PRUNED_MODULES {
+                assert!(
+                    !whole.starts_with(p) && !p.starts_with(&format!("{whole}/")),
+                    "{p} prunes {whole}"
+                );
+            }
+        }
+        let script = prune_modules_script();
+        for m in [
+            "vmw_pvscsi",
+            "mptsas",
+            "e1000",
+            "xfs",
+            "reiserfs",
+            "dm_multipath",
+            "ext4",
+        ] {
+            assert!(
+                script.contains(&format!(" {m} ")) || script.contains(&format!(" {m};")),
+                "{m}"
+            );
+        }
+        assert!(script.contains("pruned, needing a pruned module:"));
+        assert!(script.contains("! -path \"$k/drivers/net/ethernet/intel/e1000/*\""));
+        let out = std::process::Command::new("bash")
+            .args(["-n", "-c", &format!("root=/x\n{script}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn the_build_only_dpkg_option_does_not_stay_in_the_image() {
+        let hook = customize_hook(&[]);
+        assert!(hook
+            .contains("sed -i '/^force-unsafe-io$/d' \"$root/etc/dpkg/dpkg.cfg.d/99mmdebstrap\""));
+        assert!(!dpkg_options()
+            .iter()
+            .any(|o| o.contains(BUILD_ONLY_DPKG_OPTION)));
+    }
+
+    #[test]
+    fn only_en_us_sources_and_no_documentation_are_unpacked() {
+        let o = dpkg_options();
+        let exclude = o
+            .iter()
+            .position(|l| l == "path-exclude=/usr/share/i18n/locales/*")
+            .unwrap();
+        let include = o
+            .iter()
+            .position(|l| l == "path-include=/usr/share/i18n/locales/en_US")
+            .unwrap();
+        assert!(exclude < include, "dpkg applies the filters in order");
+        assert!(o.contains(&"path-exclude=/usr/share/man/*".to_string()));
+        assert!(o.contains(&"path-include=/usr/share/doc/*/copyright".to_string()));
     }
 
     #[test]
