@@ -150,6 +150,8 @@ struct KickstartValues {
     required_packages: Vec<String>,
     extras: ExtrasCtx,
     ssh_keys: Vec<String>,
+    /// The definition's kexec-tools: el6's kdump makes the capture initramfs in %post.
+    kdump: bool,
     post: PostCtx,
 }
 
@@ -357,6 +359,7 @@ impl KickstartValues {
                 files: extras_files,
             },
             ssh_keys,
+            kdump: crate::kernel_cmdline::crash_kernel(def).is_some(),
             post: PostCtx {
                 log_dir: POST_LOG_DIR,
                 ok_marker: POST_OK_MARKER,
