@@ -31,6 +31,7 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("losetup", "mount"),
     ("mount", "mount"),
     ("umount", "mount"),
+    ("systemctl", "systemd"),
     // Setup and first boot in an image root.
     ("patch", "patch"),
     ("ssh-keygen", "openssh-client"),

@@ -4,6 +4,7 @@
 //! printing the change against the previous run of the same workload (`history`).
 
 mod agent;
+mod boot;
 mod history;
 mod resync;
 pub mod vmdk;
@@ -29,6 +30,9 @@ enum What {
     Resync(resync::ResyncBench),
     /// Full copy and delta resync by mt-agent send through a WAN-like link vs a plain TCP copy.
     Wan(wan::WanBench),
+    /// First boot of an OVA to agent-ready vs the same image without the appliance's units to
+    /// multi-user (QEMU, alternating; needs root to prepare the plain copy).
+    Boot(boot::BootBench),
 }
 
 impl Bench {
@@ -40,6 +44,14 @@ impl Bench {
             What::Resync(_) => &["rsync"],
             // Its baseline is a plain TCP copy in this process.
             What::Wan(_) => &[],
+            // Its baseline is the same OS disk, prepared with these.
+            What::Boot(_) => &[
+                "qemu-system-x86_64",
+                "qemu-img",
+                "mount",
+                "systemctl",
+                "ssh-keygen",
+            ],
         };
         crate::host::ensure(sh, "bench", tools)?;
         match self.what {
@@ -47,6 +59,7 @@ impl Bench {
             What::Agent(b) => b.run(sh),
             What::Resync(b) => b.run(sh),
             What::Wan(b) => b.run(sh),
+            What::Boot(b) => b.run(sh),
         }
     }
 }
@@ -103,6 +116,7 @@ const SCHEMAS: &[&history::Schema] = &[
     &resync::HISTORY,
     &wan::HISTORY,
     &vmdk::HISTORY,
+    &boot::HISTORY,
 ];
 
 /// A goal of a benchmark's figure (each bench keeps its goals as constants next to it).

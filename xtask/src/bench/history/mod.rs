@@ -19,8 +19,8 @@ pub const FILE: &str = "docs/benchmarks.md";
 const HEADER: &str = "\
 # Benchmark history
 
-What `cargo xtask bench agent`, `bench resync`, `bench wan` and `bench vmdk` measured: one row per
-workload and run, in the order of the runs. At its end, a run appends its rows to its benchmark's
+What `cargo xtask bench agent`, `bench resync`, `bench wan`, `bench vmdk` and `bench boot` measured:
+one row per workload and run, in the order of the runs. At its end, a run appends its rows to its benchmark's
 table below (the tool rewrites this file whole, atomically) with the commit it measured (`+dirty`:
 the working tree had uncommitted changes) and the time (UTC), and prints, for the compared figures
 of each workload, the change against the latest earlier row with the same workload and the same
