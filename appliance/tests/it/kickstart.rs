@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use appliance::definition::{Base, NetworkMode};
+use appliance::definition::{Base, LogicalPackage, NetworkMode};
 use appliance::kickstart::{self, MAX_LINE_BYTES};
 use appliance::packages::PackageManifest;
 use appliance::Definition;
@@ -184,6 +184,13 @@ fn check_packages_and_post(def: &Definition, parsed: &Value) {
         .rfind(&format!("say {}", kickstart::POST_OK_MARKER))
         .expect("%post prints the success marker");
     assert!(setup_at < ok_at, "the marker comes after the setup");
+    // With kdump, el6's mkdumprd makes the capture initramfs after setup wrote kdump.conf (the
+    // service rebuilds one older than its configuration), and its failure never fails %post.
+    let kdump = def.packages.contains(&LogicalPackage::KexecTools);
+    match chroot.find("mkdumprd -f /boot/initrd-\"$v\"kdump.img \"$v\" || say ") {
+        Some(at) => assert!(kdump && setup_at < at && at < ok_at, "{chroot}"),
+        None => assert!(!kdump, "%post makes no capture initramfs:\n{chroot}"),
+    }
     assert!(chroot.contains(kickstart::POST_OK_FILE));
     let services = strings(&parsed["services_enabled"]);
     for s in el6.services_for(def) {
@@ -283,6 +290,10 @@ fn a_definition_needing_no_external_file_still_renders_valid_post_scripts() {
     check_all(&t, "parse-no-external");
     let (_, ks) = render(&t);
     assert!(!ks.contains(".rpm;"), "no external file is required");
+    assert!(
+        !ks.contains("mkdumprd"),
+        "no kexec-tools, no capture initramfs"
+    );
     ksvalidator_rhel6(&ks, &scratch("ks-no-external")).unwrap_or_else(|e| panic!("{e}"));
 }
 

@@ -1,7 +1,8 @@
 //! What the guest is asked after its first boot: one line of shell typed on the console whose
 //! answers are `MTCHK <kind> ...` lines (mounts, swap, tools, disk links, services, host keys,
 //! names and address, the firewall as loaded, the crash kernel, the retention volume, and with
-//! `--ovf-env` what the environment set). Read-only in the guest; `judge` reads the answers.
+//! `--ovf-env` what the environment set). Read-only in the guest but for the runbook tools' uses,
+//! which write only in `/run`; `judge` reads the answers.
 
 use crate::qemu;
 use appliance::definition::LogicalPackage;
@@ -22,6 +23,29 @@ pub fn probe_command(p: LogicalPackage) -> &'static str {
     }
 }
 
+/// A short use of a runbook package that succeeds only if the tool and the kernel support it
+/// needs work: a file system made on a loop file in `/run` (memory) and mounted, a copy, a
+/// listing of the disks. With the image's kernel modules pruned, this is what proves xfs,
+/// reiserfs, loop and device-mapper multipath are still there. Nothing outside `/run` is written.
+pub fn use_command(p: LogicalPackage) -> &'static str {
+    match p {
+        LogicalPackage::Xfsprogs => {
+            "f=/run/mt-use.xfs; d=/run/mt-use-xfs; truncate -s 320M $f && mkfs.xfs -q $f && mkdir -p $d && mount -o loop -t xfs $f $d && umount $d; r=$?; rm -rf $f $d; exit $r"
+        }
+        LogicalPackage::Reiserfs => {
+            "f=/run/mt-use.reiserfs; d=/run/mt-use-reiserfs; truncate -s 64M $f && mkreiserfs -q -f $f && mkdir -p $d && mount -o loop -t reiserfs $f $d && umount $d; r=$?; rm -rf $f $d; exit $r"
+        }
+        LogicalPackage::Perl => "test \"$(perl -e 'print 6*7')\" = 42",
+        LogicalPackage::Lsscsi => "lsscsi | grep -q disk",
+        LogicalPackage::Rsync => {
+            "rsync -a /etc/os-release /run/mt-use.rsync && cmp /etc/os-release /run/mt-use.rsync; r=$?; rm -f /run/mt-use.rsync; exit $r"
+        }
+        LogicalPackage::Wget => "wget --version",
+        LogicalPackage::KexecTools => "kexec --version",
+        LogicalPackage::Multipath => "modprobe dm_multipath && multipath -ll",
+    }
+}
+
 /// The services the definition's packages bring (the package manifest's `services`).
 pub(super) fn package_services(def: &Definition) -> Vec<String> {
     appliance::packages::PackageManifest::shipped(def.appliance.base).services_for(def)
@@ -38,6 +62,7 @@ echo MTCHK-''BEGIN; \
 findmnt -rn -o TARGET,FSTYPE,LABEL | sed 's/^/MTCHK mount /'; \
 for d in $(swapon --noheadings --raw --show=NAME); do echo \"MTCHK swap $(blkid -o value -s LABEL $d)\"; done; \
 for t in {tools}; do p=$(command -v $t) && echo \"MTCHK tool $t $p\" || echo \"MTCHK tool $t MISSING\"; done; \
+{uses}\
 ls /dev/disk/by-id/ | sed 's/^/MTCHK byid /'; \
 echo \"MTCHK agent $(systemctl is-active mt-agent.service)\"; \
 for s in {services}; do echo \"MTCHK service $s $(systemctl is-active $s)\"; done; \
@@ -53,12 +78,27 @@ echo \"MTCHK failed-units $(systemctl list-units --state=failed --no-legend --pl
 echo \"MTCHK ordering-cycles $(journalctl -b -o cat | grep -c 'Found ordering cycle')\"; \
 echo MTCHK-''END\n",
         tools = tools.join(" "),
+        uses = use_lines(def),
         device = def.network.device,
         firewall = firewall_guest_lines(),
         crash = crash_guest_lines(),
         retention = retention_guest_lines(def),
         ovf_lines = ovf.map(|c| ovf_guest_lines(&def.network.device, c)).unwrap_or_default(),
     )
+}
+
+/// Each package's `use_command` in a subshell: `MTCHK use <package> ok`, or `failed <status>`.
+fn use_lines(def: &Definition) -> String {
+    def.packages
+        .iter()
+        .map(|p| {
+            format!(
+                "(exec > /dev/null 2>&1; {cmd}) && echo \"MTCHK use {name} ok\" || echo \"MTCHK use {name} failed $?\"; ",
+                cmd = use_command(*p),
+                name = p.as_str()
+            )
+        })
+        .collect()
 }
 
 /// The firewall as the kernel has it (not the file): nftables.service and the input chain.

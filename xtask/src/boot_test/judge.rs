@@ -8,6 +8,7 @@ use super::ovf_env::OvfEnvTest;
 use super::session::{Outcome, SSH_PORT};
 use crate::qemu;
 use appliance::definition::FileSystem;
+use appliance::definition::LogicalPackage;
 use appliance::kernel_cmdline::crash_kernel;
 use appliance::vm_hardware::VmHardware;
 use appliance::Definition;
@@ -74,6 +75,16 @@ pub(super) fn judge_report(
             what: format!("tool {name} ({})", p.as_str()),
             ok: found.is_some() && path != "MISSING",
             detail: path,
+        });
+        let used = field("use")
+            .into_iter()
+            .find(|u| u.first().map(String::as_str) == Some(p.as_str()))
+            .map(|u| u[1..].join(" "))
+            .unwrap_or_else(|| "not reported".into());
+        out.push(Outcome {
+            what: format!("{} works", p.as_str()),
+            ok: used == "ok",
+            detail: format!("{} ({used})", use_what(*p)),
         });
     }
     let byid: Vec<String> = field("byid")
@@ -396,5 +407,19 @@ impl RetentionView {
                 detail: self.marker.clone(),
             },
         ]
+    }
+}
+
+/// What `guest::use_command` does with a package, as the check's detail says it.
+fn use_what(p: LogicalPackage) -> &'static str {
+    match p {
+        LogicalPackage::Xfsprogs => "mkfs.xfs, loop mount",
+        LogicalPackage::Reiserfs => "mkreiserfs, loop mount",
+        LogicalPackage::Perl => "a one-liner",
+        LogicalPackage::Lsscsi => "lists the disks",
+        LogicalPackage::Rsync => "a copy",
+        LogicalPackage::Wget => "runs",
+        LogicalPackage::KexecTools => "runs",
+        LogicalPackage::Multipath => "dm_multipath loads, multipath -ll",
     }
 }

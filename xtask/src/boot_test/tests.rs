@@ -45,6 +45,7 @@ fn good_report() -> Vec<String> {
     ];
     for p in &d.packages {
         r.push(format!("tool {0} /usr/bin/{0}", probe_command(*p)));
+        r.push(format!("use {} ok", p.as_str()));
     }
     for unit in [0, 1] {
         let (_, wwn) = qemu::disk_identity(&d.appliance.name, unit);
@@ -399,6 +400,8 @@ fn a_missing_mount_tool_link_or_inactive_agent_fails() {
         ("ret-fstab", "by UUID in fstab"),
         ("mount /home", "/home mounted"),
         ("tool reiserfsck", "tool reiserfsck"),
+        ("use reiserfs", "reiserfs works"),
+        ("use xfsprogs", "xfsprogs works"),
         ("byid", "/dev/disk/by-id/"),
         ("agent", "mt-agent.service active"),
         ("swap", "swap LABEL=swap active"),
