@@ -7,7 +7,8 @@
 //!    UUID and mounted. A file system with the retention label is adopted as it is: on the whole
 //!    disk (formatted by an earlier first boot) or in the single partition of an MBR table (the
 //!    el6 kickstart partitions and formats the disk at install time);
-//! 3. missing SSH host keys are created;
+//! 3. on el6, missing SSH host keys are created (on Debian `mt-ssh-host-keys.service` makes
+//!    them beside first boot: `host_key_kinds`);
 //! 4. the IDs of the OS and retention disks are recorded, so a later boot (and `serve`)
 //!    notices when they change.
 //!
