@@ -73,3 +73,16 @@ pub fn with_private_mount(
         .arg(program);
     c
 }
+
+/// Asserts that bash parses `script` (`bash -n`, nothing runs); `what` names it in the failure,
+/// which shows bash's complaint and the script.
+#[track_caller]
+pub fn assert_bash_parses(what: &str, script: &str) {
+    crate::require_tool("bash");
+    let out = output(Command::new("bash").args(["-n", "-c", script]));
+    assert!(
+        out.status.success(),
+        "{what} is not valid shell: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -204,16 +204,7 @@ fn check_packages_and_post(def: &Definition, parsed: &Value) {
 
 /// Anaconda runs `%post` with `/bin/sh`, which is bash on el6.
 fn bash_syntax_ok(script: &str) {
-    testkit::require_tool("bash");
-    let out = Command::new("bash")
-        .args(["-n", "-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "%post is not valid shell: {}\n{script}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::run::assert_bash_parses("%post", script);
 }
 
 fn check_system(def: &Definition, parsed: &Value) {

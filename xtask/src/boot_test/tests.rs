@@ -304,15 +304,7 @@ fn the_guest_scripts_are_valid_shell() {
         ),
     ] {
         assert_eq!(script.lines().count(), 1, "{name}");
-        let out = std::process::Command::new("bash")
-            .args(["-n", "-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}\n{script}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        testkit::run::assert_bash_parses(name, &script);
     }
 }
 

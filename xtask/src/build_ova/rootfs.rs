@@ -78,6 +78,13 @@ const KDUMP_SYSCTLS: &str = "/etc/kdump/sysctl.conf";
 /// boot under emulation, and kdump-tools' `dep` needs a running system.
 const INITRAMFS_EXTRA_MODULES: [&str; 4] = ["sd_mod", "ext4", "crc32c_generic", "sym53c8xx"];
 
+/// The module list both initramfs images are made from (`/etc/initramfs-tools/modules`).
+fn initramfs_modules() -> Vec<&'static str> {
+    let mut m = initramfs_drivers();
+    m.extend(INITRAMFS_EXTRA_MODULES);
+    m
+}
+
 /// Kernel modules (paths under each kernel's `kernel/` directory) for hardware a VMware virtual
 /// machine cannot have: sound, cameras and TV, GPUs other than VMware's SVGA, wireless,
 /// Bluetooth, CAN, ISDN, InfiniBand, sensors, laptop platforms, physical NICs and RAID/FC HBAs
@@ -179,11 +186,8 @@ fn prune_modules_script() -> String {
         .iter()
         .map(|k| format!(" ! -path \"$k/{k}\" ! -path \"$k/{k}/*\""))
         .collect();
-    let required: Vec<&str> = initramfs_drivers()
-        .into_iter()
-        .chain(INITRAMFS_EXTRA_MODULES)
-        .chain(REQUIRED_MODULES)
-        .collect();
+    let mut required = initramfs_modules();
+    required.extend(REQUIRED_MODULES);
     format!(
         r#"for v in $(chroot "$root" linux-version list); do
     m="$root/usr/lib/modules/$v"
@@ -259,11 +263,7 @@ chroot "$root" update-locale LANG=en_US.UTF-8
 {prune}chroot "$root" update-initramfs -u -k all
 rm -f "$root/vmlinuz.old" "$root/initrd.img.old" "$root"/boot/*.old-dkms
 "#,
-        drivers = initramfs_drivers()
-            .into_iter()
-            .chain(INITRAMFS_EXTRA_MODULES)
-            .collect::<Vec<_>>()
-            .join(" "),
+        drivers = initramfs_modules().join(" "),
         prune = prune_modules_script(),
     );
     if has_kdump(packages) {
@@ -544,15 +544,7 @@ mod tests {
         }
         assert!(script.contains("pruned, needing a pruned module:"));
         assert!(script.contains("! -path \"$k/drivers/net/ethernet/intel/e1000/*\""));
-        let out = std::process::Command::new("bash")
-            .args(["-n", "-c", &format!("root=/x\n{script}")])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        testkit::run::assert_bash_parses("the pruning script", &format!("root=/x\n{script}"));
     }
 
     #[test]
